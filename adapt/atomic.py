@@ -1,0 +1,58 @@
+"""Atomic file writes: a killed process leaves either the old file or the new one, never half.
+
+Everything uda-adapt writes that a later run would trust (images, labels, checkpoints,
+manifests, exported models) goes through here: write to a temporary sibling, fsync, rename.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from adapt.errors import UserError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    The temporary name keeps the final suffix, so libraries that pick a format from the
+    extension (OpenCV, torch, onnx) still do the right thing.
+    """
+    final = Path(path)
+    ensure_writable_dir(final.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def ensure_writable_dir(directory: str | os.PathLike) -> Path:
+    """Create `directory` if needed and check that we can write there, with a user-facing error."""
+    folder = Path(directory)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create output directory {folder}: {exc.strerror}; choose another --out") from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"output directory {folder} is not writable; choose another --out or fix its permissions")
+    return folder

@@ -1,0 +1,70 @@
+"""The `uda-adapt` command line: a thin click layer over plain functions.
+
+Errors: a `UserError` prints one line on stderr and exits 1; usage mistakes exit 2;
+`--debug` shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from adapt import __version__
+from adapt.errors import UserError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="uda-adapt")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Adapt a semantic segmenter to your camera, export it, and run it on video.
+
+    \b
+    adapt:  uda-adapt data synth / train / eval
+    export: uda-adapt export CKPT --out DIR [--trt]
+    run:    uda-adapt run MODEL INPUT [OUTPUT] / bench MODEL
+    """
+    ctx.obj = {"debug": debug}
+
+
+def _register_commands() -> None:
+    # Each area owns its commands; importing them here keeps this module the only entry point.
+    from adapt.commands import register
+
+    register(cli)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns the process exit status."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    _register_commands()
+    try:
+        cli.main(args=args, prog_name="uda-adapt", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("uda-adapt: interrupted", err=True)
+        return 130
+    except UserError as exc:
+        if debug:
+            raise
+        click.echo(f"uda-adapt: error: {exc}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        click.echo("uda-adapt: interrupted", err=True)
+        return 130
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,15 @@
+"""Where each area's click commands are attached to the `uda-adapt` group.
+
+Command modules import their heavy dependencies (torch, onnxruntime) inside the command
+body, so `uda-adapt --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+def register(cli: click.Group) -> None:
+    from adapt.commands.data import data
+
+    cli.add_command(data)
