@@ -1,0 +1,1 @@
+"""Export of trained segmenters to ONNX and TensorRT, with a sidecar manifest."""

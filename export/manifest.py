@@ -1,0 +1,128 @@
+"""The export manifest: `model.json` beside `model.onnx` / `*.engine`.
+
+Everything a runtime needs to use the model without the training code: classes, palette,
+input normalisation and layout, output kind, shapes and the versions and hashes that let a
+runtime refuse an engine built for another TensorRT or GPU. The same fields are mirrored
+into the ONNX `metadata_props` (values JSON-encoded) so a bare `.onnx` is self-describing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from adapt.atomic import atomic_write_text
+from adapt.errors import UserError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "model.json"
+
+
+@dataclasses.dataclass
+class InputSpec:
+    name: str = "image"
+    layout: str = "NCHW"
+    dtype: str = "float32"
+    color_order: Literal["RGB", "BGR"] = "RGB"
+    scale: float = 1.0 / 255.0                      # applied before mean/std
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    shape: tuple[int | str, ...] = (1, 3, 512, 1024)  # symbolic dims as strings when dynamic
+
+
+@dataclasses.dataclass
+class OutputSpec:
+    name: str = "mask"
+    kind: Literal["mask", "logits"] = "mask"
+    dtype: str = "int32"                            # mask: int32 (B, H, W); logits: float32 (B, C, H, W)
+    upsampled: bool = True                          # True: at input resolution
+
+
+@dataclasses.dataclass
+class EngineSpec:
+    """Filled in only when a TensorRT engine was built."""
+
+    file: str
+    precision: Literal["fp32", "fp16", "int8"]
+    trt_version: str
+    gpu_name: str
+    compute_capability: str                         # e.g. "8.7"
+    min_shape: tuple[int, ...] | None = None
+    opt_shape: tuple[int, ...] | None = None
+    max_shape: tuple[int, ...] | None = None
+    calibration: dict[str, Any] | None = None
+    built_at: str = ""
+
+
+@dataclasses.dataclass
+class Manifest:
+    classes: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    input: InputSpec
+    output: OutputSpec
+    ignore_index: int = 255
+    model_name: str = ""
+    onnx_file: str = "model.onnx"
+    onnx_sha256: str = ""
+    opset: int = 17
+    dynamic: bool = False
+    resize: dict[str, Any] = dataclasses.field(default_factory=lambda: {"mode": "stretch"})
+    exporter: dict[str, str] = dataclasses.field(default_factory=dict)   # tool versions
+    checkpoint: dict[str, Any] = dataclasses.field(default_factory=dict)  # stage, step, source file
+    engines: list[EngineSpec] = dataclasses.field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+    task: str = "semantic-segmentation"
+    uda_adapt_version: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "manifest") -> Manifest:
+        try:
+            values = dict(data)
+            values["input"] = InputSpec(**_tupled(values["input"]))
+            values["output"] = OutputSpec(**values["output"])
+            values["engines"] = [EngineSpec(**_tupled(e)) for e in values.get("engines", [])]
+            values["classes"] = tuple(values["classes"])
+            values["palette"] = tuple(tuple(int(c) for c in rgb) for rgb in values["palette"])
+            known = {f.name for f in dataclasses.fields(cls)}
+            return cls(**{k: v for k, v in values.items() if k in known})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"{source} is not a valid uda-adapt model manifest ({type(exc).__name__}: {exc}); re-export the model") from exc
+
+
+def _tupled(spec: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
+
+
+def write_manifest(path: str | os.PathLike, manifest: Manifest) -> None:
+    atomic_write_text(path, json.dumps(manifest.to_dict(), indent=2) + "\n")
+
+
+def read_manifest(path: str | os.PathLike) -> Manifest:
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"model manifest {file} does not exist; export the model with `uda-adapt export`")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read model manifest {file}: {exc}") from exc
+    return Manifest.from_dict(data, source=str(file))
+
+
+def manifest_for(model_path: str | os.PathLike) -> Path:
+    """Where the manifest of an exported `.onnx` or `.engine` lives: `model.json` beside it."""
+    return Path(model_path).with_name(MANIFEST_NAME)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
