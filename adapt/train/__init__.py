@@ -1,0 +1,1 @@
+"""Correlation-transfer training: source warm-up -> correlation fit -> self-training rounds."""

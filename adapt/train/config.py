@@ -1,0 +1,114 @@
+"""Every training setting in one place, with its default and why.
+
+Loaded from YAML by `adapt.config.load_config(TrainConfig, path, overrides)`; the resolved
+config is saved inside every checkpoint so a run can be reproduced from any of its files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+STAGES = ("source", "correlation", "self_train")
+
+
+@dataclass
+class DatasetConfig:
+    kind: str = "folder"                 # folder | gta5 | synthia | cityscapes
+    root: str = ""
+    train_split: str = "train"
+    val_split: str = "val"
+
+
+@dataclass
+class DataConfig:
+    source: DatasetConfig = field(default_factory=lambda: DatasetConfig(root="data/synthetic/source"))
+    target: DatasetConfig = field(default_factory=lambda: DatasetConfig(root="data/synthetic/target"))
+    crop_size: tuple[int, int] = (128, 256)               # (H, W) of training crops
+    base_size: tuple[int, int] | None = None              # resize (H, W) before random scaling; None keeps the image size
+    scale_range: tuple[float, float] = (0.75, 1.25)       # random rescale before cropping
+    flip: bool = True
+    jitter: float = 0.2                                   # colour jitter strength on source images
+    eval_size: tuple[int, int] | None = None              # network input size for evaluation; labels stay full resolution
+    batch_size: int = 8
+    num_workers: int = 0                                   # DataLoader workers; 0 keeps 2-core machines responsive
+    val_limit: int = 0                                     # evaluate on the first N val images only (0 = all)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "small"
+    pretrained: str | None = None          # None, "imagenet", or a local weight file
+    freeze_bn_in_adaptation: bool = True   # IAST freezes BatchNorm statistics on the target
+
+
+@dataclass
+class OptimConfig:
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9                  # sgd only
+    poly_power: float = 0.0                # 0 = constant lr (IAST), 0.9 = DeepLab poly decay
+
+
+@dataclass
+class SourceStageConfig:
+    iterations: int = 600
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class CorrelationConfig:
+    dim: int = 64                                           # q/k projection width d
+    value: Literal["prediction", "learned"] = "prediction"  # v = p (output is a probability map) or v = Wv p with residual gain
+    spatial: Literal["none", "conv3x3", "posenc"] = "none"  # how q/k see position; "none": affinity from class similarity alone
+    iterations: int = 150
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3))
+
+
+@dataclass
+class PseudoLabelConfig:
+    mode: Literal["iast", "fixed"] = "iast"
+    init_threshold: float = 0.9            # starting per-class threshold
+    alpha: tuple[float, ...] = (0.2, 0.25, 0.3)   # IAST proportion per round (last value repeats)
+    beta: float = 0.9                      # EMA momentum of the thresholds
+    gamma: float = 8.0                     # IAST instance-adaptive exponent
+    fixed_threshold: float = 0.9           # mode "fixed" only
+
+
+@dataclass
+class SelfTrainConfig:
+    rounds: int = 3
+    iterations_per_round: int = 200
+    lrs: tuple[float, ...] = (3e-4, 2.5e-4, 2e-4)   # per round (last value repeats), IAST's decreasing schedule scaled to the small model
+    lambda_ct: float = 1.0                 # weight of KL(SA(p_t) || p_t); 0 turns correlation transfer off
+    source_ce_weight: float = 0.0          # optional source cross-entropy during self-training
+    entropy_weight: float = 0.0            # IAST entropy on ignored pixels (IAST full scale: 3.0)
+    kl_uniform_weight: float = 0.0         # IAST KL-to-uniform on pseudo-labelled pixels (IAST full scale: 0.1)
+    pseudo: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-4))
+
+
+@dataclass
+class LoggingConfig:
+    log_every: int = 20
+    checkpoint_every: int = 100            # iterations between `last` checkpoints (resume points)
+    num_overlays: int = 4                  # target val overlay images written per evaluation
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    device: str = "auto"                   # auto | cpu | cuda | cuda:N
+    amp: bool = False                      # mixed precision on CUDA
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    source: SourceStageConfig = field(default_factory=SourceStageConfig)
+    correlation: CorrelationConfig = field(default_factory=CorrelationConfig)
+    self_train: SelfTrainConfig = field(default_factory=SelfTrainConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+def per_round(values: tuple[float, ...], round_index: int) -> float:
+    """The value for a round from a per-round list whose last entry repeats."""
+    return values[min(round_index, len(values) - 1)]

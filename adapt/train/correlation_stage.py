@@ -1,0 +1,111 @@
+"""Stage 2: fit the correlation module on the source domain only, the network frozen.
+
+What the module learns here (which pixels' predictions should agree) comes from source
+labels alone, so it carries no target-domain bias into self-training.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from adapt.checkpoint import Checkpoint
+from adapt.losses import correlation_fit_loss
+from adapt.models import build_segmenter
+from adapt.models.correlation import CorrelationModule
+from adapt.train.batches import BatchStream, StreamState
+from adapt.train.datasets import labelled_train_set, train_transform
+from adapt.train.environment import autocast, seed_everything
+from adapt.train.logbook import Logbook
+from adapt.train.loop import run_iterations
+from adapt.train.optim import make_optimizer
+from adapt.train.reporting import evaluate_stage, network_fn
+from adapt.train.stage_io import RunContext, is_complete, last_checkpoint, read_stage_checkpoint, write_stage_checkpoint
+
+STAGE = "correlation"
+
+
+def build_correlation_module(ctx: RunContext) -> CorrelationModule:
+    c = ctx.cfg.correlation
+    return CorrelationModule(len(ctx.classes), dim=c.dim, value=c.value, spatial=c.spatial)
+
+
+def correlation_payload(ctx: RunContext, module: CorrelationModule) -> dict:
+    c = ctx.cfg.correlation
+    return {
+        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+        "dim": c.dim, "value": c.value, "spatial": c.spatial,
+    }
+
+
+def load_correlation_module(payload: dict, num_classes: int) -> CorrelationModule:
+    module = CorrelationModule(num_classes, dim=payload["dim"], value=payload["value"], spatial=payload["spatial"])
+    module.load_state_dict(payload["state_dict"])
+    return module
+
+
+def fit_correlation(ctx: RunContext, init: Checkpoint) -> None:
+    """Train the module on source batches; `init` holds the source-trained network."""
+    cfg, stage_cfg = ctx.cfg, ctx.cfg.correlation
+    stage_dir = ctx.stage_dir(STAGE)
+    last_path = last_checkpoint(ctx.run_dir, STAGE)
+    resume = read_stage_checkpoint(last_path)
+    if is_complete(resume):
+        print(f"{STAGE}: already complete ({last_path}), skipping")
+        return
+
+    seed_everything(cfg.seed + 1)
+    network = build_segmenter(init.model_name, len(ctx.classes), None)
+    network.load_state_dict(init.state_dict)
+    network.to(ctx.device).eval().requires_grad_(False)
+    module = build_correlation_module(ctx)
+    if resume:
+        module = load_correlation_module(resume.extra["correlation"], len(ctx.classes))
+    module.to(ctx.device).train()
+
+    dataset = labelled_train_set(cfg.data.source, train_transform(cfg, ctx.mean, ctx.std))
+    stream = BatchStream(dataset, cfg.data.batch_size, cfg.seed + 1, cfg.data.num_workers)
+    optimizer = make_optimizer(module.parameters(), stage_cfg.optim)
+    start = 0
+    if resume:
+        optimizer.load_state_dict(resume.extra["optimizer"])
+        stream.state = StreamState(**resume.extra["stream"])
+        start = resume.step
+        print(f"{STAGE}: resuming at iteration {start} from {last_path}")
+
+    def step(i: int) -> dict[str, float]:
+        images, labels = stream.next()
+        images, labels = images.to(ctx.device, non_blocking=True), labels.to(ctx.device, non_blocking=True)
+        with torch.no_grad(), autocast(ctx.device, cfg.amp):
+            logits = network(images)
+        loss = correlation_fit_loss(module, logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.item()}
+
+    def save(done: int, complete: bool = False) -> None:
+        write_stage_checkpoint(ctx, last_path, STAGE, network, done, {
+            "optimizer": optimizer.state_dict(),
+            "stream": vars(stream.state).copy(),
+            "correlation": correlation_payload(ctx, module),
+            "complete": complete,
+        })
+
+    log = Logbook(stage_dir, ctx.tensorboard_dir, tag=STAGE)
+    try:
+        run_iterations(start=start, total=stage_cfg.iterations, step_fn=step, save_fn=save, log=log,
+                       log_every=cfg.logging.log_every, checkpoint_every=cfg.logging.checkpoint_every,
+                       description=STAGE, last_good=last_path)
+        module.eval()
+        # Diagnostic only: the network followed by the module at test time. The deployed
+        # model is the network alone; this shows what the module would teach on the target.
+        evaluate_stage(ctx, module_fn(network, module), stage_dir, "network+module", stage_cfg.iterations, log)
+        save(stage_cfg.iterations, complete=True)
+    finally:
+        log.close()
+
+
+def module_fn(network, module):
+    def run(images: torch.Tensor) -> torch.Tensor:
+        return torch.log(module(torch.softmax(network(images).float(), dim=1)).clamp_min(1e-8))
+    return run

@@ -1,0 +1,38 @@
+"""The datasets a run trains on, built from the config, with the cross-dataset checks."""
+
+from __future__ import annotations
+
+from adapt.data import open_dataset
+from adapt.data.transforms import TrainTransform
+from adapt.errors import UserError
+from adapt.train.config import DatasetConfig, TrainConfig
+
+
+def train_transform(cfg: TrainConfig, mean, std, jitter: float | None = None) -> TrainTransform:
+    data = cfg.data
+    return TrainTransform(
+        crop_size=tuple(data.crop_size),
+        scale_range=tuple(data.scale_range),
+        base_size=tuple(data.base_size) if data.base_size else None,
+        flip=data.flip,
+        jitter=data.jitter if jitter is None else jitter,
+        mean=mean,
+        std=std,
+    )
+
+
+def labelled_train_set(spec: DatasetConfig, transform):
+    return open_dataset(spec.kind, spec.root, spec.train_split, require_labels=True, transform=transform)
+
+
+def unlabelled_train_set(spec: DatasetConfig, transform=None):
+    """The target train split as the adaptation sees it: images only, labels never read."""
+    return open_dataset(spec.kind, spec.root, spec.train_split, require_labels=False, transform=transform)
+
+
+def check_same_classes(source, target) -> None:
+    if tuple(source.classes) != tuple(target.classes):
+        raise UserError(
+            f"source and target datasets have different class sets ({len(source.classes)} vs {len(target.classes)} classes); "
+            "give both the same meta.json classes"
+        )

@@ -1,0 +1,54 @@
+"""The iteration loop every stage shares: progress bar, logging, NaN guard, resume points."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+from tqdm import tqdm
+
+from adapt.errors import UserError
+from adapt.train.logbook import Logbook
+
+
+def run_iterations(
+    *,
+    start: int,
+    total: int,
+    step_fn: Callable[[int], dict[str, float]],
+    save_fn: Callable[[int], None],
+    log: Logbook,
+    log_every: int,
+    checkpoint_every: int,
+    description: str,
+    last_good: Path,
+    step_offset: int = 0,
+) -> None:
+    """Run `step_fn(i)` for i in [start, total); `save_fn(i + 1)` writes a resume point.
+
+    A non-finite loss stops training before anything is saved, so the last checkpoint on
+    disk is always a good one.
+    """
+    running: dict[str, float] = {}
+    count = 0
+    with tqdm(total=total, initial=start, desc=description, unit="it", dynamic_ncols=True, disable=None) as bar:
+        for i in range(start, total):
+            losses = step_fn(i)
+            bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+            if bad:
+                name, value = next(iter(bad.items()))
+                where = f"the last good checkpoint is {last_good}" if last_good.exists() else "no checkpoint was written yet"
+                raise UserError(f"{description}: {name} became {value} at iteration {i + 1}; {where}; lower the learning rate (optim.lr) and resume")
+            for key, value in losses.items():
+                running[key] = running.get(key, 0.0) + value
+            count += 1
+            bar.update(1)
+            done = i + 1
+            if done % log_every == 0 or done == total:
+                means = {k: v / count for k, v in running.items()}
+                log.write(step_offset + done, **means)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()})
+                running, count = {}, 0
+            if done % checkpoint_every == 0 and done != total:
+                save_fn(done)

@@ -1,0 +1,29 @@
+"""Optimizers and the learning-rate schedule (a pure function of the step)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from adapt.train.config import OptimConfig
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig, lr: float | None = None) -> torch.optim.Optimizer:
+    trainable = [p for p in params if p.requires_grad]
+    base_lr = cfg.lr if lr is None else lr
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(trainable, lr=base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(trainable, lr=base_lr, weight_decay=cfg.weight_decay)
+
+
+def poly_lr(base_lr: float, step: int, total: int, power: float) -> float:
+    """DeepLab's poly decay; power 0 keeps the rate constant."""
+    if power == 0 or total <= 0:
+        return base_lr
+    return base_lr * (1 - min(step, total) / total) ** power
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

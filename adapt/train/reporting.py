@@ -1,0 +1,91 @@
+"""Evaluation at the end of a stage: target-val mIoU, per-class table, overlays, best checkpoint."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from adapt.atomic import atomic_write_text
+from adapt.data import open_dataset
+from adapt.data.transforms import EvalTransform
+from adapt.evaluation import EvalResult, evaluate
+from adapt.images import write_rgb
+from adapt.models import upsample_logits
+from adapt.train.logbook import Logbook
+from adapt.train.stage_io import RunContext
+from adapt.visualize import comparison_strip
+
+
+def target_val_dataset(ctx: RunContext):
+    spec = ctx.cfg.data.target
+    return open_dataset(spec.kind, spec.root, spec.val_split, require_labels=False,
+                        transform=EvalTransform(size=ctx.cfg.data.eval_size, mean=ctx.mean, std=ctx.std))
+
+
+def evaluate_stage(ctx: RunContext, model_fn, stage_dir: Path, tag: str, step: int, log: Logbook) -> EvalResult | None:
+    """Evaluate on the labelled target val split (if it has labels) and write eval.json + overlays.
+
+    Returns None when the target val split has no labels: there is nothing honest to report.
+    """
+    dataset = target_val_dataset(ctx)
+    if not dataset.has_labels:
+        return None
+    if ctx.cfg.data.val_limit:
+        dataset = _limited(dataset, ctx.cfg.data.val_limit)
+    result = evaluate(model_fn, dataset, device=ctx.device, progress=True)
+    payload = {"tag": tag, "step": step, **result.to_dict()}
+    atomic_write_text(stage_dir / f"eval_{tag}.json", json.dumps(payload, indent=2) + "\n")
+    log.write(step, miou=result.miou, pixel_accuracy=result.pixel_accuracy)
+    print(f"\n{tag}: target val mIoU {100 * result.miou:.2f}\n{result.format_table()}")
+    write_overlays(ctx, model_fn, dataset, stage_dir / "overlays", tag)
+    return result
+
+
+def write_overlays(ctx: RunContext, model_fn, dataset, out_dir: Path, tag: str) -> None:
+    count = min(ctx.cfg.logging.num_overlays, len(dataset))
+    for index in range(count):
+        image, truth = dataset.load(index)
+        tensor, _ = dataset[index]
+        with torch.inference_mode():
+            logits = model_fn(tensor.unsqueeze(0).to(ctx.device))
+            prediction = upsample_logits(logits.float(), truth.shape if truth is not None else image.shape[:2]).argmax(1)[0]
+        strip = comparison_strip(image, prediction.cpu().numpy().astype(np.uint8), truth, ctx.palette)
+        write_rgb(out_dir / f"{tag}_{dataset.stems[index]}.jpg", strip)
+
+
+def network_fn(model: nn.Module):
+    """The plain network as an evaluation function: normalised images -> logits."""
+    def run(images: torch.Tensor) -> torch.Tensor:
+        return model(images)
+    return run
+
+
+def keep_best(result: EvalResult | None, best_so_far: float, save_best) -> float:
+    """Write `best.pt` when this evaluation beats the best so far (target-val labels only)."""
+    if result is None or math.isnan(result.miou) or result.miou <= best_so_far:
+        return best_so_far
+    save_best()
+    return result.miou
+
+
+class _limited(torch.utils.data.Dataset):
+    """The first `limit` items of a dataset, keeping its load/stems interface."""
+
+    def __init__(self, base, limit: int) -> None:
+        self.base, self.limit = base, min(limit, len(base))
+        self.stems = base.stems[: self.limit]
+        self.has_labels, self.classes, self.palette = base.has_labels, base.classes, base.palette
+
+    def __len__(self) -> int:
+        return self.limit
+
+    def __getitem__(self, index: int):
+        return self.base[index]
+
+    def load(self, index: int):
+        return self.base.load(index)

@@ -1,0 +1,83 @@
+"""`uda-adapt train`: the whole schedule, or one stage, in one call.
+
+    source -> correlation -> self_train
+
+Re-running the same command on the same RUN_DIR skips finished stages and resumes an
+interrupted one from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from adapt.atomic import atomic_write_text, ensure_writable_dir
+from adapt.checkpoint import Checkpoint, load_checkpoint
+from adapt.config import to_dict
+from adapt.errors import UserError
+from adapt.train.config import STAGES, TrainConfig
+from adapt.train.correlation_stage import fit_correlation
+from adapt.train.datasets import check_same_classes, labelled_train_set, unlabelled_train_set
+from adapt.train.environment import resolve_device
+from adapt.train.self_train_stage import self_train
+from adapt.train.source_stage import train_source
+from adapt.train.stage_io import RunContext, is_complete, last_checkpoint, read_stage_checkpoint
+from adapt.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, stage: str | None = None, init: str | Path | None = None) -> Path:
+    """Run the schedule (or the single `stage`) into `run_dir`; returns the final checkpoint path.
+
+    `init` is the checkpoint a single stage starts from; by default each stage starts from the
+    previous stage's `last.pt` in the same run directory.
+    """
+    if stage is not None and stage not in STAGES:
+        raise UserError(f"unknown stage {stage!r}; valid stages: {', '.join(STAGES)}")
+    run = ensure_writable_dir(run_dir)
+    source = labelled_train_set(cfg.data.source, None)
+    target = unlabelled_train_set(cfg.data.target)
+    check_same_classes(source, target)
+    ctx = RunContext(cfg=cfg, run_dir=run, device=resolve_device(cfg.device), classes=tuple(source.classes),
+                     palette=tuple(tuple(c) for c in source.palette), mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    atomic_write_text(run / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    print(f"run directory {run} on {ctx.device}; {len(source)} source / {len(target)} target train images, {len(ctx.classes)} classes")
+
+    stages = STAGES if stage is None else (stage,)
+    init_ckpt = load_checkpoint(init) if init else None
+    for name in stages:
+        if name == "source":
+            train_source(ctx, init_ckpt if stage == "source" else None)
+        elif name == "correlation":
+            fit_correlation(ctx, init_ckpt if stage == "correlation" and init_ckpt else _previous(run, "source", "correlation"))
+        else:
+            self_train(ctx, init_ckpt if stage == "self_train" and init_ckpt else _self_train_start(run, cfg))
+    final = last_checkpoint(run, stages[-1])
+    _write_summary(run)
+    return final
+
+
+def _previous(run: Path, needed: str, stage: str) -> Checkpoint:
+    ckpt = read_stage_checkpoint(last_checkpoint(run, needed))
+    if not is_complete(ckpt):
+        raise UserError(f"stage {stage!r} needs a finished {needed!r} stage in {run} (or --init CKPT); run `uda-adapt train` without --stage first")
+    return ckpt
+
+
+def _self_train_start(run: Path, cfg: TrainConfig) -> Checkpoint:
+    if cfg.self_train.lambda_ct > 0:
+        return _previous(run, "correlation", "self_train")
+    # Plain self-training needs no correlation module: start from whichever is available.
+    ckpt = read_stage_checkpoint(last_checkpoint(run, "correlation"))
+    return ckpt if is_complete(ckpt) else _previous(run, "source", "self_train")
+
+
+def _write_summary(run: Path) -> None:
+    """RUN_DIR/summary.json: the last evaluation of each stage, for scripts and the ablation."""
+    summary = {}
+    for stage_dir in sorted(p for p in run.iterdir() if p.is_dir()):
+        evals = sorted(stage_dir.glob("eval_*.json"), key=lambda p: p.stat().st_mtime)
+        if evals:
+            summary[stage_dir.name] = {p.stem[5:]: json.loads(p.read_text())["miou"] for p in evals}
+    atomic_write_text(run / "summary.json", json.dumps(summary, indent=2) + "\n")

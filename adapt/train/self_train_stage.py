@@ -1,0 +1,150 @@
+"""Stage 3: self-training on the target with correlation transfer.
+
+Each round regenerates pseudo labels with class-balanced thresholds, then trains on
+    CE(logits_t, pseudo) + lambda_ct * KL(SA(p_t) || p_t)   (dense, all pixels)
+    [+ source CE] [+ IAST entropy on ignored pixels] [+ IAST KL-to-uniform on labelled pixels]
+with the correlation module SA frozen. lambda_ct = 0 is plain self-training.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from adapt.checkpoint import Checkpoint
+from adapt.data import PseudoLabelDataset
+from adapt.data.transforms import EvalTransform
+from adapt.errors import UserError
+from adapt.losses import correlation_transfer_loss, entropy_on_ignored, kl_to_uniform_on_labelled, segmentation_ce
+from adapt.models import build_segmenter, freeze_batchnorm
+from adapt.pseudo_labels import ThresholdState
+from adapt.train.batches import BatchStream, StreamState
+from adapt.train.config import per_round
+from adapt.train.correlation_stage import load_correlation_module
+from adapt.train.datasets import labelled_train_set, train_transform, unlabelled_train_set
+from adapt.train.environment import autocast, make_grad_scaler, seed_everything
+from adapt.train.logbook import Logbook
+from adapt.train.loop import run_iterations
+from adapt.train.optim import make_optimizer, set_lr, poly_lr
+from adapt.train.pseudo_round import pseudo_labels_ready, write_pseudo_labels
+from adapt.train.reporting import evaluate_stage, keep_best, network_fn
+from adapt.train.stage_io import RunContext, is_complete, last_checkpoint, read_stage_checkpoint, write_stage_checkpoint
+
+STAGE = "self_train"
+
+
+def self_train(ctx: RunContext, init: Checkpoint) -> None:
+    """Run all rounds; `init` is the correlation-stage checkpoint (network + module)."""
+    cfg, st = ctx.cfg, ctx.cfg.self_train
+    stage_dir = ctx.stage_dir(STAGE)
+    last_path = last_checkpoint(ctx.run_dir, STAGE)
+    resume = read_stage_checkpoint(last_path)
+    if is_complete(resume):
+        print(f"{STAGE}: already complete ({last_path}), skipping")
+        return
+
+    module = None
+    if st.lambda_ct > 0:
+        payload = init.extra.get("correlation")
+        if payload is None:
+            raise UserError(f"self-training with lambda_ct={st.lambda_ct} needs a correlation checkpoint, but {init.stage!r} checkpoint has no correlation module; run the correlation stage first or set self_train.lambda_ct=0")
+        module = load_correlation_module(payload, len(ctx.classes)).to(ctx.device).eval().requires_grad_(False)
+
+    seed_everything(cfg.seed + 2)
+    model = build_segmenter(init.model_name, len(ctx.classes), None)
+    model.load_state_dict((resume or init).state_dict)
+    model.to(ctx.device)
+
+    target_plain = unlabelled_train_set(cfg.data.target, EvalTransform(size=None, mean=ctx.mean, std=ctx.std))
+    source_stream = None
+    if st.source_ce_weight > 0:
+        source = labelled_train_set(cfg.data.source, train_transform(cfg, ctx.mean, ctx.std))
+        source_stream = BatchStream(source, cfg.data.batch_size, cfg.seed + 3, cfg.data.num_workers)
+
+    thresholds = ThresholdState.initial(len(ctx.classes), st.pseudo.init_threshold)
+    first_round, start, best = 0, 0, float("-inf")
+    saved_optimizer, saved_stream = None, None
+    if resume:
+        first_round, start = resume.extra["round"], resume.extra["round_step"]
+        thresholds.thresholds = resume.extra["thresholds"].clone()
+        best = resume.extra.get("best_miou", best)
+        saved_optimizer, saved_stream = resume.extra.get("optimizer"), resume.extra.get("stream")
+        print(f"{STAGE}: resuming round {first_round + 1} at iteration {start} from {last_path}")
+
+    log = Logbook(stage_dir, ctx.tensorboard_dir, tag=STAGE)
+    try:
+        for round_index in range(first_round, st.rounds):
+            round_dir = stage_dir / f"round{round_index + 1}"
+            if not pseudo_labels_ready(round_dir):
+                stats = write_pseudo_labels(model, target_plain, round_dir, thresholds, st.pseudo,
+                                            per_round(st.pseudo.alpha, round_index), ctx.device)
+                log.write(round_index * st.iterations_per_round, pseudo_labelled_fraction=stats["labelled_fraction"])
+            lr = per_round(st.lrs, round_index)
+            dataset = PseudoLabelDataset(unlabelled_train_set(cfg.data.target), round_dir / "pseudo",
+                                         transform=train_transform(cfg, ctx.mean, ctx.std, jitter=0.0))
+            stream = BatchStream(dataset, cfg.data.batch_size, cfg.seed * 1000 + round_index, cfg.data.num_workers)
+            optimizer = make_optimizer(model.parameters(), st.optim, lr=lr)
+            scaler = make_grad_scaler(ctx.device, cfg.amp)
+            if saved_optimizer is not None and start > 0:
+                optimizer.load_state_dict(saved_optimizer)
+                stream.state = StreamState(**saved_stream)
+            model.train()
+            if cfg.model.freeze_bn_in_adaptation:
+                freeze_batchnorm(model)
+
+            def step(i: int) -> dict[str, float]:
+                images, pseudo = stream.next()
+                images, pseudo = images.to(ctx.device, non_blocking=True), pseudo.to(ctx.device, non_blocking=True)
+                set_lr(optimizer, poly_lr(lr, i, st.iterations_per_round, st.optim.poly_power))
+                losses: dict[str, torch.Tensor] = {}
+                with autocast(ctx.device, cfg.amp):
+                    logits = model(images)
+                    losses["pseudo_ce"] = segmentation_ce(logits, pseudo)
+                    if module is not None:
+                        losses["ct_kl"] = st.lambda_ct * correlation_transfer_loss(module, logits.float())
+                    if st.entropy_weight > 0:
+                        losses["entropy"] = st.entropy_weight * entropy_on_ignored(logits, pseudo)
+                    if st.kl_uniform_weight > 0:
+                        losses["kl_uniform"] = st.kl_uniform_weight * kl_to_uniform_on_labelled(logits, pseudo)
+                    if source_stream is not None:
+                        src_images, src_labels = source_stream.next()
+                        src_logits = model(src_images.to(ctx.device))
+                        losses["source_ce"] = st.source_ce_weight * segmentation_ce(src_logits, src_labels.to(ctx.device))
+                loss = sum(losses.values())
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                return {"loss": loss.item(), **{k: v.item() for k, v in losses.items()}}
+
+            def save(done: int, round_index: int = round_index, complete: bool = False) -> None:
+                write_stage_checkpoint(ctx, last_path, STAGE, model, round_index * st.iterations_per_round + done, {
+                    "optimizer": optimizer.state_dict(),
+                    "stream": vars(stream.state).copy(),
+                    "round": round_index,
+                    "round_step": done,
+                    "thresholds": thresholds.thresholds.detach().cpu().clone(),
+                    "best_miou": best,
+                    "complete": complete,
+                    "correlation": init.extra.get("correlation"),
+                })
+
+            tag = f"round{round_index + 1}"
+            run_iterations(start=start, total=st.iterations_per_round, step_fn=step, save_fn=save, log=log,
+                           log_every=cfg.logging.log_every, checkpoint_every=cfg.logging.checkpoint_every,
+                           description=f"{STAGE} {tag}/{st.rounds}", last_good=last_path,
+                           step_offset=round_index * st.iterations_per_round)
+            model.eval()
+            done_steps = (round_index + 1) * st.iterations_per_round
+            result = evaluate_stage(ctx, network_fn(model), stage_dir, tag, done_steps, log)
+            best = keep_best(result, best, lambda: write_stage_checkpoint(
+                ctx, stage_dir / "best.pt", STAGE, model, done_steps, {"miou": result.miou, "round": round_index + 1, "complete": True}))
+            start, saved_optimizer = 0, None
+            final = round_index + 1 == st.rounds
+            # The round is over: the next resume starts the following round from scratch.
+            write_stage_checkpoint(ctx, last_path, STAGE, model, done_steps, {
+                "round": round_index + 1, "round_step": 0,
+                "thresholds": thresholds.thresholds.detach().cpu().clone(),
+                "best_miou": best, "complete": final, "correlation": init.extra.get("correlation"),
+            })
+    finally:
+        log.close()

@@ -1,0 +1,86 @@
+"""Stage 1: supervised training on the labelled source domain (also the oracle, on target labels)."""
+
+from __future__ import annotations
+
+from adapt.checkpoint import Checkpoint
+from adapt.losses import segmentation_ce
+from adapt.models import build_segmenter
+from adapt.train.batches import BatchStream, StreamState
+from adapt.train.datasets import labelled_train_set, train_transform
+from adapt.train.environment import autocast, make_grad_scaler, seed_everything
+from adapt.train.logbook import Logbook
+from adapt.train.loop import run_iterations
+from adapt.train.optim import make_optimizer, poly_lr, set_lr
+from adapt.train.reporting import evaluate_stage, keep_best, network_fn
+from adapt.train.stage_io import RunContext, is_complete, last_checkpoint, read_stage_checkpoint, write_stage_checkpoint
+
+STAGE = "source"
+
+
+def train_source(ctx: RunContext, init: Checkpoint | None = None) -> None:
+    """Train the network on source labels; resumes from `source/last.pt` when it is incomplete."""
+    cfg, stage_cfg = ctx.cfg, ctx.cfg.source
+    stage_dir = ctx.stage_dir(STAGE)
+    last_path = last_checkpoint(ctx.run_dir, STAGE)
+    resume = read_stage_checkpoint(last_path)
+    if is_complete(resume):
+        print(f"{STAGE}: already complete ({last_path}), skipping")
+        return
+
+    seed_everything(cfg.seed)
+    model = build_segmenter(cfg.model.name, len(ctx.classes), None if (resume or init) else cfg.model.pretrained)
+    if resume or init:
+        model.load_state_dict((resume or init).state_dict)
+    model.to(ctx.device).train()
+
+    dataset = labelled_train_set(cfg.data.source, train_transform(cfg, ctx.mean, ctx.std))
+    stream = BatchStream(dataset, cfg.data.batch_size, cfg.seed, cfg.data.num_workers)
+    optimizer = make_optimizer(model.parameters(), stage_cfg.optim)
+    scaler = make_grad_scaler(ctx.device, cfg.amp)
+    start, best = 0, float("-inf")
+    if resume:
+        optimizer.load_state_dict(resume.extra["optimizer"])
+        stream.state = StreamState(**resume.extra["stream"])
+        torch_rng = resume.extra.get("rng")
+        if torch_rng is not None:
+            import torch
+
+            torch.set_rng_state(torch_rng)
+        start, best = resume.step, resume.extra.get("best_miou", best)
+        print(f"{STAGE}: resuming at iteration {start} from {last_path}")
+
+    def step(i: int) -> dict[str, float]:
+        images, labels = stream.next()
+        images, labels = images.to(ctx.device, non_blocking=True), labels.to(ctx.device, non_blocking=True)
+        set_lr(optimizer, poly_lr(stage_cfg.optim.lr, i, stage_cfg.iterations, stage_cfg.optim.poly_power))
+        with autocast(ctx.device, cfg.amp):
+            loss = segmentation_ce(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return {"loss": loss.item()}  # .item() syncs with the GPU once per step; fine at this granularity
+
+    def save(done: int, complete: bool = False) -> None:
+        import torch
+
+        write_stage_checkpoint(ctx, last_path, STAGE, model, done, {
+            "optimizer": optimizer.state_dict(),
+            "stream": vars(stream.state).copy(),
+            "rng": torch.get_rng_state(),
+            "best_miou": best,
+            "complete": complete,
+        })
+
+    log = Logbook(stage_dir, ctx.tensorboard_dir, tag=STAGE)
+    try:
+        run_iterations(start=start, total=stage_cfg.iterations, step_fn=step, save_fn=save, log=log,
+                       log_every=cfg.logging.log_every, checkpoint_every=cfg.logging.checkpoint_every,
+                       description=STAGE, last_good=last_path)
+        model.eval()
+        result = evaluate_stage(ctx, network_fn(model), stage_dir, STAGE, stage_cfg.iterations, log)
+        best = keep_best(result, best, lambda: write_stage_checkpoint(
+            ctx, stage_dir / "best.pt", STAGE, model, stage_cfg.iterations, {"miou": result.miou, "complete": True}))
+        save(stage_cfg.iterations, complete=True)
+    finally:
+        log.close()

@@ -1,0 +1,69 @@
+"""Where each stage keeps its files, and how its checkpoints are written and found.
+
+RUN_DIR/<stage>/last.pt   latest state (resume point; `extra["complete"]` once the stage ended)
+RUN_DIR/<stage>/best.pt   best target-val mIoU, only when the target val split has labels
+RUN_DIR/<stage>/metrics.jsonl, eval.json, overlays/
+RUN_DIR/tensorboard/
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from adapt.atomic import ensure_writable_dir
+from adapt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from adapt.config import to_dict
+from adapt.train.config import TrainConfig
+
+
+@dataclass
+class RunContext:
+    """What every stage needs to know about the run it belongs to."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    device: torch.device
+    classes: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def stage_dir(self, stage: str) -> Path:
+        return ensure_writable_dir(self.run_dir / stage)
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.run_dir / "tensorboard"
+
+
+def last_checkpoint(run_dir: Path, stage: str) -> Path:
+    return run_dir / stage / "last.pt"
+
+
+def read_stage_checkpoint(path: Path) -> Checkpoint | None:
+    return load_checkpoint(path) if path.is_file() else None
+
+
+def is_complete(ckpt: Checkpoint | None) -> bool:
+    return ckpt is not None and bool(ckpt.extra.get("complete"))
+
+
+def write_stage_checkpoint(ctx: RunContext, path: Path, stage: str, model: nn.Module, step: int, extra: dict[str, Any]) -> None:
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    save_checkpoint(path, Checkpoint(
+        model_name=ctx.cfg.model.name,
+        classes=ctx.classes,
+        palette=ctx.palette,
+        state_dict=state,
+        mean=ctx.mean,
+        std=ctx.std,
+        stage=stage,
+        step=step,
+        config=to_dict(ctx.cfg),
+        extra=extra,
+    ))
