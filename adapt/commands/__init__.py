@@ -13,3 +13,8 @@ def register(cli: click.Group) -> None:
     from adapt.commands.data import data
 
     cli.add_command(data)
+
+    from adapt.commands.train import evaluate, train
+
+    cli.add_command(train)
+    cli.add_command(evaluate)

@@ -1,0 +1,40 @@
+"""`uda-adapt eval`: score any checkpoint on a labelled split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from adapt.atomic import atomic_write_text
+from adapt.checkpoint import build_model, load_checkpoint
+from adapt.data import open_dataset
+from adapt.data.transforms import EvalTransform
+from adapt.errors import UserError
+from adapt.evaluation import EvalResult, evaluate
+from adapt.train.environment import resolve_device
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data_root: str | Path,
+    *,
+    kind: str = "folder",
+    split: str = "val",
+    size: tuple[int, int] | None = None,
+    device: str = "auto",
+    json_path: str | Path | None = None,
+) -> tuple[EvalResult, Path]:
+    """Evaluate at full label resolution; writes the result JSON and returns it with its path."""
+    ckpt = load_checkpoint(checkpoint)
+    dataset = open_dataset(kind, data_root, split, require_labels=True,
+                           transform=EvalTransform(size=size, mean=ckpt.mean, std=ckpt.std))
+    if tuple(dataset.classes) != tuple(ckpt.classes):
+        raise UserError(f"checkpoint {checkpoint} predicts {len(ckpt.classes)} classes but {data_root} has {len(dataset.classes)}; evaluate on data with the same classes")
+    torch_device = resolve_device(device)
+    model = build_model(ckpt).to(torch_device)
+    result = evaluate(model, dataset, device=torch_device, progress=True)
+    out = Path(json_path) if json_path else Path(checkpoint).with_name(f"{Path(checkpoint).stem}_eval_{split}.json")
+    payload = {"checkpoint": str(checkpoint), "stage": ckpt.stage, "step": ckpt.step, "data": str(data_root),
+               "split": split, **result.to_dict()}
+    atomic_write_text(out, json.dumps(payload, indent=2) + "\n")
+    return result, out
