@@ -147,6 +147,12 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            # PyYAML reads `1e-4` (no dot) as a string; users write it that way all the time.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise UserError(f"config key {key!r} must be a number, got {value!r}")
     if hint is str:
         if isinstance(value, str):
