@@ -1,0 +1,52 @@
+"""GTA5 (Richter et al. 2016, "Playing for Data") in its download layout.
+
+    ROOT/images/<stem>.png
+    ROOT/labels/<stem>.png       Cityscapes label ids (indexed-colour PNGs)
+    ROOT/{train,val}.txt         optional: image names per split; without them `train` is every image
+
+A handful of GTA5 images differ in size from their labels; the size check names each one, and
+listing the good images in `train.txt` is the way to leave them out.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from adapt.data.cityscapes import LABEL_ID_TABLE
+from adapt.data.dataset import (PairTransform, Sample, SegmentationDataset, read_id_png, require_dir,
+                                split_stems)
+from adapt.errors import UserError
+
+LAYOUT = "ROOT/images/<stem>.png with ROOT/labels/<stem>.png"
+
+
+class GTA5Dataset(SegmentationDataset):
+    """GTA5 with its labels mapped to the 19 Cityscapes train ids."""
+
+    id_hint = "GTA5 labels are Cityscapes label ids, mapped through the official table"
+
+    def __init__(self, root: str | os.PathLike, split: str, *, require_labels: bool,
+                 transform: PairTransform | None = None) -> None:
+        root = require_dir(Path(root), "GTA5 root", f"expected {LAYOUT}")
+        image_dir = require_dir(root / "images", "GTA5 images folder", f"expected {LAYOUT}")
+        images = {p.stem: p for p in image_dir.glob("*.png")}
+        if not images:
+            raise UserError(f"GTA5 images folder {image_dir} holds no .png images")
+        stems = split_stems(root, split, images, "GTA5")
+        label_dir = root / "labels"
+        has_labels = label_dir.is_dir()
+        if require_labels and not has_labels:
+            raise UserError(f"GTA5 labels folder {label_dir} does not exist; unpack the GTA5 labels next to images/")
+        samples = []
+        for stem in stems:
+            label = label_dir / f"{stem}.png" if has_labels else None
+            if label is not None and not label.is_file():
+                raise UserError(f"image {images[stem]} has no label {label}; restore it, or leave the image out of {split}.txt")
+            samples.append(Sample(stem, images[stem], label))
+        super().__init__(samples, has_labels=has_labels, transform=transform)
+
+    def read_train_ids(self, path: Path) -> np.ndarray:
+        return LABEL_ID_TABLE[read_id_png(path, "Cityscapes label ids")]
