@@ -1,0 +1,54 @@
+"""Inference backends behind one interface (`runtime.backends.base.Backend`).
+
+`open_backend(model, "auto")` picks by file type: `.engine`/`.plan` -> TensorRT, `.onnx` ->
+ONNX Runtime, `.pt`/`.pth` -> PyTorch checkpoint. Each backend module imports its heavy
+dependency only when opened.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from adapt.errors import UserError
+from runtime.backends.base import Backend
+
+# backend name -> (module, class, the file suffixes it runs)
+BACKENDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "trt": ("runtime.backends.tensorrt_backend", "TensorRTBackend", (".engine", ".plan")),
+    "ort": ("runtime.backends.onnxruntime_backend", "OnnxRuntimeBackend", (".onnx",)),
+    "torch": ("runtime.backends.torch_backend", "TorchBackend", (".pt", ".pth")),
+}
+BACKEND_BY_SUFFIX: dict[str, str] = {suffix: name for name, (_, _, suffixes) in BACKENDS.items() for suffix in suffixes}
+
+
+def backend_for(model_path: str | os.PathLike, backend: str = "auto") -> str:
+    """The backend name for `model_path`; a UserError for a missing file or an unknown type."""
+    path = Path(model_path)
+    if not path.is_file():
+        raise UserError(f"model file {path} does not exist")
+    if backend == "auto":
+        try:
+            return BACKEND_BY_SUFFIX[path.suffix.lower()]
+        except KeyError:
+            raise UserError(f"model {path} has unknown type {path.suffix or '(no suffix)'}; expected one of {', '.join(BACKEND_BY_SUFFIX)}") from None
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; valid: auto, {', '.join(BACKENDS)}")
+    suffixes = BACKENDS[backend][2]
+    if path.suffix.lower() not in suffixes:
+        raise UserError(f"--backend {backend} runs {'/'.join(suffixes)} files, not {path.name}; use --backend auto")
+    return backend
+
+
+def open_backend(model_path: str | os.PathLike, backend: str = "auto", **options: object) -> Backend:
+    """Open `model_path` with `backend` (auto|trt|ort|torch).
+
+    Options all backends take: threads (CPU threads), device (GPU index), input_size ((H, W)
+    for models without a fixed size).
+    """
+    name = backend_for(model_path, backend)
+    module_name, class_name, _ = BACKENDS[name]
+    cls: Callable[..., Backend] = getattr(importlib.import_module(module_name), class_name)
+    return cls(model_path, **options)

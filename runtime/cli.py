@@ -1,0 +1,150 @@
+"""`uda-adapt run` and `uda-adapt bench`: click wrappers over `run_stream` and `bench`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+from collections.abc import Iterator
+
+import click
+
+from adapt.errors import UserError
+
+# --- options shared by both commands ---------------------------------------------------------------
+backend_option = click.option(
+    "--backend", type=click.Choice(["auto", "trt", "ort", "torch"]), default="auto", show_default=True,
+    help="auto picks by file type: .engine/.plan TensorRT, .onnx ONNX Runtime, .pt/.pth PyTorch.",
+)
+device_option = click.option("--device", type=int, default=0, show_default=True, metavar="N", help="GPU index.")
+threads_option = click.option("--threads", type=int, default=None, metavar="N", help="CPU threads for inference [default: the backend's].")
+json_option = click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, metavar="PATH", help="Also write the report as JSON.")
+
+
+def _size(text: str | None, option: str) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"{option} {text!r} must be HxW, e.g. 512x1024") from None
+    if h < 8 or w < 8:
+        raise UserError(f"{option} {text!r} is too small")
+    return h, w
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """`docker stop` / systemd send SIGTERM: finish the output video as for Ctrl-C."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:          # not the main thread (e.g. under a test runner's thread)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@click.command("run")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("input_uri", metavar="[INPUT]", required=False)
+@click.argument("output_uri", metavar="[OUTPUT]", required=False)
+@backend_option
+@device_option
+@threads_option
+@click.option("--visualize", type=click.Choice(["overlay", "mask", "side-by-side"]), default="overlay", show_default=True)
+@click.option("--alpha", type=float, default=0.5, show_default=True, help="Overlay opacity 0..1 (values above 1: 0..255, as jetson-inference).")
+@click.option("--ignore-class", "ignore_classes", multiple=True, metavar="NAME", help="Leave this class uncoloured (repeatable).")
+@click.option("--legend/--no-legend", default=True, show_default=True, help="Class-name legend of the classes in view.")
+@click.option("--fps-overlay/--no-fps-overlay", default=True, show_default=True)
+@click.option("--input-width", type=int, default=None, metavar="W")
+@click.option("--input-height", type=int, default=None, metavar="H")
+@click.option("--input-rate", type=float, default=None, metavar="FPS", help="Camera rate; for files, play at this rate.")
+@click.option("--input-codec", type=click.Choice(["h264", "h265", "mjpeg"]), default="h264", show_default=True)
+@click.option("--input-latency", type=int, default=200, show_default=True, metavar="MS", help="RTSP jitter buffer.")
+@click.option("--input-loop", type=int, default=0, show_default=True, metavar="N", help="Replay a file N more times; -1 forever.")
+@click.option("--vid-stride", type=int, default=1, show_default=True, metavar="N", help="Use every Nth frame.")
+@click.option("--latest/--buffered", "latest", default=None, help="Newest frame only, dropping the rest [default for cameras and RTSP] / every frame in order [default for files].")
+@click.option("--model-size", default=None, metavar="HxW", help="Input size for models without a fixed one [default: manifest, else 512x1024].")
+@click.option("--headless", is_flag=True, help="No window; with no OUTPUT, only the report.")
+@click.option("--max-frames", type=int, default=None, metavar="N", help="Stop after N frames.")
+@click.option("--save-frame", nargs=2, type=(int, str), default=None, metavar="N PATH", help="Also save rendered frame N as an image.")
+@click.option("--bitrate", type=int, default=4_000_000, show_default=True, help="RTSP output bitrate.")
+@click.option("--stats", is_flag=True, help="Print the report as JSON too.")
+@json_option
+def run(model, input_uri, output_uri, backend, device, threads, visualize, alpha, ignore_classes, legend, fps_overlay,
+        input_width, input_height, input_rate, input_codec, input_latency, input_loop, vid_stride, latest, model_size,
+        headless, max_frames, save_frame, bitrate, stats, json_path) -> None:
+    """Segment a video stream and render it.
+
+    \b
+    INPUT:  file.mp4 | file://clip.mp4 | frames/ | "frames/*.png" | csi://0 | v4l2:///dev/video0 | 0 | rtsp://host/path
+            (default: csi://0 on Jetson, else /dev/video0)
+    OUTPUT: display://0 (default) | out.mp4 | out_%05d.png | rtsp://server:8554/seg | null://
+
+    \b
+    uda-adapt run runs/demo/export/model.onnx clip.mp4 overlay.mp4
+    uda-adapt run model.engine csi://0 display://0
+    uda-adapt run model.onnx rtsp://cam.local/stream null:// --headless --stats
+    """
+    from runtime.capture import log_to_stderr
+    from runtime.render import RenderOptions
+    from runtime.report import format_run_report, write_json
+    from runtime.stream import RunConfig, run_stream
+    from runtime.uri import CaptureOptions
+
+    if input_uri is None:
+        from runtime.uri import is_jetson
+
+        input_uri = "csi://0" if is_jetson() else "v4l2:///dev/video0"
+    if (input_width is None) != (input_height is None):
+        raise UserError("give --input-width and --input-height together")
+    config = RunConfig(
+        model=model, input=input_uri, output=output_uri, backend=backend, device=device, threads=threads,
+        model_size=_size(model_size, "--model-size"),
+        render=RenderOptions(visualize=visualize, alpha=alpha, ignore_classes=tuple(ignore_classes), legend=legend, fps=fps_overlay),
+        capture=CaptureOptions(width=input_width, height=input_height, rate=input_rate, codec=input_codec, latency_ms=input_latency),
+        loop=input_loop, stride=vid_stride, latest=latest, headless=headless, max_frames=max_frames,
+        save_frame=tuple(save_frame) if save_frame else None, bitrate=bitrate,
+    )
+    with _sigterm_as_interrupt():
+        report = run_stream(config, log=log_to_stderr)
+    click.echo(format_run_report(report), err=True)
+    if stats:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    if json_path:
+        write_json(json_path, report.to_dict())
+    if report.interrupted:
+        raise KeyboardInterrupt   # the entry point reports it and exits 130; the output is already closed
+
+
+@click.command("bench")
+@click.argument("model", type=click.Path(dir_okay=False))
+@backend_option
+@device_option
+@threads_option
+@click.option("--shape", default=None, metavar="1x3xHxW", help="Input shape [default: the model's].")
+@click.option("--warmup", type=int, default=10, show_default=True, metavar="N")
+@click.option("--iters", type=int, default=100, show_default=True, metavar="N")
+@click.option("--pipeline/--no-pipeline", default=True, show_default=True, help="Also time the full pipeline (in-memory frames, overlay, null sink).")
+@json_option
+def bench(model, backend, device, threads, shape, warmup, iters, pipeline, json_path) -> None:
+    """Latency and throughput of MODEL, trtexec-style, for any backend.
+
+    \b
+    uda-adapt bench model.onnx --shape 1x3x512x1024 --warmup 5 --iters 50 --json bench.json
+    """
+    from runtime.bench import bench as run_bench
+    from runtime.bench import format_bench, parse_shape
+    from runtime.capture import log_to_stderr
+    from runtime.report import write_json
+
+    result = run_bench(model, backend, parse_shape(shape) if shape else None, warmup, iters, pipeline, threads, device, log=log_to_stderr)
+    click.echo(format_bench(result))
+    if json_path:
+        write_json(json_path, result)

@@ -1,0 +1,204 @@
+"""The frame pipeline: capture -> preprocess + infer -> render + sink, one thread per stage.
+
+    [capture thread] --slot or queue--> [infer thread: preprocess, infer] --queue(2)--> [caller: render, sink]
+
+Queues are bounded, so the slowest stage sets the pace and memory stays flat. ONNX Runtime,
+TensorRT and OpenCV release the GIL while they work, so the stages really overlap: the next
+frame is captured and the last one rendered while the network runs. The caller's thread
+renders and writes (windows must live on the main thread), and gets Ctrl-C: the run then
+stops cleanly, the sink is closed by its owner, and the report says `interrupted`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from runtime.backends.base import Backend
+from runtime.capture import CaptureThread, EndOfStream, FrameQueue, Log, log_to_stderr
+from runtime.render import Renderer
+from runtime.sinks import Sink
+
+STAGES = ("capture", "preprocess", "infer", "render", "sink")
+LATENCY_WINDOW = 10_000     # latency percentiles cover the most recent frames; memory stays fixed
+
+
+@dataclasses.dataclass
+class PipelineReport:
+    frames: int                       # written to the sink
+    seconds: float                    # wall time of the run
+    fps: float                        # steady-state throughput at the sink
+    latency_ms: dict[str, float]      # capture -> sink: p50, p90, p99, mean, max
+    stages_ms: dict[str, float]       # mean per frame of each stage
+    captured: int = 0
+    dropped: int = 0                  # overwritten in --latest mode before inference took them
+    corrupt: int = 0                  # skipped frames the source could not decode
+    reconnects: int = 0
+    source: str = ""
+    backend: str = ""
+    sink: str = ""
+    interrupted: bool = False
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class LatencyWindow:
+    """The last `size` latencies in a ring buffer (constant memory over any run length)."""
+
+    def __init__(self, size: int = LATENCY_WINDOW) -> None:
+        self._values = np.zeros(size, np.float64)
+        self.count = 0
+
+    def add(self, seconds: float) -> None:
+        self._values[self.count % len(self._values)] = seconds
+        self.count += 1
+
+    def summary_ms(self) -> dict[str, float]:
+        values = self._values[: min(self.count, len(self._values))] * 1000.0
+        if values.size == 0:
+            return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "mean": 0.0, "max": 0.0}
+        p50, p90, p99 = np.percentile(values, [50, 90, 99])
+        return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(values.mean()), "max": float(values.max())}
+
+
+class _StageClock:
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+        self.counts = dict.fromkeys(STAGES, 0)
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] += seconds
+        self.counts[stage] += 1
+
+    def mean_ms(self) -> dict[str, float]:
+        return {s: 1000.0 * self.seconds[s] / self.counts[s] if self.counts[s] else 0.0 for s in STAGES}
+
+
+class _FpsMeter:
+    """Smoothed frames per second at the sink, for the on-screen counter."""
+
+    def __init__(self) -> None:
+        self._last: float | None = None
+        self.fps: float | None = None
+
+    def tick(self, now: float) -> None:
+        if self._last is not None and now > self._last:
+            rate = 1.0 / (now - self._last)
+            self.fps = rate if self.fps is None else 0.9 * self.fps + 0.1 * rate
+        self._last = now
+
+
+FrameHook = Callable[[int, np.ndarray], None]
+
+
+def run_pipeline(
+    capture: CaptureThread,
+    backend: Backend,
+    preprocess: Callable[[np.ndarray], np.ndarray],
+    renderer: Renderer,
+    sink: Sink,
+    *,
+    max_frames: int | None = None,
+    queue_size: int = 2,
+    on_frame: FrameHook | None = None,
+    show_fps: bool = True,
+    log: Log = log_to_stderr,
+    join_timeout: float = 5.0,
+) -> PipelineReport:
+    """Run until the source ends, the sink stops, `max_frames` are written or Ctrl-C.
+
+    `capture` is started and stopped here; `sink` is only written (its owner closes it).
+    A failure in any stage stops the others and is re-raised here after they have stopped.
+    """
+    stop = threading.Event()
+    results = FrameQueue(queue_size)
+    clock = _StageClock()
+    errors: list[BaseException] = []
+
+    def infer_stage() -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    frame = capture.get(timeout=0.1)
+                except EndOfStream:
+                    return
+                if frame is None:
+                    continue       # nothing new yet (a live source between frames or reconnecting)
+                t0 = time.perf_counter()
+                batch = preprocess(frame.image)
+                t1 = time.perf_counter()
+                mask = backend.infer(batch)[0]
+                clock.add("preprocess", t1 - t0)
+                clock.add("infer", time.perf_counter() - t1)
+                if not results.put((frame, mask), stop):
+                    return
+        except Exception as exc:  # handed to the caller's thread, which re-raises it
+            errors.append(exc)
+        finally:
+            results.close(stop)
+
+    latency, fps_meter = LatencyWindow(), _FpsMeter()
+    frames, first_done, last_done, interrupted = 0, 0.0, 0.0, False
+    started = time.perf_counter()
+    infer_thread = threading.Thread(target=infer_stage, name="infer", daemon=True)
+    with capture:
+        infer_thread.start()
+        try:
+            while True:
+                try:
+                    item = results.get(timeout=0.1)
+                except EndOfStream:
+                    break
+                if item is None:
+                    continue
+                frame, mask = item
+                t0 = time.perf_counter()
+                image = renderer.render(frame.image, mask, fps_meter.fps if show_fps else None)
+                t1 = time.perf_counter()
+                keep_going = sink.write(image)
+                done = time.perf_counter()
+                clock.add("render", t1 - t0)
+                clock.add("sink", done - t1)
+                latency.add(done - frame.timestamp)
+                fps_meter.tick(done)
+                first_done = first_done or done
+                last_done = done
+                if on_frame is not None:
+                    on_frame(frames, image)
+                frames += 1
+                if not keep_going or (max_frames is not None and frames >= max_frames):
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+            log("interrupted; finishing the output")
+        finally:
+            stop.set()
+            infer_thread.join(join_timeout)
+            if infer_thread.is_alive():
+                log(f"inference did not stop within {join_timeout:.0f} s; leaving it")
+    if errors:
+        raise errors[0]
+
+    stages = clock.mean_ms()
+    stages["capture"] = capture.stats.read_ms
+    steady = (frames - 1) / (last_done - first_done) if frames > 1 and last_done > first_done else 0.0
+    return PipelineReport(
+        frames=frames,
+        seconds=time.perf_counter() - started,
+        fps=steady,
+        latency_ms=latency.summary_ms(),
+        stages_ms=stages,
+        captured=capture.stats.captured,
+        dropped=capture.dropped,
+        corrupt=capture.stats.corrupt,
+        reconnects=capture.stats.reconnects,
+        source=capture.source.name,
+        backend=backend.describe(),
+        sink=sink.name,
+        interrupted=interrupted,
+    )

@@ -1,0 +1,185 @@
+"""Frame sources by URI: video files, image folders and globs, V4L2 and CSI cameras, RTSP.
+
+Everything goes through OpenCV: FFmpeg for files (and RTSP when OpenCV has no GStreamer),
+GStreamer pipelines for CSI cameras, V4L2 and RTSP where the build has it (JetPack's does;
+the PyPI wheel does not). Each source reports why it cannot open in one sentence.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from adapt.errors import UserError
+from runtime import cvbuild
+from runtime.capture import VideoSource
+from runtime.uri import IMAGE_SUFFIXES, CaptureOptions, InputURI, csi_pipeline, is_jetson, rtsp_pipeline, v4l2_pipeline
+
+# A dead RTSP server or camera must not block a read forever: OpenCV's FFmpeg backend gives up
+# after these, the source reports "lost", and the capture thread reconnects with back-off.
+NETWORK_TIMEOUT_MS = 5000
+# Low-latency demuxing for FFmpeg RTSP; OpenCV reads this variable each time it opens a stream.
+FFMPEG_LOW_LATENCY = "fflags;nobuffer|flags;low_delay"
+
+
+class OpenCVSource:
+    """A `cv2.VideoCapture` over a file, camera or stream."""
+
+    def __init__(self, uri: InputURI, options: CaptureOptions, *, gstreamer: bool | None = None, jetson: bool | None = None) -> None:
+        self.name = uri.original
+        self.live = uri.live
+        self.fps: float | None = None
+        self._uri, self._options = uri, options
+        self._gstreamer = cvbuild.has_gstreamer() if gstreamer is None else gstreamer
+        self._jetson = is_jetson() if jetson is None else jetson
+        self._cap: cv2.VideoCapture | None = None
+
+    def capture_args(self) -> tuple[str | int, int, list[int]]:
+        """What to hand `cv2.VideoCapture`: target, API preference and open parameters."""
+        uri, options = self._uri, self._options
+        if uri.kind == "file":
+            return uri.location, cv2.CAP_ANY, []
+        if uri.kind == "csi":
+            if not self._gstreamer:
+                raise UserError(f"input {uri.original} needs OpenCV built with GStreamer (JetPack's python3-opencv); this OpenCV has none")
+            return csi_pipeline(uri.index or 0, options), cv2.CAP_GSTREAMER, []
+        if uri.kind == "v4l2":
+            if self._gstreamer:
+                return v4l2_pipeline(uri.location, options), cv2.CAP_GSTREAMER, []
+            return (uri.index if uri.index is not None else uri.location), cv2.CAP_V4L2, []
+        if uri.kind == "rtsp":
+            if self._gstreamer:
+                return rtsp_pipeline(uri.location, options, self._jetson), cv2.CAP_GSTREAMER, []
+            os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", FFMPEG_LOW_LATENCY)
+            return uri.location, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS]
+        raise UserError(f"input {uri.original}: OpenCV cannot read {uri.kind} sources")
+
+    def open(self) -> None:
+        self.close()
+        uri = self._uri
+        if uri.kind == "file" and not Path(uri.location).is_file():
+            raise UserError(f"input {uri.location} does not exist")
+        if uri.kind == "v4l2" and not self._gstreamer and not Path(uri.location).exists():
+            raise UserError(f"input {uri.original}: camera {uri.location} does not exist; list cameras with `v4l2-ctl --list-devices`")
+        target, api, params = self.capture_args()
+        cap = cv2.VideoCapture(target, api, params)
+        if not cap.isOpened():
+            cap.release()
+            raise UserError(self._why_not_open())
+        if uri.kind == "v4l2" and api == cv2.CAP_V4L2:
+            self._request_camera_mode(cap)
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if 0 < fps < 1000 else None
+        self._cap = cap
+
+    def _request_camera_mode(self, cap: cv2.VideoCapture) -> None:
+        options = self._options
+        if options.codec == "mjpeg":
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
+        if options.width and options.height:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, options.width)
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, options.height)
+        if options.rate:
+            cap.set(cv2.CAP_PROP_FPS, options.rate)
+
+    def _why_not_open(self) -> str:
+        uri = self._uri
+        if uri.kind == "file":
+            return f"cannot open input {uri.location}: OpenCV's FFmpeg cannot decode it (not a video, or an unsupported codec); re-encode it, e.g. ffmpeg -i {uri.location} -c:v libx264 clip.mp4"
+        if uri.kind == "csi":
+            return f"cannot open input {uri.original}: nvarguscamerasrc could not start sensor {uri.index}; check the camera cable and try `sudo systemctl restart nvargus-daemon`"
+        if uri.kind == "v4l2":
+            return f"cannot open input {uri.original}: camera {uri.location} is busy, unsupported or not permitted (is another program using it? is the user in the 'video' group?)"
+        return f"cannot open input {uri.original}: no stream within {NETWORK_TIMEOUT_MS // 1000} s (check the URL, credentials and that the camera is reachable)"
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if self._cap is None:
+            return False, None
+        ok, image = self._cap.read()
+        if not ok:
+            return False, None
+        return True, _fit(image, self._options, self._uri)
+
+    def skip(self) -> bool:
+        return self._cap is not None and self._cap.grab()
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class ImageFolderSource:
+    """The images of a folder or glob, in sorted order; an undecodable file is a corrupt frame."""
+
+    live = False
+
+    def __init__(self, uri: InputURI, options: CaptureOptions) -> None:
+        self.name = uri.original
+        self.fps = options.rate
+        self._uri, self._options = uri, options
+        self._files: list[Path] = []
+        self._next = 0
+
+    def open(self) -> None:
+        location = self._uri.location
+        path = Path(location)
+        if path.is_dir():
+            files = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        elif path.is_file():
+            files = [path]
+        else:
+            files = [Path(p) for p in glob.glob(location) if Path(p).suffix.lower() in IMAGE_SUFFIXES]
+        if not files:
+            raise UserError(f"input {self.name}: no images found ({', '.join(IMAGE_SUFFIXES)})")
+        self._files, self._next = sorted(files), 0
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if self._next >= len(self._files):
+            return False, None
+        file = self._files[self._next]
+        self._next += 1
+        data = np.fromfile(file, dtype=np.uint8)
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        return True, (None if image is None else _fit(image, self._options, self._uri))
+
+    def skip(self) -> bool:
+        self._next += 1
+        return self._next <= len(self._files)
+
+    def close(self) -> None:
+        self._next = 0
+
+
+def _fit(image: np.ndarray | None, options: CaptureOptions, uri: InputURI) -> np.ndarray | None:
+    """Resize file and stream frames to --input-width/--input-height (cameras are asked instead)."""
+    if image is None or not (options.width and options.height) or uri.kind in ("v4l2", "csi"):
+        return image
+    if image.shape[:2] == (options.height, options.width):
+        return image
+    return cv2.resize(image, (options.width, options.height), interpolation=cv2.INTER_AREA)
+
+
+SOURCES: dict[str, Callable[[InputURI, CaptureOptions], VideoSource]] = {
+    "file": OpenCVSource,
+    "v4l2": OpenCVSource,
+    "csi": OpenCVSource,
+    "rtsp": OpenCVSource,
+    "images": ImageFolderSource,
+}
+
+
+def open_source(uri: InputURI, options: CaptureOptions = CaptureOptions()) -> VideoSource:
+    """Create and open the source for `uri`; a UserError names it and says why it cannot open."""
+    try:
+        make = SOURCES[uri.kind]
+    except KeyError:
+        raise UserError(f"input {uri.original}: unknown kind {uri.kind!r}; valid: {', '.join(SOURCES)}") from None
+    source = make(uri, options)
+    source.open()
+    return source

@@ -1,0 +1,94 @@
+"""`uda-adapt run`: a model on a video source, rendered to a sink, as one plain function."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from adapt.atomic import atomic_path
+from adapt.errors import UserError
+from runtime.backends import backend_for, open_backend
+from runtime.capture import Backoff, CaptureThread, Log, log_to_stderr
+from runtime.pipeline import PipelineReport, run_pipeline
+from runtime.preprocess import Preprocessor
+from runtime.render import Renderer, RenderOptions
+from runtime.sinks import check_output, open_sink
+from runtime.sources import open_source
+from runtime.uri import CaptureOptions, parse_input, parse_output
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    model: str
+    input: str
+    output: str | None = None                 # None: a window, or nothing with --headless
+    backend: str = "auto"                     # auto | trt | ort | torch
+    device: int = 0
+    threads: int | None = None                # CPU threads for inference; None: the backend's default
+    model_size: tuple[int, int] | None = None  # (H, W) for models without a fixed input size
+    render: RenderOptions = RenderOptions()
+    capture: CaptureOptions = CaptureOptions()
+    loop: int = 0                             # --input-loop: 0 once, N extra times, -1 forever
+    stride: int = 1                           # --vid-stride: use every Nth frame
+    latest: bool | None = None                # None: latest for live sources, buffered for files
+    headless: bool = False
+    max_frames: int | None = None
+    save_frame: tuple[int, str] | None = None  # (index, PNG path) of one rendered frame to keep
+    bitrate: int = 4_000_000                  # RTSP output
+    backoff: Backoff = Backoff()
+
+
+def run_stream(config: RunConfig, log: Log = log_to_stderr) -> PipelineReport:
+    """Open everything, check it all before the first frame, run, and close in reverse order."""
+    source_uri = parse_input(config.input)
+    output_uri = parse_output(config.output if config.output or not config.headless else "null://")
+    backend_for(config.model, config.backend)          # missing or unknown model: fail first
+    check_output(output_uri, headless=config.headless)
+    if config.save_frame is not None:
+        index, path = config.save_frame
+        if index < 0:
+            raise UserError(f"--save-frame index must be 0 or more, got {index}")
+        if Path(path).suffix.lower() not in (".png", ".jpg", ".jpeg"):
+            raise UserError(f"--save-frame {path}: use a .png or .jpg file name")
+    latest = source_uri.live if config.latest is None else config.latest
+
+    with contextlib.ExitStack() as stack:
+        backend = open_backend(config.model, config.backend, threads=config.threads, device=config.device, input_size=config.model_size, log=log)
+        stack.callback(backend.close)
+        log(f"backend: {backend.describe()}")
+        manifest = backend.manifest
+        renderer = Renderer(manifest.classes, manifest.palette, config.render, manifest.ignore_index)
+        preprocess = Preprocessor(manifest.input, backend.input_size)
+
+        source = open_source(source_uri, config.capture)
+        stack.callback(source.close)
+        fps = config.capture.rate or source.fps or 30.0
+        sink = stack.enter_context(open_sink(output_uri, fps, headless=config.headless, bitrate=config.bitrate))
+        capture = CaptureThread(
+            source, latest=latest, loop=config.loop, stride=config.stride,
+            rate=config.capture.rate, backoff=config.backoff, log=log,
+        )
+        log(f"running {source_uri.original} -> {sink.name} ({'latest frame' if latest else 'every frame'})")
+        return run_pipeline(
+            capture, backend, preprocess, renderer, sink,
+            max_frames=config.max_frames,
+            queue_size=1 if latest else 2,     # live: the least queueing latency
+            on_frame=_frame_saver(*config.save_frame) if config.save_frame else None,
+            show_fps=config.render.fps,
+            log=log,
+        )
+
+
+def _frame_saver(index: int, path: str | os.PathLike):
+    def save(frame_index: int, image: np.ndarray) -> None:
+        if frame_index == index:
+            with atomic_path(path) as tmp:
+                if not cv2.imwrite(str(tmp), image):
+                    raise UserError(f"cannot write --save-frame image {path}")
+
+    return save

@@ -1,0 +1,139 @@
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+from conftest import CLIP_FRAMES, CLIP_SIZE, FakeBackend, FakeSource, read_all_frames, street_frame
+
+from adapt.classes import CITYSCAPES_PALETTE
+from adapt.errors import UserError
+from runtime.capture import Backoff, CaptureThread
+from runtime.pipeline import run_pipeline
+from runtime.preprocess import Preprocessor
+from runtime.render import Renderer, RenderOptions
+from runtime.sinks import NullSink, VideoFileSink
+from runtime.stream import RunConfig, run_stream
+
+QUIET = dict(log=lambda message: None)
+
+
+def pipeline(source, backend, sink, *, latest=False, **kwargs):
+    capture = CaptureThread(source, latest=latest, backoff=Backoff(0.01, 0.02), log=lambda m: None)
+    renderer = Renderer(backend.manifest.classes, backend.manifest.palette, RenderOptions(legend=False, fps=False))
+    return run_pipeline(capture, backend, Preprocessor(backend.manifest.input, backend.input_size), renderer, sink, **QUIET, **kwargs)
+
+
+def test_end_to_end_on_a_video_file_keeps_every_frame_and_draws_the_overlay(small_onnx, clip_mp4, tmp_path):
+    out = tmp_path / "overlay.mp4"
+    still = tmp_path / "still.png"
+    report = run_stream(RunConfig(model=small_onnx, input=clip_mp4, output=str(out), save_frame=(3, str(still))), **QUIET)
+    assert report.frames == report.captured == CLIP_FRAMES and report.dropped == 0
+    rendered, original = read_all_frames(out), read_all_frames(clip_mp4)
+    assert len(rendered) == CLIP_FRAMES
+    assert rendered[0].shape == (*CLIP_SIZE, 3)
+    # The overlay moves every pixel towards a palette colour: frames differ clearly from the input.
+    diff = np.abs(rendered[5].astype(int) - original[5].astype(int)).mean()
+    assert diff > 10
+    assert still.is_file()
+    assert report.latency_ms["p50"] > 0 and set(report.stages_ms) == {"capture", "preprocess", "infer", "render", "sink"}
+    assert "CPUExecutionProvider" in report.backend
+
+
+def test_overlay_colour_is_the_palette_blend(tmp_path):
+    frames = [street_frame(i) for i in range(4)]
+    out = tmp_path / "o.avi"
+    backend = FakeBackend(label=13)   # car
+    with VideoFileSink(out, fps=10) as sink:
+        report = pipeline(FakeSource(frames), backend, sink)
+    assert report.frames == 4
+    got = read_all_frames(out)[0].astype(float)
+    expected = 0.5 * frames[0] + 0.5 * np.array(CITYSCAPES_PALETTE[13][::-1])
+    assert np.abs(got - expected).mean() < 6     # MJPG is lossy
+
+
+def test_latest_mode_drops_frames_under_a_slow_stage_instead_of_queueing():
+    frames = [street_frame(i) for i in range(200)]
+    source = FakeSource(frames, live=True, interval=0.002)
+    backend = FakeBackend(delay=0.03)
+    report = pipeline(source, backend, NullSink(), latest=True, queue_size=1, max_frames=8)
+    assert report.frames == 8
+    assert report.dropped > 20
+    # Fresh frames only: latency stays around one inference, never a growing backlog.
+    assert report.latency_ms["max"] < 400
+
+
+def test_buffered_mode_processes_every_frame_behind_a_slow_stage():
+    frames = [street_frame(i) for i in range(12)]
+    report = pipeline(FakeSource(frames, live=False), FakeBackend(delay=0.005), NullSink())
+    assert report.frames == 12 and report.dropped == 0
+
+
+def test_a_source_failing_mid_stream_is_a_user_error_and_the_video_is_kept(tmp_path):
+    frames = [street_frame(i) for i in range(5)]
+    out = tmp_path / "partial.mp4"
+    with pytest.raises(UserError, match="fake:// failed mid-stream"):
+        with VideoFileSink(out, fps=10) as sink:
+            pipeline(FakeSource([*frames, OSError("device gone")]), FakeBackend(), sink)
+    assert len(read_all_frames(out)) == 5
+
+
+def test_corrupt_frames_do_not_reach_the_network():
+    frames = [street_frame(0), None, street_frame(1), np.zeros((3, 3), np.uint8), street_frame(2)]
+    backend = FakeBackend()
+    report = pipeline(FakeSource(frames), backend, NullSink())
+    assert report.frames == 3 and report.corrupt == 2 and backend.calls == 3
+
+
+def test_a_live_source_that_drops_comes_back():
+    items = [*[street_frame(i) for i in range(3)], "lost", *[street_frame(i) for i in range(3)]]
+    source = FakeSource(items, live=True)
+    source.open()
+    report = pipeline(source, FakeBackend(), NullSink(), max_frames=6)
+    assert report.frames == 6 and report.reconnects >= 1
+
+
+def test_a_failing_backend_stops_the_run_with_its_error():
+    class Broken(FakeBackend):
+        def infer(self, batch):
+            raise UserError("model exploded")
+
+    with pytest.raises(UserError, match="model exploded"):
+        pipeline(FakeSource([street_frame(i) for i in range(50)]), Broken(), NullSink())
+
+
+def test_ctrl_c_in_the_sink_stops_cleanly_and_reports_interrupted():
+    class InterruptingSink(NullSink):
+        def write(self, image):
+            if self.frames == 3:
+                raise KeyboardInterrupt
+            return super().write(image)
+
+    report = pipeline(FakeSource([street_frame(i) for i in range(50)]), FakeBackend(), InterruptingSink())
+    assert report.interrupted and report.frames == 3
+
+
+def test_inference_runs_off_the_callers_thread():
+    backend = FakeBackend()
+    pipeline(FakeSource([street_frame(i) for i in range(3)]), backend, NullSink())
+    assert backend.threads == {"infer"}
+
+
+def test_memory_stays_flat_over_thousands_of_frames():
+    small = np.full((16, 32, 3), 60, np.uint8)
+    frames = [small] * 3000
+    backend = FakeBackend(size=(16, 32))
+    marks = {}
+
+    def on_frame(index, image):
+        if index in (500, 2999):
+            marks[index] = tracemalloc.get_traced_memory()[0]
+
+    tracemalloc.start()
+    try:
+        capture = CaptureThread(FakeSource(frames), latest=False, log=lambda m: None)
+        renderer = Renderer(backend.manifest.classes, backend.manifest.palette, RenderOptions())
+        report = run_pipeline(capture, backend, Preprocessor(backend.manifest.input, (16, 32)), renderer, NullSink(), on_frame=on_frame, **QUIET)
+    finally:
+        tracemalloc.stop()
+    assert report.frames == 3000
+    assert marks[2999] - marks[500] < 256 * 1024, f"grew {marks[2999] - marks[500]} bytes over 2500 frames"

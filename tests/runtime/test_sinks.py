@@ -1,0 +1,93 @@
+import os
+
+import numpy as np
+import pytest
+from conftest import read_all_frames
+
+from adapt.errors import UserError
+from runtime import sinks
+from runtime.sinks import ImageSequenceSink, VideoFileSink, check_output, open_sink
+from runtime.uri import parse_output
+
+
+def image(value, h=32, w=64):
+    return np.full((h, w, 3), value, np.uint8)
+
+
+def test_video_is_written_under_a_temporary_name_and_renamed_on_close(tmp_path):
+    path = tmp_path / "out.mp4"
+    with VideoFileSink(path, fps=10) as sink:
+        for i in range(5):
+            sink.write(image(40 * i))
+        assert not path.exists()
+        assert len(list(tmp_path.glob(".out.*.tmp.mp4"))) == 1
+    assert len(read_all_frames(path)) == 5
+    assert not list(tmp_path.glob(".out.*"))
+
+
+def test_an_interrupted_write_still_finalises_the_video(tmp_path):
+    path = tmp_path / "out.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        with VideoFileSink(path, fps=10) as sink:
+            for i in range(3):
+                sink.write(image(50 * i))
+            raise KeyboardInterrupt
+    assert len(read_all_frames(path)) == 3
+
+
+def test_frames_of_another_size_are_fitted_to_the_first(tmp_path):
+    path = tmp_path / "out.mp4"
+    with VideoFileSink(path, fps=10) as sink:
+        sink.write(image(10))
+        sink.write(image(200, 48, 80))
+    frames = read_all_frames(path)
+    assert [f.shape for f in frames] == [(32, 64, 3), (32, 64, 3)]
+
+
+def test_no_frames_leaves_no_file(tmp_path):
+    with VideoFileSink(tmp_path / "out.mp4", fps=10):
+        pass
+    assert not list(tmp_path.iterdir())
+
+
+def test_image_sequence(tmp_path):
+    pattern = str(tmp_path / "seq" / "out_%05d.png")
+    with ImageSequenceSink(pattern) as sink:
+        for i in range(3):
+            sink.write(image(i))
+    assert sorted(p.name for p in (tmp_path / "seq").iterdir()) == ["out_00000.png", "out_00001.png", "out_00002.png"]
+
+
+def test_unwritable_output_directory_is_a_user_error(tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    if os.geteuid() == 0:      # root may write anywhere: play an unprivileged user
+        monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(UserError, match="not writable"):
+        check_output(parse_output(str(locked / "out.mp4")))
+
+
+def test_output_under_a_file_is_a_user_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match="cannot create output directory"):
+        check_output(parse_output(str(blocker / "out.mp4")))
+
+
+def test_display_on_a_headless_machine_suggests_headless_or_a_file(monkeypatch):
+    monkeypatch.setattr(sinks, "display_problem", lambda: "no display is attached (DISPLAY is not set)")
+    with pytest.raises(UserError, match="--headless, or give an output file"):
+        open_sink(parse_output("display://0"), 30)
+
+
+def test_headless_opencv_is_detected(monkeypatch):
+    monkeypatch.setattr(sinks.cvbuild, "has_gui", lambda: False)
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert "no GUI" in sinks.display_problem()
+
+
+def test_rtsp_output_needs_gstreamer(monkeypatch):
+    monkeypatch.setattr(sinks.cvbuild, "has_gstreamer", lambda: False)
+    with pytest.raises(UserError, match="GStreamer"):
+        open_sink(parse_output("rtsp://127.0.0.1:8554/seg"), 30)

@@ -1,0 +1,228 @@
+"""The TensorRT backend's logic against a fake `tensorrt` module and a fake CUDA layer.
+
+The fakes follow the TensorRT 10/11 runtime surface the backend uses (tensor names and
+modes, profile shapes, set_input_shape, set_tensor_address, execute_async_v3); a real engine
+needs a GPU and is not run here.
+"""
+
+import types
+
+import numpy as np
+import pytest
+
+from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from adapt.errors import UserError
+from export.manifest import EngineSpec, InputSpec, Manifest, OutputSpec, write_manifest
+from runtime.backends import open_backend
+from runtime.backends.tensorrt_backend import TensorRTBackend
+
+PROFILE = ((1, 3, 16, 32), (1, 3, 32, 64), (2, 3, 32, 64))
+
+
+class FakeCuda:
+    stream_handle = 1234
+
+    def __init__(self, capability="8.7"):
+        self.capability, self.memory, self.next_ptr = capability, {}, 4096
+        self.allocations, self.syncs, self.closed = 0, 0, False
+
+    def compute_capability(self):
+        return self.capability
+
+    def device_buffer(self, nbytes):
+        self.allocations += 1
+        ptr, self.next_ptr = self.next_ptr, self.next_ptr + nbytes + 256
+        self.memory[ptr] = np.zeros(nbytes, np.uint8)
+        return ptr
+
+    def pinned(self, nbytes):
+        return np.zeros(nbytes, np.uint8)
+
+    def upload(self, ptr, host):
+        self.memory[ptr][: host.nbytes] = host
+
+    def download(self, host, ptr):
+        host[:] = self.memory[ptr][: host.nbytes]
+
+    def synchronize(self):
+        self.syncs += 1
+
+    def close(self):
+        self.closed = True
+
+
+class FakeContext:
+    def __init__(self, cuda):
+        self.cuda, self.shapes, self.addresses, self.executions = cuda, {}, {}, []
+        self.set_shape_calls = []
+
+    def set_input_shape(self, name, shape):
+        self.set_shape_calls.append(tuple(shape))
+        self.shapes[name] = tuple(shape)
+
+    def get_tensor_shape(self, name):
+        b, _, h, w = self.shapes["image"]
+        return (b, h, w)
+
+    def set_tensor_address(self, name, ptr):
+        assert name not in self.addresses, "tensor address bound twice"
+        self.addresses[name] = ptr
+
+    def execute_async_v3(self, stream):
+        self.executions.append(stream)
+        shape = self.shapes["image"]
+        n = int(np.prod(shape))
+        x = self.cuda.memory[self.addresses["image"]][: n * 4].view(np.float32).reshape(shape)
+        mask = (x[:, 0] > 0).astype(np.int32) * 13          # "car" where channel 0 is positive
+        self.cuda.memory[self.addresses["mask"]][: mask.nbytes] = mask.view(np.uint8).ravel()
+        return True
+
+
+class FakeEngine:
+    num_io_tensors = 2
+
+    def __init__(self, cuda):
+        self.context = FakeContext(cuda)
+
+    def get_tensor_name(self, i):
+        return ["image", "mask"][i]
+
+    def get_tensor_mode(self, name):
+        return "input" if name == "image" else "output"
+
+    def get_tensor_shape(self, name):
+        return (-1, 3, -1, -1) if name == "image" else (-1, -1, -1)
+
+    def get_tensor_profile_shape(self, name, profile):
+        return PROFILE
+
+    def get_tensor_dtype(self, name):
+        return np.float32 if name == "image" else np.int32
+
+    def create_execution_context(self):
+        return self.context
+
+
+def fake_tensorrt(cuda, version="10.3.0"):
+    engines = []
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data):
+            if data != b"plan":
+                return None
+            engines.append(FakeEngine(cuda))
+            return engines[-1]
+
+    return types.SimpleNamespace(
+        __version__=version, engines=engines, Runtime=Runtime,
+        Logger=type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None}),
+        TensorIOMode=types.SimpleNamespace(INPUT="input", OUTPUT="output"),
+        nptype=lambda dtype: dtype,
+    )
+
+
+@pytest.fixture
+def engine_file(tmp_path):
+    path = tmp_path / "model.10.3.0.sm87.fp16.engine"
+    path.write_bytes(b"plan")
+    manifest = Manifest(
+        classes=CITYSCAPES_CLASSES, palette=CITYSCAPES_PALETTE,
+        input=InputSpec(shape=(1, 3, "height", "width")), output=OutputSpec(),
+        engines=[EngineSpec(file=path.name, precision="fp16", trt_version="10.3.0.30", gpu_name="Orin", compute_capability="8.7")],
+    )
+    write_manifest(tmp_path / "model.json", manifest)
+    return path
+
+
+def test_runs_an_engine_with_buffers_bound_once(engine_file):
+    cuda = FakeCuda()
+    trt = fake_tensorrt(cuda)
+    backend = TensorRTBackend(engine_file, trt=trt, cuda=cuda)
+    context = trt.engines[0].context
+    assert backend.input_size == (32, 64)                       # the profile's opt shape
+    assert cuda.allocations == 2 and set(context.addresses) == {"image", "mask"}
+
+    batch = np.full((1, 3, 32, 64), -1.0, np.float32)
+    batch[0, 0, :, :10] = 1.0
+    for _ in range(3):
+        mask = backend.infer(batch)
+    assert mask.shape == (1, 32, 64) and mask.dtype == np.int32
+    assert (mask[0, :, :10] == 13).all() and (mask[0, :, 10:] == 0).all()
+    assert context.executions == [FakeCuda.stream_handle] * 3 and cuda.syncs == 3
+    # Allocated at the profile max once; the shape is set again only when it changes.
+    assert context.set_shape_calls == [PROFILE[2], (1, 3, 32, 64)]
+    backend.infer(np.zeros((1, 3, 16, 32), np.float32))
+    assert context.set_shape_calls[-1] == (1, 3, 16, 32) and cuda.allocations == 2
+    backend.close()
+    assert cuda.closed
+
+
+def test_masks_returned_earlier_are_not_overwritten(engine_file):
+    cuda = FakeCuda()
+    backend = TensorRTBackend(engine_file, trt=fake_tensorrt(cuda), cuda=cuda)
+    first = backend.infer(np.ones((1, 3, 32, 64), np.float32))
+    backend.infer(-np.ones((1, 3, 32, 64), np.float32))
+    assert (first == 13).all()
+
+
+def test_input_beyond_the_profile_is_a_user_error(engine_file):
+    cuda = FakeCuda()
+    backend = TensorRTBackend(engine_file, trt=fake_tensorrt(cuda), cuda=cuda)
+    with pytest.raises(UserError, match="exceeds the engine's maximum"):
+        backend.infer(np.zeros((1, 3, 64, 128), np.float32))
+
+
+def test_engine_for_another_tensorrt_is_refused(engine_file):
+    cuda = FakeCuda()
+    with pytest.raises(UserError, match=r"TensorRT 10\.3\.0\.30.*11\.4\.0.*rebuild") as error:
+        TensorRTBackend(engine_file, trt=fake_tensorrt(cuda, version="11.4.0"), cuda=cuda)
+    assert engine_file.name in str(error.value)
+    assert cuda.closed
+
+
+def test_engine_for_another_gpu_is_refused(engine_file):
+    cuda = FakeCuda(capability="9.0")
+    with pytest.raises(UserError, match=r"compute capability 8\.7.*this GPU is 9\.0.*rebuild"):
+        TensorRTBackend(engine_file, trt=fake_tensorrt(cuda), cuda=cuda)
+
+
+def test_engine_without_manifest_entry_relies_on_tensorrt(engine_file, tmp_path):
+    other = tmp_path / "trtexec.engine"
+    other.write_bytes(b"plan")
+    notes = []
+    cuda = FakeCuda()
+    TensorRTBackend(other, trt=fake_tensorrt(cuda), cuda=cuda, log=notes.append)
+    assert "lists no entry for trtexec.engine" in notes[0]
+    stale = tmp_path / "stale.engine"
+    stale.write_bytes(b"from another version")
+    with pytest.raises(UserError, match="cannot load .*stale.engine.*rebuild"):
+        TensorRTBackend(stale, trt=fake_tensorrt(cuda), cuda=cuda)
+
+
+def test_without_tensorrt_installed_the_error_says_what_to_install(engine_file, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorrt(name, *args, **kwargs):
+        if name == "tensorrt":
+            raise ImportError("No module named 'tensorrt'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorrt)
+    with pytest.raises(UserError, match="TensorRT is not installed.*--backend ort"):
+        open_backend(engine_file)
+
+
+def test_local_compatibility_check_names_version_and_gpu():
+    from runtime.backends.tensorrt_backend import _check_engine_compatible
+
+    spec = EngineSpec(file="m.engine", precision="fp16", trt_version="10.3.0", gpu_name="Orin", compute_capability="8.7")
+    _check_engine_compatible(spec, "10.3.0.30", "8.7")
+    with pytest.raises(UserError, match="TensorRT 10.3.0 but TensorRT 10.7.0 is installed"):
+        _check_engine_compatible(spec, "10.7.0", "8.7")
+    with pytest.raises(UserError, match="8.7 .Orin. but this GPU is 8.6"):
+        _check_engine_compatible(spec, "10.3.0", "8.6")
