@@ -18,3 +18,8 @@ def register(cli: click.Group) -> None:
 
     cli.add_command(train)
     cli.add_command(evaluate)
+
+    from runtime.cli import bench, run
+
+    cli.add_command(run)
+    cli.add_command(bench)
