@@ -44,6 +44,11 @@ class BatchStream:
 
     def _start_epoch(self) -> None:
         batches = self._epoch_batches(self.state.epoch)[self.state.batches_done :]
+        if not batches:
+            # Saved exactly at an epoch's end: begin the next one, as an uninterrupted run would.
+            # (Creating a loader draws from torch's RNG, so an empty one would shift every later draw.)
+            self.state = StreamState(self.state.epoch + 1, 0)
+            batches = self._epoch_batches(self.state.epoch)
         loader = DataLoader(self.dataset, batch_sampler=batches, num_workers=self.num_workers)
         self._iterator = iter(loader)
 

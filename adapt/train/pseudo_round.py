@@ -17,7 +17,7 @@ from adapt.atomic import atomic_write_text, ensure_writable_dir
 from adapt.classes import IGNORE_INDEX
 from adapt.images import write_label
 from adapt.models import upsample_logits
-from adapt.pseudo_labels import ThresholdState, select_pseudo_labels, update_thresholds
+from adapt.pseudo_labels import ThresholdState, class_balanced_pseudo_labels, select_pseudo_labels
 from adapt.train.config import PseudoLabelConfig
 
 
@@ -34,8 +34,11 @@ def write_pseudo_labels(
     cfg: PseudoLabelConfig,
     alpha: float,
     device: torch.device,
-) -> dict:
+) -> tuple[dict, ThresholdState]:
     """Predict every target train image, update the class thresholds, keep confident pixels.
+
+    Returns the round's statistics and the thresholds after the last image (they carry over
+    to the next round, as in IAST).
 
     `dataset` yields (normalised image, label); labels, when the split has them, are used only
     to report pseudo-label accuracy in stats.json, never for selection.
@@ -51,8 +54,7 @@ def write_pseudo_labels(
         logits = model(image.unsqueeze(0).to(device)).float()
         probs = torch.softmax(upsample_logits(logits, tuple(truth.shape[-2:])), dim=1)
         if cfg.mode == "iast":
-            update_thresholds(thresholds, probs, alpha=alpha, beta=cfg.beta, gamma=cfg.gamma)
-            labels = select_pseudo_labels(probs, thresholds.thresholds)
+            labels, thresholds = class_balanced_pseudo_labels(probs, thresholds, alpha=alpha, beta=cfg.beta, gamma=cfg.gamma)
         else:
             labels = select_pseudo_labels(probs, torch.full((num_classes,), cfg.fixed_threshold, device=probs.device))
         label = labels[0].cpu().numpy().astype(np.uint8)
@@ -74,4 +76,4 @@ def write_pseudo_labels(
         "accuracy_of_selected": float(correct.sum() / max(kept.sum(), 1)) if has_truth else None,
     }
     atomic_write_text(round_dir / "stats.json", json.dumps(stats, indent=2) + "\n")
-    return stats
+    return stats, thresholds

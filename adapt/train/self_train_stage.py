@@ -65,7 +65,7 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
     saved_optimizer, saved_stream = None, None
     if resume:
         first_round, start = resume.extra["round"], resume.extra["round_step"]
-        thresholds.thresholds = resume.extra["thresholds"].clone()
+        thresholds = ThresholdState(resume.extra["thresholds"].clone())
         best = resume.extra.get("best_miou", best)
         saved_optimizer, saved_stream = resume.extra.get("optimizer"), resume.extra.get("stream")
         print(f"{STAGE}: resuming round {first_round + 1} at iteration {start} from {last_path}")
@@ -75,7 +75,7 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
         for round_index in range(first_round, st.rounds):
             round_dir = stage_dir / f"round{round_index + 1}"
             if not pseudo_labels_ready(round_dir):
-                stats = write_pseudo_labels(model, target_plain, round_dir, thresholds, st.pseudo,
+                stats, thresholds = write_pseudo_labels(model, target_plain, round_dir, thresholds, st.pseudo,
                                             per_round(st.pseudo.alpha, round_index), ctx.device)
                 log.write(round_index * st.iterations_per_round, pseudo_labelled_fraction=stats["labelled_fraction"])
             lr = per_round(st.lrs, round_index)
