@@ -38,7 +38,8 @@ def read_unchanged(path: str | os.PathLike) -> np.ndarray:
 
 def write_rgb(path: str | os.PathLike, image: np.ndarray, jpeg_quality: int = 95) -> None:
     """Write RGB uint8 (H, W, 3) atomically; the format follows the extension."""
-    _imwrite(path, cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if Path(path).suffix.lower() in (".jpg", ".jpeg") else []
+    _imwrite(path, cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR), params)
 
 
 def write_label(path: str | os.PathLike, label: np.ndarray) -> None:
