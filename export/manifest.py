@@ -70,10 +70,17 @@ class Manifest:
     onnx_sha256: str = ""
     opset: int = 17
     dynamic: bool = False
+    # Only when dynamic: {"min": [B, 3, H, W], "opt": [...], "max": [...]}, the range the
+    # export was checked for and a TensorRT optimization profile is built with.
+    dynamic_shapes: dict[str, list[int]] | None = None
     resize: dict[str, Any] = dataclasses.field(default_factory=lambda: {"mode": "stretch"})
     exporter: dict[str, str] = dataclasses.field(default_factory=dict)   # tool versions
     checkpoint: dict[str, Any] = dataclasses.field(default_factory=dict)  # stage, step, source file
     engines: list[EngineSpec] = dataclasses.field(default_factory=list)
+    # Precision-baked ONNX files for strongly typed TensorRT builds:
+    # {"fp16": {"file": "model.fp16.onnx", "sha256": "..."}, "int8": {..., "calibration": {...}}}
+    variants: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    parity: dict[str, Any] = dataclasses.field(default_factory=dict)  # summary of report/parity.json
     schema_version: int = SCHEMA_VERSION
     task: str = "semantic-segmentation"
     uda_adapt_version: str = ""
@@ -94,6 +101,27 @@ class Manifest:
             return cls(**{k: v for k, v in values.items() if k in known})
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(f"{source} is not a valid uda-adapt model manifest ({type(exc).__name__}: {exc}); re-export the model") from exc
+
+
+# Fields that describe files next to the ONNX rather than the ONNX itself; they stay out of
+# its metadata_props (the ONNX cannot contain its own hash).
+_BUNDLE_ONLY_FIELDS = ("onnx_sha256", "engines", "variants", "parity")
+
+
+def metadata_props(manifest: Manifest) -> dict[str, str]:
+    """The manifest as ONNX `metadata_props`: one key per field, values JSON-encoded."""
+    data = manifest.to_dict()
+    return {key: json.dumps(value) for key, value in data.items() if key not in _BUNDLE_ONLY_FIELDS}
+
+
+def manifest_from_metadata(props: dict[str, str], source: str = "ONNX metadata") -> Manifest:
+    """Rebuild a manifest from `metadata_props` (e.g. ORT's `get_modelmeta().custom_metadata_map`)."""
+    known = {f.name for f in dataclasses.fields(Manifest)}
+    try:
+        data = {key: json.loads(value) for key, value in props.items() if key in known}
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{source} holds a value that is not JSON ({exc}); re-export the model") from exc
+    return Manifest.from_dict(data, source=source)
 
 
 def _tupled(spec: dict[str, Any]) -> dict[str, Any]:

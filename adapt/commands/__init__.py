@@ -19,6 +19,10 @@ def register(cli: click.Group) -> None:
     cli.add_command(train)
     cli.add_command(evaluate)
 
+    from export.cli import export
+
+    cli.add_command(export)
+
     from runtime.cli import bench, run
 
     cli.add_command(run)

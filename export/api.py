@@ -1,0 +1,227 @@
+"""`export_model`: checkpoint -> ONNX bundle (+ TensorRT engine), checked and gated.
+
+    out/
+      model.onnx                      fp32, argmax fused, metadata_props = manifest
+      model.fp16.onnx | model.int8.onnx   precision-baked variant (Q/DQ for int8), when asked
+      model.trt<ver>.sm<cc>.<prec>.engine plain TensorRT plan, with --trt where TensorRT and a GPU exist
+      model.json                      manifest: classes, palette, normalisation, shapes, hashes, versions
+      timing.cache, calib.cache       TensorRT build caches (when built)
+      report/parity.json              ONNX Runtime vs PyTorch on target val images
+      report/trt_check.json           static TensorRT-compatibility findings
+
+Order: cheap refusals first (options, calibration folder, checkpoint, output directory), then
+export -> checker -> static TensorRT check -> precision variant -> parity gate -> engine.
+The bundle appears at `out` only complete. A failed parity gate or a missing TensorRT still
+installs the bundle (for inspection, or for building on the device) and then raises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from adapt.atomic import atomic_write_text
+from adapt.checkpoint import build_model, load_checkpoint
+from adapt.errors import UserError
+from export import spec
+from export.bundle import check_out_dir, staged_bundle
+from export.manifest import MANIFEST_NAME, Manifest, metadata_props, sha256_file, write_manifest
+from export.onnx_export import (
+    INPUT_NAME,
+    OUTPUT_KINDS,
+    DeployWrapper,
+    check_onnx,
+    check_opset,
+    export_onnx,
+    set_metadata,
+    simplify_onnx,
+)
+from export.parity import ParityCheck, ParitySamples, compare_onnx, load_parity_samples, torch_reference, write_parity_report
+from export.precision import (
+    PRECISIONS,
+    RECOMMENDED_CALIB_IMAGES,
+    ImageCalibrationReader,
+    calibration_files,
+    convert_fp16,
+    quantize_int8,
+)
+from export.tensorrt_build import TensorRTUnavailable, build_engine, detect_gpu, import_tensorrt, trtexec_command
+from export.trt_check import Finding, check_tensorrt_compat, format_findings
+
+Shape = Sequence[int]
+
+
+@dataclasses.dataclass
+class ExportResult:
+    out_dir: Path
+    manifest: Manifest
+    parity_checks: list[ParityCheck]
+    trt_findings: list[Finding]
+    engine: Path | None = None
+
+
+def export_model(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, *, imgsz: tuple[int, int] = (512, 1024),
+                 dynamic: bool = False, output: str = "mask", opset: int = 17, exporter: str = "legacy",
+                 simplify: bool = True, trt: bool = False, precision: str = "fp32",
+                 calib_data: str | os.PathLike | None = None, calib_num: int = 512, calib_method: str = "minmax",
+                 workspace_gib: float = 4.0, timing_cache: str | os.PathLike | None = None,
+                 min_shape: Shape | None = None, opt_shape: Shape | None = None, max_shape: Shape | None = None,
+                 legacy_precision_flags: bool = False, trt_target: int | None = None,
+                 parity_data: str | os.PathLike | None = None, parity_kind: str = "folder", parity_num: int = 20,
+                 force: bool = False, log: Callable[[str], None] | None = None) -> ExportResult:
+    """Export the checkpoint at `ckpt_path` into the bundle directory `out_dir`; see the module doc.
+
+    Raises UserError for bad input, a failed parity gate (after installing the bundle) and, with
+    `trt`, when TensorRT or a GPU is missing (after installing the bundle; the message holds the
+    trtexec command that builds the engine on the device).
+    """
+    log = log or (lambda message: None)
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; valid precisions: {', '.join(PRECISIONS)}")
+    if output not in OUTPUT_KINDS:
+        raise UserError(f"unknown output kind {output!r}; valid kinds: {', '.join(OUTPUT_KINDS)}")
+    check_opset(opset, exporter)
+    size = spec.check_imgsz(imgsz)
+    shapes = spec.resolve_shapes(size, dynamic, min_shape, opt_shape, max_shape)
+    calib_files = calibration_files(calib_data, calib_num) if precision == "int8" else []
+    if calib_files and len(calib_files) < RECOMMENDED_CALIB_IMAGES:
+        log(f"warning: int8 calibration on {len(calib_files)} images; {RECOMMENDED_CALIB_IMAGES}+ give stable ranges")
+    check_out_dir(out_dir, force)
+    ckpt = load_checkpoint(ckpt_path)
+    model = build_model(ckpt)
+    data_root, data_kind, data_split, data_note = spec.parity_data_source(parity_data, parity_kind, ckpt.config)
+    target = trt_target if trt_target is not None else _installed_trt_major(trt)
+    out = Path(out_dir)
+
+    with staged_bundle(out, force) as stage:
+        log(f"exporting {ckpt.model_name} ({ckpt.num_classes} classes) at {size[0]}x{size[1]}"
+            f"{' (dynamic)' if dynamic else ''} to ONNX opset {opset} with the {exporter} exporter")
+        onnx_path = stage / "model.onnx"
+        export_onnx(model, onnx_path, imgsz=size, dynamic=dynamic, output=output, opset=opset, exporter=exporter)
+        nodes = simplify_onnx(onnx_path) if simplify else None
+        manifest = spec.new_manifest(ckpt, Path(ckpt_path), size, shapes, output, opset, exporter, nodes)
+        props = metadata_props(manifest)
+        set_metadata(onnx_path, props)
+        check_onnx(onnx_path)
+        manifest.onnx_sha256 = sha256_file(onnx_path)
+        files = {"fp32": onnx_path}
+        if precision != "fp32":
+            files[precision] = stage / f"model.{precision}.onnx"
+            record = _bake_precision(onnx_path, files[precision], precision, calib_files, calib_method, size, ckpt, log)
+            set_metadata(files[precision], {**props, "precision": json.dumps(precision)})
+            check_onnx(files[precision])
+            manifest.variants[precision] = {"file": files[precision].name, "sha256": sha256_file(files[precision]), **record}
+
+        findings = _static_trt_check(list(files.values()), target, stage)
+        if findings and trt:
+            raise UserError(f"the ONNX uses what TensorRT {target}.x cannot parse: {format_findings(findings)}")
+        if findings:
+            log(f"warning: TensorRT {target}.x could not parse this ONNX: {format_findings(findings)}")
+
+        samples = load_parity_samples(data_root, data_kind, data_split, parity_num, size, ckpt.mean, ckpt.std, data_note)
+        checks = _parity_gate(stage, DeployWrapper(model, output).eval(), files, samples, ckpt.num_classes, size, log)
+        passed = all(c.passed for c in checks)
+        summary_keys = ("file", "precision", "pixel_agreement", "miou_delta", "passed")
+        manifest.parity = {"passed": passed, "data": samples.source["kind"], "n_images": len(samples.inputs),
+                           "checks": [{k: c.to_dict()[k] for k in summary_keys} for c in checks]}
+
+        trt_problem = None
+        if trt and passed:
+            # Strongly typed builds read the precision-baked ONNX; legacy flags put precision on the fp32 one.
+            build_from = files["fp32"] if legacy_precision_flags else files[precision]
+            reader = (ImageCalibrationReader(calib_files, INPUT_NAME, size, ckpt.mean, ckpt.std)
+                      if legacy_precision_flags and precision == "int8" else None)
+            try:
+                trt_module, gpu = import_tensorrt(), detect_gpu()
+            except TensorRTUnavailable as exc:
+                trt_problem = str(exc)
+            else:
+                log(f"building a TensorRT {trt_module.__version__} {precision} engine for {gpu.name} (sm{gpu.cc})")
+                manifest.engines.append(build_engine(
+                    trt_module, gpu, build_from, stage, precision=precision, input_name=INPUT_NAME, shapes=shapes,
+                    workspace_gib=workspace_gib,
+                    timing_cache=Path(timing_cache) if timing_cache is not None else _seed_timing_cache(out, stage),
+                    legacy_precision_flags=legacy_precision_flags, calibration_reader=reader,
+                    calibration=manifest.variants.get(precision, {}).get("calibration")))
+        write_manifest(stage / MANIFEST_NAME, manifest)
+
+    log(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
+    if not passed:
+        failures = "; ".join(c.failure() for c in checks if not c.passed)
+        raise UserError(f"parity gate failed: {failures}; the export in {out} is kept for inspection "
+                        f"(model.json records the failure, details in {out / 'report' / 'parity.json'})")
+    if trt_problem is not None:
+        command = trtexec_command(out / files[precision].name, out / f"model.{precision}.engine", input_name=INPUT_NAME,
+                                  shapes=shapes, workspace_gib=workspace_gib, timing_cache=timing_cache)
+        raise TensorRTUnavailable(f"{trt_problem}; the ONNX bundle is in {out}; build the engine on the device with: "
+                                  f"{command} (or run `uda-adapt export ... --trt` there to record it in model.json)")
+    engine = out / manifest.engines[0].file if manifest.engines else None
+    return ExportResult(out, manifest, checks, findings, engine)
+
+
+def _parity_gate(stage: Path, wrapper: DeployWrapper, files: dict[str, Path], samples: ParitySamples,
+                 num_classes: int, size: tuple[int, int], log: Callable[[str], None]) -> list[ParityCheck]:
+    """Compare every ONNX file against the PyTorch wrapper; writes report/parity.json."""
+    log(f"parity: ONNX Runtime vs PyTorch on {len(samples.inputs)} {_describe(samples.source)}")
+    reference = torch_reference(wrapper, samples)
+    checks = [compare_onnx(path, samples, reference, precision=precision, num_classes=num_classes)
+              for precision, path in files.items()]
+    write_parity_report(stage / "report" / "parity.json", samples, checks, size)
+    for check in checks:
+        log(f"parity: {check.summary()}")
+    return checks
+
+
+def _bake_precision(onnx_path: Path, variant: Path, precision: str, calib_files: list[Path], calib_method: str,
+                    size: tuple[int, int], ckpt: Any, log: Callable[[str], None]) -> dict[str, Any]:
+    if precision == "fp16":
+        log("converting to fp16 (float32 I/O, Resize/ArgMax in float32)")
+        convert_fp16(onnx_path, variant)
+        return {}
+    log(f"calibrating int8 Q/DQ on {len(calib_files)} target images ({calib_method})")
+    calibration = quantize_int8(onnx_path, variant, calib_files, input_name=INPUT_NAME, size=size,
+                                mean=ckpt.mean, std=ckpt.std, method=calib_method)
+    return {"calibration": calibration}
+
+
+def _static_trt_check(files: list[Path], target: int, stage: Path) -> list[Finding]:
+    findings: list[Finding] = []
+    per_file = {}
+    for path in files:
+        found = check_tensorrt_compat(path, target)
+        per_file[path.name] = [dataclasses.asdict(f) for f in found]
+        findings.extend(found)
+    report = {"target": f"TensorRT {target}.x", "passed": not findings, "files": per_file}
+    (stage / "report").mkdir(exist_ok=True)
+    atomic_write_text(stage / "report" / "trt_check.json", json.dumps(report, indent=2) + "\n")
+    return findings
+
+
+def _installed_trt_major(trt: bool) -> int:
+    """The TensorRT the engine will be built with; 10 (JetPack 6, the stricter parser) otherwise."""
+    if trt:
+        try:
+            return int(str(import_tensorrt().__version__).split(".")[0])
+        except TensorRTUnavailable:
+            pass
+    return 10
+
+
+def _seed_timing_cache(out: Path, stage: Path) -> Path:
+    """The bundle's timing cache, carried over from the export being replaced (it only speeds builds up)."""
+    cache = stage / "timing.cache"
+    if (out / "timing.cache").is_file():
+        shutil.copyfile(out / "timing.cache", cache)
+    return cache
+
+
+def _describe(source: dict[str, Any]) -> str:
+    if source["kind"] == "synthetic":
+        return f"synthetic images ({source['note']})"
+    labelled = "labelled" if source.get("labelled") else "unlabelled"
+    return f"{labelled} images of {source['root']} ({source['kind']}, split {source['split']})"

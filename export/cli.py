@@ -1,0 +1,76 @@
+"""`uda-adapt export`: a thin click layer over `export.api.export_model`."""
+
+from __future__ import annotations
+
+import click
+
+from export.onnx_export import EXPORTERS, OUTPUT_KINDS
+from export.precision import CALIBRATION_METHODS, PRECISIONS
+
+
+@click.command("export")
+@click.argument("checkpoint", type=click.Path(dir_okay=False), metavar="CKPT")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="Bundle directory to create (model.onnx, model.json, report/, engines).")
+@click.option("--imgsz", nargs=2, type=int, default=(512, 1024), show_default=True, metavar="H W",
+              help="Export (and parity) input size; with --dynamic the opt shape.")
+@click.option("--dynamic", is_flag=True, help="Symbolic batch, height and width.")
+@click.option("--output", type=click.Choice(OUTPUT_KINDS), default="mask", show_default=True,
+              help="mask: int32 class ids with the argmax in the graph; logits: float32 upsampled scores.")
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (17 fits TensorRT 10 and 11).")
+@click.option("--exporter", type=click.Choice(EXPORTERS), default="legacy", show_default=True,
+              help="torch.onnx TorchScript-based exporter (legacy) or torch.export-based (dynamo, needs onnxscript).")
+@click.option("--simplify/--no-simplify", default=True, show_default=True,
+              help="Fold constants and drop no-op nodes, kept only when the graph shrinks.")
+@click.option("--trt", is_flag=True, help="Also build a TensorRT engine (needs TensorRT and a GPU).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="[default: fp32]")
+@click.option("--fp16", "--half", "fp16_alias", is_flag=True, help="Same as --precision fp16.")
+@click.option("--int8", "int8_alias", is_flag=True, help="Same as --precision int8.")
+@click.option("--calib-data", type=click.Path(), metavar="DIR", help="Target images for int8 calibration.")
+@click.option("--calib-num", type=int, default=512, show_default=True, metavar="N", help="Calibration images to use.")
+@click.option("--calib-method", type=click.Choice(CALIBRATION_METHODS), default="minmax", show_default=True)
+@click.option("--workspace", "workspace_gib", type=float, default=4.0, show_default=True, metavar="GiB",
+              help="TensorRT workspace memory pool.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False), metavar="PATH",
+              help="TensorRT timing cache to reuse and update [default: DIR/timing.cache].")
+@click.option("--min-shape", metavar="BxCxHxW", help="Dynamic range minimum [default: half of --imgsz].")
+@click.option("--opt-shape", metavar="BxCxHxW", help="Dynamic range optimum [default: --imgsz].")
+@click.option("--max-shape", metavar="BxCxHxW", help="Dynamic range maximum [default: twice --imgsz].")
+@click.option("--legacy-precision-flags", is_flag=True,
+              help="TensorRT 10.x only: FP16/INT8 builder flags (+ entropy calibrator) instead of a precision-baked ONNX.")
+@click.option("--trt-target", type=click.Choice(["10", "11"]), default=None,
+              help="TensorRT major version the static check targets [default: the installed one, else 10].")
+@click.option("--data", "parity_data", type=click.Path(), metavar="ROOT",
+              help="Target dataset for the parity gate [default: the checkpoint's target dataset].")
+@click.option("--data-kind", "parity_kind", default="folder", show_default=True,
+              help="Layout of --data: folder, cityscapes, gta5 or synthia.")
+@click.option("--parity-num", type=int, default=20, show_default=True, metavar="N",
+              help="Val images the parity gate compares.")
+@click.option("--force", is_flag=True, help="Replace an existing export in DIR.")
+def export(checkpoint, out_dir, imgsz, dynamic, output, opset, exporter, simplify, trt, precision, fp16_alias,
+           int8_alias, calib_data, calib_num, calib_method, workspace_gib, timing_cache, min_shape, opt_shape,
+           max_shape, legacy_precision_flags, trt_target, parity_data, parity_kind, parity_num, force) -> None:
+    """Export CKPT to ONNX (and TensorRT with --trt), with a manifest and a parity gate.
+
+    \b
+    uda-adapt export runs/synthetic/best.pt --out exports/synthetic
+    uda-adapt export best.pt --out exports/orin --trt --precision int8 --calib-data data/target/train/images
+    """
+    from export.api import export_model
+
+    chosen = {p for p, flag in (("fp16", fp16_alias), ("int8", int8_alias)) if flag}
+    if precision is not None:
+        chosen.add(precision)
+    if len(chosen) > 1:
+        raise click.UsageError(f"conflicting precisions: {', '.join(sorted(chosen))}; give one --precision")
+    echo = lambda message: click.echo(message, err=True)  # noqa: E731  (progress on stderr, results on stdout)
+    result = export_model(
+        checkpoint, out_dir, imgsz=tuple(imgsz), dynamic=dynamic, output=output, opset=opset, exporter=exporter,
+        simplify=simplify, trt=trt, precision=chosen.pop() if chosen else "fp32", calib_data=calib_data,
+        calib_num=calib_num, calib_method=calib_method, workspace_gib=workspace_gib, timing_cache=timing_cache,
+        min_shape=min_shape, opt_shape=opt_shape, max_shape=max_shape, legacy_precision_flags=legacy_precision_flags,
+        trt_target=int(trt_target) if trt_target else None, parity_data=parity_data, parity_kind=parity_kind,
+        parity_num=parity_num, force=force, log=echo)
+    if result.engine is not None:
+        click.echo(f"engine {result.engine}")
+    click.echo(f"exported {result.out_dir / result.manifest.onnx_file}")

@@ -1,0 +1,45 @@
+"""Fixtures: a tiny checkpoint of the small model and a tiny labelled target dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from adapt.checkpoint import Checkpoint, save_checkpoint
+from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from adapt.models import build_segmenter
+from tests.adapt.fixtures import make_folder_dataset
+
+SIZE = (64, 128)
+
+
+def small_checkpoint(path: Path, seed: int = 0) -> Path:
+    """The small model with random weights and BatchNorm statistics measured on random images.
+
+    With its default statistics an untrained model paints nearly every pixel one class, which
+    would make any parity check pass; measured statistics give many classes per image.
+    """
+    torch.manual_seed(seed)
+    model = build_segmenter("small", len(CITYSCAPES_CLASSES))
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the one calibration batch
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(4, 3, *SIZE) * 4 - 2)
+    save_checkpoint(path, Checkpoint("small", CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, model.state_dict()))
+    return path
+
+
+@pytest.fixture(scope="session")
+def ckpt(tmp_path_factory) -> Path:
+    return small_checkpoint(tmp_path_factory.mktemp("ckpt") / "small.pt")
+
+
+@pytest.fixture(scope="session")
+def target_data(tmp_path_factory) -> Path:
+    """ROOT/{train,val}/images|labels with 3 labelled images each, 48x96 (resized to the export size)."""
+    return make_folder_dataset(tmp_path_factory.mktemp("target"), num=3, size=(48, 96))

@@ -1,0 +1,143 @@
+"""A stand-in `tensorrt` module with the 10.x or the 11.x Python API surface, recording calls.
+
+Only what the build code may touch is modelled, and only where the real version has it:
+10.x has BuilderFlag.FP16/INT8, NetworkDefinitionCreationFlag.EXPLICIT_BATCH, the
+IInt8EntropyCalibrator2 base class and config.int8_calibrator; 11.x has none of them
+(TensorRT 11 removed them), and both have STRONGLY_TYPED.
+"""
+
+from __future__ import annotations
+
+import enum
+import types
+from pathlib import Path
+
+
+def make_fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = True,
+                       builder_error: Exception | None = None) -> types.ModuleType:
+    major = int(version.split(".")[0])
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    calls: list[tuple] = []
+    trt.calls = calls
+
+    network_flags = {"STRONGLY_TYPED": 5} if major >= 11 else {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 5}
+    trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", network_flags)
+    builder_flags = ["GPU_FALLBACK", "REFIT", "VERSION_COMPATIBLE", "STRIP_PLAN", "TF32"]
+    if major < 11:
+        builder_flags += ["FP16", "BF16", "INT8", "FP8", "OBEY_PRECISION_CONSTRAINTS"]
+    trt.BuilderFlag = enum.IntEnum("BuilderFlag", builder_flags)
+    trt.MemoryPoolType = enum.IntEnum("MemoryPoolType", ["WORKSPACE", "DLA_MANAGED_SRAM"])
+
+    class Logger:
+        WARNING = 2
+        INFO = 3
+
+        def __init__(self, severity: int = 2) -> None:
+            self.severity = severity
+
+    class TimingCache:
+        def __init__(self, previous: bytes) -> None:
+            self.previous = bytes(previous)
+
+        def serialize(self) -> bytes:
+            return b"timing:" + self.previous[-16:] + b"+1"
+
+    class Profile:
+        def set_shape(self, name: str, min, opt, max) -> None:  # noqa: A002  (TensorRT's keyword names)
+            calls.append(("set_shape", name, tuple(min), tuple(opt), tuple(max)))
+
+    class Config:
+        def __init__(self) -> None:
+            self.flags: set = set()
+            self.calibrator = None
+
+        def set_memory_pool_limit(self, pool, size: int) -> None:
+            calls.append(("set_memory_pool_limit", pool, size))
+
+        def create_timing_cache(self, previous: bytes) -> TimingCache:
+            calls.append(("create_timing_cache", bytes(previous)))
+            return TimingCache(previous)
+
+        def set_timing_cache(self, cache: TimingCache, ignore_mismatch: bool) -> bool:
+            calls.append(("set_timing_cache", ignore_mismatch))
+            return True
+
+        def add_optimization_profile(self, profile: Profile) -> int:
+            calls.append(("add_optimization_profile",))
+            return 0
+
+        def set_flag(self, flag) -> None:
+            calls.append(("set_flag", flag.name))
+            self.flags.add(flag.name)
+
+    if major < 11:
+        class IInt8EntropyCalibrator2:
+            def __init__(self) -> None:
+                calls.append(("calibrator_init",))
+
+        trt.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
+
+        def _set_calibrator(self, calibrator) -> None:
+            calls.append(("int8_calibrator", type(calibrator).__mro__[1].__name__))
+            self.calibrator = calibrator
+
+        Config.int8_calibrator = property(lambda self: self.calibrator, _set_calibrator)
+        Config.set_calibration_profile = lambda self, profile: calls.append(("set_calibration_profile",))
+
+    class Network:
+        def __init__(self, flags: int) -> None:
+            self.flags = flags
+
+    class Builder:
+        def __init__(self, logger: Logger) -> None:
+            if builder_error is not None:
+                raise builder_error
+            calls.append(("Builder",))
+
+        def create_network(self, flags: int = 0) -> Network:
+            calls.append(("create_network", flags))
+            return Network(flags)
+
+        def create_builder_config(self) -> Config:
+            return Config()
+
+        def create_optimization_profile(self) -> Profile:
+            return Profile()
+
+        def build_serialized_network(self, network: Network, config: Config):
+            calls.append(("build_serialized_network", network.flags, sorted(config.flags)))
+            if config.calibrator is not None:
+                _drive_calibrator(config.calibrator, calls)
+            return b"PLAN" + bytes([major]) if build_ok else None
+
+    class OnnxParser:
+        def __init__(self, network: Network, logger: Logger) -> None:
+            self.errors: list[str] = []
+
+        def parse_from_file(self, path: str) -> bool:
+            calls.append(("parse_from_file", Path(path).name))
+            if not parse_ok or not Path(path).is_file():
+                self.errors = [f"In node 3 (importResize): UNSUPPORTED_NODE: cubic mode in {Path(path).name}"]
+                return False
+            return True
+
+        @property
+        def num_errors(self) -> int:
+            return len(self.errors)
+
+        def get_error(self, index: int) -> str:
+            return self.errors[index]
+
+    trt.Logger, trt.Builder, trt.OnnxParser = Logger, Builder, OnnxParser
+    return trt
+
+
+def _drive_calibrator(calibrator, calls: list[tuple]) -> None:
+    """What TensorRT 10 does with a calibrator: read the cache, pull batches, write the cache."""
+    if calibrator.read_calibration_cache() is None:
+        batches = 0
+        while calibrator.get_batch(["image"]) is not None:
+            batches += 1
+        calls.append(("calibration_batches", batches, calibrator.get_batch_size()))
+        calibrator.write_calibration_cache(b"calibration-table")

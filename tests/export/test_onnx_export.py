@@ -1,0 +1,114 @@
+"""ONNX export of the small model: checker, ONNX Runtime parity, dynamic shapes, metadata."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from adapt.checkpoint import build_model, load_checkpoint
+from adapt.errors import UserError
+from export.api import export_model
+from export.manifest import manifest_from_metadata, metadata_props, read_manifest, sha256_file
+from export.onnx_export import DeployWrapper, check_onnx, export_onnx
+
+
+def _session(path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("imgsz", [(64, 128), (96, 160)])
+def test_export_passes_checker_and_matches_pytorch(ckpt, target_data, tmp_path, imgsz):
+    result = export_model(ckpt, tmp_path / "out", imgsz=imgsz, parity_data=target_data, parity_num=3)
+    onnx_path = tmp_path / "out" / "model.onnx"
+    onnx.checker.check_model(str(onnx_path), full_check=True)
+
+    [check] = result.parity_checks
+    assert check.pixel_agreement >= 0.999 and check.passed
+    assert check.miou_delta is not None and abs(check.miou_delta) < 0.5
+    report = json.loads((tmp_path / "out" / "report" / "parity.json").read_text())
+    assert report["passed"] and report["data"]["kind"] == "folder" and report["data"]["n_images"] == 3
+
+    x = np.random.default_rng(1).standard_normal((1, 3, *imgsz)).astype(np.float32)
+    mask = _session(onnx_path).run(None, {"image": x})[0]
+    assert mask.dtype == np.int32 and mask.shape == (1, *imgsz)
+    model = DeployWrapper(build_model(load_checkpoint(ckpt)))
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    assert (mask == expected).mean() >= 0.999
+
+
+def test_dynamic_export_runs_at_other_sizes_and_batches(ckpt, target_data, tmp_path):
+    result = export_model(ckpt, tmp_path / "out", imgsz=(64, 128), dynamic=True, parity_data=target_data, parity_num=2)
+    assert result.manifest.dynamic and result.manifest.input.shape == ("batch", 3, "height", "width")
+    assert result.manifest.dynamic_shapes == {"min": [1, 3, 32, 64], "opt": [1, 3, 64, 128], "max": [1, 3, 128, 256]}
+    session = _session(tmp_path / "out" / "model.onnx")
+    model = DeployWrapper(build_model(load_checkpoint(ckpt)))
+    for shape in [(1, 3, 64, 128), (2, 3, 96, 160), (1, 3, 40, 72)]:
+        x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+        mask = session.run(None, {"image": x})[0]
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x)).numpy()
+        assert mask.shape == (shape[0], *shape[2:])
+        assert (mask == expected).mean() >= 0.999
+
+
+def test_logits_output(ckpt, tmp_path):
+    result = export_model(ckpt, tmp_path / "out", imgsz=(64, 128), output="logits", parity_num=2)
+    assert result.manifest.output.kind == "logits" and result.manifest.output.dtype == "float32"
+    x = np.zeros((1, 3, 64, 128), np.float32)
+    logits = _session(tmp_path / "out" / "model.onnx").run(None, {"image": x})[0]
+    assert logits.shape == (1, 19, 64, 128) and logits.dtype == np.float32
+    [check] = result.parity_checks
+    assert check.max_abs_logit_diff is not None and check.max_abs_logit_diff < 1e-3
+
+
+def test_metadata_round_trip(ckpt, tmp_path):
+    export_model(ckpt, tmp_path / "out", imgsz=(64, 128), parity_num=1)
+    manifest = read_manifest(tmp_path / "out" / "model.json")
+    assert manifest.onnx_sha256 == sha256_file(tmp_path / "out" / "model.onnx")
+    assert manifest.exporter["torch"] == torch.__version__ and manifest.exporter["onnx"] == onnx.__version__
+
+    props = _session(tmp_path / "out" / "model.onnx").get_modelmeta().custom_metadata_map
+    assert json.loads(props["classes"])[0] == "road" and json.loads(props["ignore_index"]) == 255
+    assert json.loads(props["input"])["color_order"] == "RGB"
+    assert json.loads(props["resize"])["size"] == [64, 128]
+    from_onnx = manifest_from_metadata(props)
+    assert from_onnx.classes == manifest.classes and from_onnx.palette == manifest.palette
+    assert from_onnx.input == manifest.input and from_onnx.output == manifest.output
+    assert metadata_props(from_onnx) == metadata_props(manifest)
+
+
+def test_synthetic_parity_is_reported_when_no_data_is_known(ckpt, tmp_path):
+    result = export_model(ckpt, tmp_path / "out", imgsz=(64, 128), parity_num=2)
+    report = json.loads((tmp_path / "out" / "report" / "parity.json").read_text())
+    assert report["data"]["kind"] == "synthetic" and "--data" in report["data"]["note"]
+    assert result.parity_checks[0].miou_delta is None and report["passed"]
+
+
+def test_checker_failure_is_a_user_error(tmp_path):
+    node = onnx.helper.make_node("Relu", ["missing"], ["y"])
+    graph = onnx.helper.make_graph([node], "broken", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    path = tmp_path / "broken.onnx"
+    onnx.save(onnx.helper.make_model(graph), str(path))
+    with pytest.raises(UserError, match="fails the ONNX checker"):
+        check_onnx(path)
+
+
+def test_opset_outside_the_exporter_range_is_refused(ckpt, tmp_path):
+    with pytest.raises(UserError, match="--opset 21"):
+        export_onnx(build_model(load_checkpoint(ckpt)), tmp_path / "m.onnx", imgsz=(64, 128), opset=21)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxscript") is None, reason="the dynamo exporter needs onnxscript")
+def test_dynamo_exporter(ckpt, target_data, tmp_path):
+    result = export_model(ckpt, tmp_path / "out", imgsz=(64, 128), exporter="dynamo", opset=18,
+                          parity_data=target_data, parity_num=2)
+    assert result.parity_checks[0].passed
+    assert not list((tmp_path / "out").glob("*.data")), "weights must stay inside model.onnx"

@@ -1,0 +1,92 @@
+"""Precision-baked ONNX: fp16 and int8 Q/DQ run in ONNX Runtime and stay close to fp32."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+
+from adapt.errors import UserError
+from export.api import export_model
+from export.parity import GATES, Gate
+from export.precision import calibration_files, quantize_int8
+from export.trt_check import check_tensorrt_compat
+
+
+def test_fp16_variant(ckpt, target_data, tmp_path):
+    result = export_model(ckpt, tmp_path / "out", imgsz=(64, 128), precision="fp16",
+                          parity_data=target_data, parity_num=3)
+    variant = tmp_path / "out" / "model.fp16.onnx"
+    model = onnx.load(str(variant))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # float32 I/O kept
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.INT32
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+    assert check_tensorrt_compat(model, 10) == []
+    fp32, fp16 = result.parity_checks
+    assert fp16.precision == "fp16" and fp16.min_agreement == 0.995
+    assert fp16.pixel_agreement >= 0.995 and fp16.passed
+    assert result.manifest.variants["fp16"]["file"] == "model.fp16.onnx"
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["precision"] == '"fp16"' and "classes" in props
+
+
+def test_int8_qdq_variant(ckpt, target_data, tmp_path):
+    export_model(ckpt, tmp_path / "out", imgsz=(64, 128), parity_num=1)
+    int8_path = tmp_path / "model.int8.onnx"
+    record = quantize_int8(tmp_path / "out" / "model.onnx", int8_path, calibration_files(target_data, 4),
+                           input_name="image", size=(64, 128), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    assert record["n_images"] == 4 and record["format"] == "QDQ"
+    model = onnx.load(str(int8_path))
+    onnx.checker.check_model(model, full_check=True)
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "QLinearConv" not in ops
+    initializers = {t.name: t for t in model.graph.initializer}
+    zero_points = [initializers[n.input[2]] for n in model.graph.node
+                   if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
+    assert zero_points and all(zp.data_type == onnx.TensorProto.INT8 for zp in zero_points)
+    assert all(not numpy_helper.to_array(zp).any() for zp in zero_points)  # symmetric: what TensorRT requires
+    # Resize and ArgMax stay float: nothing quantizes their outputs.
+    float_outputs = {o for n in model.graph.node if n.op_type in ("Resize", "ArgMax") for o in n.output}
+    assert not float_outputs & {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    assert check_tensorrt_compat(model, 10) == [] and check_tensorrt_compat(model, 11) == []
+
+    session = ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"])
+    mask = session.run(None, {"image": np.zeros((1, 3, 64, 128), np.float32)})[0]
+    assert mask.shape == (1, 64, 128) and mask.dtype == np.int32
+
+
+def test_int8_export_is_gated_and_recorded(ckpt, target_data, tmp_path, monkeypatch):
+    # An untrained network has near-ties everywhere, so int8 flips many pixels; the gate's
+    # level is not what this test is about.
+    monkeypatch.setitem(GATES, "int8", Gate(0.5, 100.0))
+    result = export_model(ckpt, tmp_path / "out", imgsz=(64, 128), precision="int8",
+                          calib_data=target_data / "train" / "images", calib_num=3,
+                          parity_data=target_data, parity_num=3)
+    int8 = result.parity_checks[1]
+    assert (int8.file, int8.precision, int8.max_miou_drop) == ("model.int8.onnx", "int8", 100.0)
+    assert int8.miou_delta is not None and int8.pixel_agreement > 0.5
+    variant = result.manifest.variants["int8"]
+    assert variant["file"] == "model.int8.onnx" and variant["calibration"]["n_images"] == 3
+
+
+def test_int8_without_calibration_data_is_refused(ckpt, tmp_path):
+    with pytest.raises(UserError, match="--calib-data"):
+        export_model(ckpt, tmp_path / "out", imgsz=(64, 128), precision="int8")
+    assert not (tmp_path / "out").exists()
+
+
+def test_int8_with_an_empty_or_missing_folder_is_refused(ckpt, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    with pytest.raises(UserError, match="holds no images"):
+        export_model(ckpt, tmp_path / "out", imgsz=(64, 128), precision="int8", calib_data=tmp_path / "empty")
+    with pytest.raises(UserError, match="does not exist"):
+        calibration_files(tmp_path / "nowhere", 10)
+    assert not (tmp_path / "out").exists()
+
+
+def test_calibration_files_are_spread_over_the_folder(target_data):
+    files = calibration_files(target_data, 2)
+    assert len(files) == 2 and files[0] != files[1]
