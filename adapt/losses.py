@@ -1,0 +1,110 @@
+"""Losses of every stage. Each returns a scalar tensor, and 0 (still part of the graph) when its
+pixel mask is empty, never NaN.
+
+Shapes: logits (B, C, h, w) at the model's output stride; labels (B, H, W) long train ids with
+IGNORE_INDEX for "not labelled", usually at image resolution. Masks always come from labels,
+never from probabilities.
+
+- `segmentation_ce`: source CE and target CE on pseudo labels.
+- `correlation_fit_loss`: stage 2, trains the correlation module on source; the network's
+  prediction is detached, so only the module learns.
+- `correlation_transfer_loss`: stage 3, KL(SA(p) || p) over all target pixels; the module is
+  frozen and its output is the (detached) target, so only the network learns.
+- `entropy_on_ignored`, `kl_to_uniform_on_labelled`: IAST's regularisers on target.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from adapt.classes import IGNORE_INDEX
+from adapt.models.correlation import PROB_EPS, CorrelationModule
+
+
+def segmentation_ce(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Cross-entropy of logits upsampled (bilinear) to the labels' size, mean over labelled pixels."""
+    labels = labels.long()
+    per_pixel = F.cross_entropy(_to_size(logits, labels), labels, ignore_index=ignore_index, reduction="none")
+    return _masked_mean(per_pixel, labels != ignore_index)
+
+
+def correlation_fit_loss(
+    module: CorrelationModule, logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
+    """Stage 2 (source): NLL of the module's self-attended prediction against the source labels.
+
+    p = softmax(logits) is detached: gradients reach the module only. The module runs at the
+    logits' resolution; its output probabilities are upsampled bilinearly to the labels' size
+    (a convex combination, so still probabilities) because the labels are the truth and
+    downsampling them would drop thin classes. The log is taken after a floor at PROB_EPS.
+    """
+    labels = labels.long()
+    attended = module(torch.softmax(logits.detach(), dim=1))
+    log_attended = torch.log(_to_size(attended, labels).clamp_min(PROB_EPS))
+    per_pixel = F.nll_loss(log_attended, labels, ignore_index=ignore_index, reduction="none")
+    return _masked_mean(per_pixel, labels != ignore_index)
+
+
+def correlation_transfer_loss(module: CorrelationModule, logits: torch.Tensor) -> torch.Tensor:
+    """Stage 3 (target): KL(SA(p) || p) with p = softmax(logits), dense over every pixel.
+
+    The target q = SA(p) is computed under no_grad (module frozen, target detached); gradients
+    reach the network through log p = log_softmax(logits) only. Computed at the logits'
+    resolution, where the module runs. Value: sum over classes of q (log q - log p), mean over
+    the B*h*w pixels. `F.kl_div` takes the *log*-probabilities of the model as its input.
+    """
+    with torch.no_grad():
+        target = module(torch.softmax(logits.detach(), dim=1))
+    log_p = torch.log_softmax(logits, dim=1)
+    return F.kl_div(log_p, target, reduction="none").sum(dim=1).mean()
+
+
+def entropy_on_ignored(logits: torch.Tensor, pseudo_labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Mean prediction entropy -sum_c p log p over pixels whose pseudo label is ignore_index.
+
+    IAST's regulariser pushing unlabelled pixels towards confident predictions. Logits are
+    upsampled to the labels' size. Normalisation: per pixel (nats). IAST's code divides the same
+    sum by C * pixels, so its weight 3.0 corresponds to 3.0 / C here.
+    """
+    pseudo_labels = pseudo_labels.long()
+    logits = _to_size(logits, pseudo_labels)
+    log_p = torch.log_softmax(logits, dim=1)
+    entropy = -(log_p.exp() * log_p).sum(dim=1)
+    return _masked_mean(entropy, pseudo_labels == ignore_index)
+
+
+def kl_to_uniform_on_labelled(
+    logits: torch.Tensor, pseudo_labels: torch.Tensor, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
+    """Mean KL(u || p) with u uniform over the C classes, over pixels that carry a pseudo label.
+
+    IAST's regulariser against over-confident pseudo-label fitting. KL(u || p) =
+    -log C - (1/C) sum_c log p_c, which is 0 at the uniform prediction. IAST's code drops the
+    constant -log C (same gradient) and divides by C * pixels, so its weight 0.1 corresponds to
+    0.1 / C here. Logits are upsampled to the labels' size.
+    """
+    pseudo_labels = pseudo_labels.long()
+    logits = _to_size(logits, pseudo_labels)
+    num_classes = logits.shape[1]
+    kl = -math.log(num_classes) - torch.log_softmax(logits, dim=1).mean(dim=1)
+    return _masked_mean(kl, pseudo_labels != ignore_index)
+
+
+def _to_size(maps: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Bilinear resize of (B, C, h, w) maps to the (H, W) of (B, H, W) labels, contiguous."""
+    size = tuple(labels.shape[-2:])
+    if tuple(maps.shape[-2:]) != size:
+        maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+    # NLL's CPU backward fails on channels-last inputs ("grad_input must be contiguous");
+    # interpolate keeps channels-last, so normalise the layout here (free when already contiguous).
+    return maps.contiguous()
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of (B, H, W) values where mask is true; 0 with a graph when the mask is empty."""
+    # torch.where, not values * mask: a non-finite value outside the mask must not leak in.
+    total = torch.where(mask, values, torch.zeros_like(values)).sum()
+    return total / mask.sum().clamp_min(1)
