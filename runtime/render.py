@@ -1,6 +1,6 @@
 """Colouring masks onto frames: overlay, mask, side-by-side, a legend and an FPS line.
 
-The mask is coloured with a 256-entry palette lookup table (`cv2.LUT`) and blended with
+The mask is coloured with a 256-entry palette lookup table (`cv2.applyColorMap`) and blended with
 `cv2.addWeighted`, both in OpenCV with the GIL released. Ignored classes (and the ignore
 index) show the frame underneath in `overlay` and black in `mask`.
 """
@@ -77,7 +77,6 @@ class Renderer:
     def _buffers(self, h: int, w: int) -> None:
         if self._shape != (h, w):
             self._mask8 = np.empty((h, w), np.uint8)
-            self._mask3 = np.empty((h, w, 3), np.uint8)
             self._colour = np.empty((h, w, 3), np.uint8)
             self._hidden = np.empty((h, w), np.uint8)
             self._shape = (h, w)
@@ -91,8 +90,8 @@ class Renderer:
             cv2.resize(mask.astype(np.uint8), (w, h), dst=self._mask8, interpolation=cv2.INTER_NEAREST)
         else:
             np.copyto(self._mask8, mask, casting="unsafe")
-        cv2.cvtColor(self._mask8, cv2.COLOR_GRAY2BGR, dst=self._mask3)
-        cv2.LUT(self._mask3, self._lut, dst=self._colour)
+        # One pass from class ids to BGR: a user colour map is a 256-entry, 3-channel lookup.
+        cv2.applyColorMap(self._mask8, self._lut, dst=self._colour)
         return self._colour
 
     def render(self, frame: np.ndarray, mask: np.ndarray, fps: float | None = None) -> np.ndarray:

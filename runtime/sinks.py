@@ -8,8 +8,8 @@ leaves a playable video of the frames it got to, and never a truncated file unde
 from __future__ import annotations
 
 import os
+import secrets
 import sys
-import tempfile
 from pathlib import Path
 from typing import Protocol
 
@@ -76,9 +76,9 @@ class VideoFileSink(_SinkBase):
         self._size: tuple[int, int] | None = None
 
     def _open(self, width: int, height: int) -> None:
-        fd, name = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".tmp{self.path.suffix}", dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(name)
+        # Not mkstemp: its 0600 mode would stick to the final video; O_EXCL keeps the name ours.
+        self._tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp{self.path.suffix}")
+        os.close(os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*self._fourcc), self.fps, (width, height))
         if not writer.isOpened():
             self._tmp.unlink(missing_ok=True)

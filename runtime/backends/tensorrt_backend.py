@@ -203,7 +203,7 @@ class CudaPythonLayer:
         self._rt = cudart
         self._device_ptrs: list[int] = []
         self._host_ptrs: list[int] = []
-        self._call("cudaSetDevice", device, what=f"no usable CUDA device {device}")
+        self._call("cudaSetDevice", device, what=f"no usable CUDA GPU {device}; TensorRT engines need an NVIDIA GPU and driver, or run the .onnx with --backend ort")
         self._device = device
         self.stream_handle = int(self._call("cudaStreamCreate"))
 
@@ -211,7 +211,7 @@ class CudaPythonLayer:
         result = getattr(self._rt, name)(*args)
         err, values = result[0], result[1:]
         if int(err) != 0:
-            raise UserError(f"{what or 'CUDA call ' + name + ' failed'}: {err}")
+            raise UserError(f"{what or 'CUDA call ' + name + ' failed'} ({getattr(err, 'name', err)})")
         return values[0] if len(values) == 1 else values
 
     def compute_capability(self) -> str:

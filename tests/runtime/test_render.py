@@ -3,9 +3,9 @@ import pytest
 
 from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from adapt.errors import UserError
+from export.manifest import InputSpec
 from runtime.preprocess import Preprocessor
 from runtime.render import Renderer, RenderOptions, parse_alpha
-from export.manifest import InputSpec
 
 ROAD, SKY = CITYSCAPES_CLASSES.index("road"), CITYSCAPES_CLASSES.index("sky")
 

@@ -226,3 +226,14 @@ def test_local_compatibility_check_names_version_and_gpu():
         _check_engine_compatible(spec, "10.7.0", "8.7")
     with pytest.raises(UserError, match="8.7 .Orin. but this GPU is 8.6"):
         _check_engine_compatible(spec, "10.3.0", "8.6")
+
+
+def test_no_gpu_is_a_user_error():
+    import shutil
+
+    from runtime.backends.tensorrt_backend import open_cuda
+
+    if shutil.which("nvidia-smi"):
+        pytest.skip("a GPU may be present")
+    with pytest.raises(UserError, match="--backend ort"):
+        open_cuda(0)
