@@ -27,3 +27,7 @@ def register(cli: click.Group) -> None:
 
     cli.add_command(run)
     cli.add_command(bench)
+
+    from adapt.commands.demo import demo
+
+    cli.add_command(demo)
