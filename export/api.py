@@ -41,7 +41,15 @@ from export.onnx_export import (
     set_metadata,
     simplify_onnx,
 )
-from export.parity import ParityCheck, ParitySamples, compare_onnx, load_parity_samples, torch_reference, write_parity_report
+from export.parity import (
+    ParityCheck,
+    ParitySamples,
+    compare_onnx,
+    load_parity_samples,
+    resample,
+    torch_reference,
+    write_parity_report,
+)
 from export.precision import (
     PRECISIONS,
     RECOMMENDED_CALIB_IMAGES,
@@ -54,6 +62,7 @@ from export.tensorrt_build import TensorRTUnavailable, build_engine, detect_gpu,
 from export.trt_check import Finding, check_tensorrt_compat, format_findings
 
 Shape = Sequence[int]
+RANGE_END_IMAGES = 2  # images checked at each end of a dynamic range (the max end is the slow one)
 
 
 @dataclasses.dataclass
@@ -89,6 +98,8 @@ def export_model(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, *, im
     size = spec.check_imgsz(imgsz)
     shapes = spec.resolve_shapes(size, dynamic, min_shape, opt_shape, max_shape)
     calib_files = calibration_files(calib_data, calib_num) if precision == "int8" else []
+    if calib_data is not None and precision != "int8":
+        log(f"note: --calib-data is only used with --precision int8; ignored for {precision}")
     if calib_files and len(calib_files) < RECOMMENDED_CALIB_IMAGES:
         log(f"warning: int8 calibration on {len(calib_files)} images; {RECOMMENDED_CALIB_IMAGES}+ give stable ranges")
     check_out_dir(out_dir, force)
@@ -124,9 +135,9 @@ def export_model(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, *, im
             log(f"warning: TensorRT {target}.x could not parse this ONNX: {format_findings(findings)}")
 
         samples = load_parity_samples(data_root, data_kind, data_split, parity_num, size, ckpt.mean, ckpt.std, data_note)
-        checks = _parity_gate(stage, DeployWrapper(model, output).eval(), files, samples, ckpt.num_classes, size, log)
+        checks = _parity_gate(stage, DeployWrapper(model, output).eval(), files, samples, ckpt.num_classes, shapes, log)
         passed = all(c.passed for c in checks)
-        summary_keys = ("file", "precision", "pixel_agreement", "miou_delta", "passed")
+        summary_keys = ("file", "precision", "imgsz", "pixel_agreement", "miou_delta", "passed")
         manifest.parity = {"passed": passed, "data": samples.source["kind"], "n_images": len(samples.inputs),
                            "checks": [{k: c.to_dict()[k] for k in summary_keys} for c in checks]}
 
@@ -165,12 +176,23 @@ def export_model(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, *, im
 
 
 def _parity_gate(stage: Path, wrapper: DeployWrapper, files: dict[str, Path], samples: ParitySamples,
-                 num_classes: int, size: tuple[int, int], log: Callable[[str], None]) -> list[ParityCheck]:
-    """Compare every ONNX file against the PyTorch wrapper; writes report/parity.json."""
+                 num_classes: int, shapes: dict[str, tuple[int, ...]] | None, log: Callable[[str], None]) -> list[ParityCheck]:
+    """Compare every ONNX file against the PyTorch wrapper; writes report/parity.json.
+
+    A dynamic fp32 export is also compared at the min and max sizes of its range (a traced
+    graph can bake in a size), on the first RANGE_END_IMAGES images.
+    """
     log(f"parity: ONNX Runtime vs PyTorch on {len(samples.inputs)} {_describe(samples.source)}")
     reference = torch_reference(wrapper, samples)
     checks = [compare_onnx(path, samples, reference, precision=precision, num_classes=num_classes)
               for precision, path in files.items()]
+    size = tuple(samples.inputs[0].shape[-2:])
+    for end in ("min", "max") if shapes is not None else ():
+        end_size = tuple(shapes[end][2:])
+        if end_size != size:
+            subset = resample(samples, end_size, RANGE_END_IMAGES)
+            checks.append(compare_onnx(files["fp32"], subset, torch_reference(wrapper, subset), precision="fp32",
+                                       num_classes=num_classes))
     write_parity_report(stage / "report" / "parity.json", samples, checks, size)
     for check in checks:
         log(f"parity: {check.summary()}")

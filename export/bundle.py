@@ -32,7 +32,7 @@ def check_out_dir(out_dir: str | os.PathLike, force: bool) -> Path:
                             "(--force only replaces an earlier export)")
         if not force:
             raise UserError(f"{out} already holds an export; pass --force to replace it, or choose another --out")
-    ensure_writable_dir(out.parent if str(out.parent) else Path("."))
+    ensure_writable_dir(out.parent)
     return out
 
 

@@ -63,7 +63,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, imgsz: tuple[int, 
     wrapper = DeployWrapper(model, output).eval()
     example = torch.zeros(1, 3, *imgsz)
     try:
-        with torch.inference_mode(False), torch.no_grad():
+        with torch.inference_mode(False), torch.no_grad():  # callers may sit in inference mode; tracing cannot
             if exporter == "legacy":
                 _export_legacy(wrapper, example, path, dynamic, output, opset)
             else:

@@ -5,6 +5,7 @@ Gated on what a user sees, not on raw logits: pixel agreement of the two masks, 
 labelled data the mIoU of each against the labels (the delta in points). Defaults:
 fp32 >= 99.9 %, fp16 >= 99.5 %, int8 >= 98 % agreement and at most 1.0 mIoU point lost.
 Labels are resized to the export size (nearest), so both sides are scored on the same pixels.
+A dynamic export is also checked at the ends of its range, on a few of the images resampled.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from adapt.atomic import atomic_write_text
@@ -60,6 +62,7 @@ class ParityCheck:
 
     file: str
     precision: str
+    imgsz: tuple[int, int]
     pixel_agreement: float
     min_agreement: float
     miou_torch: float | None = None
@@ -79,22 +82,25 @@ class ParityCheck:
         """What failed and by how much; empty when the check passed."""
         if self.pixel_agreement < self.min_agreement:
             short = 100 * (self.min_agreement - self.pixel_agreement)
-            return (f"{self.file} ({self.precision}) agrees with PyTorch on {100 * self.pixel_agreement:.3f} % of pixels, "
+            return (f"{self._name()} agrees with PyTorch on {100 * self.pixel_agreement:.3f} % of pixels, "
                     f"{short:.3f} points below the {100 * self.min_agreement:.1f} % gate")
         if not self.passed:
-            return (f"{self.file} ({self.precision}) loses {-self.miou_delta:.2f} mIoU points against PyTorch, "
+            return (f"{self._name()} loses {-self.miou_delta:.2f} mIoU points against PyTorch, "
                     f"more than the {self.max_miou_drop:.1f} allowed")
         return ""
 
     def summary(self) -> str:
-        text = (f"{self.file} ({self.precision}): pixel agreement {100 * self.pixel_agreement:.3f} % "
+        text = (f"{self._name()}: pixel agreement {100 * self.pixel_agreement:.3f} % "
                 f"(gate >= {100 * self.min_agreement:.1f} %)")
         if self.miou_delta is not None:
             text += f", mIoU {self.miou_torch:.2f} (PyTorch) vs {self.miou_onnx:.2f} (ONNX), delta {self.miou_delta:+.2f} pt"
         return text + (" - pass" if self.passed else " - FAIL")
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "passed": self.passed}
+        return {**dataclasses.asdict(self), "imgsz": list(self.imgsz), "passed": self.passed}
+
+    def _name(self) -> str:
+        return f"{self.file} ({self.precision}, {self.imgsz[0]}x{self.imgsz[1]})"
 
 
 def torch_reference(wrapper: nn.Module, samples: ParitySamples) -> list[np.ndarray]:
@@ -130,7 +136,8 @@ def compare_onnx(onnx_path: str | os.PathLike, samples: ParitySamples, reference
         if label is not None:
             torch_cm.update(ref[0], label)
             onnx_cm.update(out[0], label)
-    check = ParityCheck(Path(onnx_path).name, precision, agree / total, gate.min_agreement,
+    height, width = samples.inputs[0].shape[-2:]
+    check = ParityCheck(Path(onnx_path).name, precision, (int(height), int(width)), agree / total, gate.min_agreement,
                         max_abs_logit_diff=max_diff)
     if samples.labelled:
         check.miou_torch = 100 * torch_cm.miou()
@@ -168,6 +175,14 @@ def load_parity_samples(root: str | os.PathLike | None, kind: str, split: str, n
     return ParitySamples(inputs, labels, source)
 
 
+def resample(samples: ParitySamples, size: tuple[int, int], count: int) -> ParitySamples:
+    """The first `count` samples at another size (inputs bilinear, labels nearest), to check a dynamic range's ends."""
+    inputs = [F.interpolate(torch.from_numpy(x), size=size, mode="bilinear", align_corners=False).numpy()
+              for x in samples.inputs[:count]]
+    labels = [None if label is None else resize_label(label, size) for label in samples.labels[:count]]
+    return ParitySamples(inputs, labels, {**samples.source, "n_images": len(inputs)})
+
+
 def write_parity_report(path: str | os.PathLike, samples: ParitySamples, checks: Sequence[ParityCheck],
                         imgsz: tuple[int, int]) -> dict[str, Any]:
     """Write report/parity.json atomically; returns its content."""
@@ -176,6 +191,7 @@ def write_parity_report(path: str | os.PathLike, samples: ParitySamples, checks:
         "reference": "PyTorch fp32 on the CPU",
         "runtime": "ONNX Runtime CPUExecutionProvider",
         "imgsz": list(imgsz),
+        "n_images": len(samples.inputs),
         "data": samples.source,
         "checks": [_finite(c.to_dict()) for c in checks],
     }

@@ -96,7 +96,7 @@ def test_failing_parity_gate_says_by_how_much(ckpt, target_data, tmp_path, monke
     with pytest.raises(UserError) as caught:
         export_model(ckpt, tmp_path / "out", imgsz=(64, 128), parity_data=target_data, parity_num=2)
     message = str(caught.value)
-    assert message.startswith("parity gate failed: model.onnx (fp32) agrees with PyTorch on 0.000 % of pixels")
+    assert message.startswith("parity gate failed: model.onnx (fp32, 64x128) agrees with PyTorch on 0.000 % of pixels")
     assert "99.900 points below the 99.9 % gate" in message and "\n" not in message
     report = json.loads((tmp_path / "out" / "report" / "parity.json").read_text())
     assert report["passed"] is False and report["checks"][0]["passed"] is False

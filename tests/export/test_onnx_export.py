@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 
@@ -11,11 +12,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from adapt.checkpoint import build_model, load_checkpoint
+from adapt.checkpoint import build_model, load_checkpoint, save_checkpoint
 from adapt.errors import UserError
 from export.api import export_model
 from export.manifest import manifest_from_metadata, metadata_props, read_manifest, sha256_file
 from export.onnx_export import DeployWrapper, check_onnx, export_onnx
+from tests.export.conftest import small_checkpoint
 
 
 def _session(path):
@@ -47,6 +49,9 @@ def test_dynamic_export_runs_at_other_sizes_and_batches(ckpt, target_data, tmp_p
     result = export_model(ckpt, tmp_path / "out", imgsz=(64, 128), dynamic=True, parity_data=target_data, parity_num=2)
     assert result.manifest.dynamic and result.manifest.input.shape == ("batch", 3, "height", "width")
     assert result.manifest.dynamic_shapes == {"min": [1, 3, 32, 64], "opt": [1, 3, 64, 128], "max": [1, 3, 128, 256]}
+    # The gate also checked both ends of the range.
+    assert [c.imgsz for c in result.parity_checks] == [(64, 128), (32, 64), (128, 256)]
+    assert all(c.passed for c in result.parity_checks)
     session = _session(tmp_path / "out" / "model.onnx")
     model = DeployWrapper(build_model(load_checkpoint(ckpt)))
     for shape in [(1, 3, 64, 128), (2, 3, 96, 160), (1, 3, 40, 72)]:
@@ -89,6 +94,21 @@ def test_synthetic_parity_is_reported_when_no_data_is_known(ckpt, tmp_path):
     report = json.loads((tmp_path / "out" / "report" / "parity.json").read_text())
     assert report["data"]["kind"] == "synthetic" and "--data" in report["data"]["note"]
     assert result.parity_checks[0].miou_delta is None and report["passed"]
+
+
+def test_parity_data_comes_from_the_checkpoint_config(target_data, tmp_path):
+    path = tmp_path / "configured.pt"
+    save_checkpoint(path, dataclasses.replace(load_checkpoint(small_checkpoint(path)), config={
+        "data": {"target": {"kind": "folder", "root": str(target_data), "val_split": "val"}}}))
+    export_model(path, tmp_path / "out", imgsz=(64, 128), parity_num=2)
+    report = json.loads((tmp_path / "out" / "report" / "parity.json").read_text())
+    assert report["data"] == {"kind": "folder", "root": str(target_data), "split": "val", "n_images": 2, "labelled": True}
+
+    save_checkpoint(path, dataclasses.replace(load_checkpoint(path), config={
+        "data": {"target": {"kind": "folder", "root": str(tmp_path / "elsewhere")}}}))
+    export_model(path, tmp_path / "out2", imgsz=(64, 128), parity_num=1)
+    report = json.loads((tmp_path / "out2" / "report" / "parity.json").read_text())
+    assert report["data"]["kind"] == "synthetic" and "not on this machine" in report["data"]["note"]
 
 
 def test_checker_failure_is_a_user_error(tmp_path):
