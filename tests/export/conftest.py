@@ -43,3 +43,13 @@ def ckpt(tmp_path_factory) -> Path:
 def target_data(tmp_path_factory) -> Path:
     """ROOT/{train,val}/images|labels with 3 labelled images each, 48x96 (resized to the export size)."""
     return make_folder_dataset(tmp_path_factory.mktemp("target"), num=3, size=(48, 96))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """These models and images are tiny: one thread is fastest, and on a busy 2-core machine two
+    threads wait on each other (measured 60x slower for a 64x128 forward under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
