@@ -59,7 +59,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="an exported .onnx with model.json beside it [default: small model, random weights]")
     parser.add_argument("--size", default="512x1024", help="HxW [default: 512x1024]")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads [default: ORT's]")
-    parser.add_argument("--cv-threads", type=int, default=1, help="OpenCV threads for pre/post [default: 1]")
+    parser.add_argument("--spin", action="store_true", help="let ONNX Runtime's workers spin (the runtime turns it off)")
+    parser.add_argument("--cv-threads", type=int, default=1, help="OpenCV threads for pre/post [default: 1, as `uda-adapt run`]")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
@@ -70,7 +71,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or export_small_model(Path(tmp), height, width)
-        backend = open_backend(model, "ort", threads=args.threads)
+        backend = open_backend(model, "ort", threads=args.threads, spin=args.spin)
         print(f"backend: {backend.describe()}", file=sys.stderr)
         shape = (1, 3, *backend.input_size)
         rounds = []
@@ -86,7 +87,7 @@ def main() -> None:
         backend.close()
 
     summary = {
-        "size": [height, width], "backend": backend.describe(), "threads": args.threads, "cv_threads": args.cv_threads,
+        "size": [height, width], "backend": backend.describe(), "threads": args.threads, "spin": args.spin, "cv_threads": args.cv_threads,
         "iters": args.iters, "rounds": rounds,
         "median_model_only_qps": statistics.median(r["model_only_qps"] for r in rounds),
         "median_pipeline_qps": statistics.median(r["pipeline_qps"] for r in rounds),

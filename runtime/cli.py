@@ -33,6 +33,14 @@ def _size(text: str | None, option: str) -> tuple[int, int] | None:
     return h, w
 
 
+def _single_threaded_opencv() -> None:
+    import cv2
+
+    # The stages already run on their own threads, and their OpenCV calls are small; OpenCV's
+    # worker pool would only oversubscribe the cores the inference threads are using.
+    cv2.setNumThreads(1)
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """`docker stop` / systemd send SIGTERM: finish the output video as for Ctrl-C."""
@@ -112,6 +120,7 @@ def run(model, input_uri, output_uri, backend, device, threads, visualize, alpha
         loop=input_loop, stride=vid_stride, latest=latest, headless=headless, max_frames=max_frames,
         save_frame=tuple(save_frame) if save_frame else None, bitrate=bitrate,
     )
+    _single_threaded_opencv()
     with _sigterm_as_interrupt():
         report = run_stream(config, log=log_to_stderr)
     click.echo(format_run_report(report), err=True)
@@ -144,6 +153,7 @@ def bench(model, backend, device, threads, shape, warmup, iters, pipeline, json_
     from runtime.capture import log_to_stderr
     from runtime.report import write_json
 
+    _single_threaded_opencv()
     result = run_bench(model, backend, parse_shape(shape) if shape else None, warmup, iters, pipeline, threads, device, log=log_to_stderr)
     click.echo(format_bench(result))
     if json_path:

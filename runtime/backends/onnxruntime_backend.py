@@ -23,7 +23,7 @@ class OnnxRuntimeBackend:
         device: int = 0,
         input_size: tuple[int, int] | None = None,
         log: Callable[[str], None] | None = None,
-        spin: bool = True,
+        spin: bool = False,
     ) -> None:
         import onnxruntime as ort
 
@@ -34,8 +34,8 @@ class OnnxRuntimeBackend:
         options.inter_op_num_threads = 1
         if threads:
             options.intra_op_num_threads = threads
-        # Spinning workers answer faster between ops but burn the cores that capture and render
-        # need; the pipeline turns it off when those stages share few cores with inference.
+        # Spinning workers start each op a little sooner but burn the cores that capture and
+        # render need while they wait; in a pipeline on a few cores that costs more than it saves.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         available = ort.get_available_providers()
         providers: list = ["CPUExecutionProvider"]
