@@ -24,9 +24,9 @@ QUICK = [
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Training config [default: the built-in synthetic schedule].")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override (repeatable).")
 @click.option("--quick", is_flag=True, help="Tiny dataset and a few iterations: a smoke test of the whole chain.")
-@click.option("--frames", default=150, show_default=True, help="Frames of the demo video.")
+@click.option("--frames", type=int, default=None, help="Frames of the demo video [default: 150, 30 with --quick].")
 @click.pass_context
-def demo(ctx: click.Context, out: str, config_path: str | None, overrides: tuple[str, ...], quick: bool, frames: int) -> None:
+def demo(ctx: click.Context, out: str, config_path: str | None, overrides: tuple[str, ...], quick: bool, frames: int | None) -> None:
     """Generate data, adapt, evaluate, export and segment a video, end to end."""
     root = Path(out)
     data, run, export_dir, video_dir = root / "data", root / "run", root / "export", root / "video"
@@ -45,9 +45,9 @@ def demo(ctx: click.Context, out: str, config_path: str | None, overrides: tuple
     _step(ctx, ["export", str(checkpoint), "--out", str(export_dir), "--imgsz", "128", "256",
                 "--data", str(data / "target"), "--force"])
     clip = video_dir / "target_drive.mp4"
-    _step(ctx, ["data", "video", "--out", str(clip), "--domain", "real", "--frames", str(30 if quick else frames), "--size", "256x512"])
+    _step(ctx, ["data", "video", "--out", str(clip), "--domain", "real", "--frames", str(frames or (30 if quick else 150)), "--size", "256x512"])
     _step(ctx, ["run", str(export_dir / "model.onnx"), str(clip), str(video_dir / "overlay.mp4"),
-                "--buffered", "--headless", "--save-frame", "20", str(video_dir / "overlay_frame.png"),
+                "--buffered", "--headless", "--save-frame", str(min(20, (frames or 30) - 1)), str(video_dir / "overlay_frame.png"),
                 "--json", str(video_dir / "run_report.json")])
     click.echo(
         f"\ndemo finished:\n"

@@ -1,0 +1,27 @@
+"""The main job, end to end at smoke-test size: data -> train -> eval -> export -> video -> run."""
+
+import json
+
+import cv2
+
+from adapt.cli import main
+
+
+def test_demo_quick_runs_the_whole_chain(tmp_path, capsys):
+    out = tmp_path / "demo"
+    rc = main(["demo", "--out", str(out), "--quick", "--frames", "24",
+               "--set", "source.iterations=6", "--set", "self_train.iterations_per_round=4"])
+    assert rc == 0, capsys.readouterr().err[-2000:]
+    assert (out / "run" / "self_train" / "last.pt").is_file()
+    parity = json.loads((out / "export" / "report" / "parity.json").read_text())
+    assert parity["passed"] is True
+    manifest = json.loads((out / "export" / "model.json").read_text())
+    assert len(manifest["classes"]) == 19
+    video = cv2.VideoCapture(str(out / "video" / "overlay.mp4"))
+    try:
+        assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 24
+    finally:
+        video.release()
+    assert cv2.imread(str(out / "video" / "overlay_frame.png")) is not None
+    report = json.loads((out / "video" / "run_report.json").read_text())
+    assert report["frames"] == 24
