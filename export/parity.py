@@ -142,7 +142,7 @@ def compare_onnx(onnx_path: str | os.PathLike, samples: ParitySamples, reference
     if samples.labelled:
         check.miou_torch = 100 * torch_cm.miou()
         check.miou_onnx = 100 * onnx_cm.miou()
-        check.miou_delta = check.miou_onnx - check.miou_torch
+        check.miou_delta = round(check.miou_onnx - check.miou_torch, 6) + 0.0  # + 0.0: no "-0.00"
         check.max_miou_drop = gate.max_miou_drop
     return check
 
