@@ -9,8 +9,8 @@
       report/parity.json              ONNX Runtime vs PyTorch on target val images
       report/trt_check.json           static TensorRT-compatibility findings
 
-Order: cheap refusals first (options, calibration folder, checkpoint, output directory), then
-export -> checker -> static TensorRT check -> precision variant -> parity gate -> engine.
+Order: cheap refusals first (options, calibration folder, output directory, checkpoint, parity data), then
+export -> checker -> precision variant -> static TensorRT check -> parity gate -> engine.
 The bundle appears at `out` only complete. A failed parity gate or a missing TensorRT still
 installs the bundle (for inspection, or for building on the device) and then raises.
 """
@@ -67,6 +67,8 @@ RANGE_END_IMAGES = 2  # images checked at each end of a dynamic range (the max e
 
 @dataclasses.dataclass
 class ExportResult:
+    """What an export wrote: the bundle, its manifest, the parity checks and static TensorRT findings."""
+
     out_dir: Path
     manifest: Manifest
     parity_checks: list[ParityCheck]
@@ -106,6 +108,7 @@ def export_model(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, *, im
     ckpt = load_checkpoint(ckpt_path)
     model = build_model(ckpt)
     data_root, data_kind, data_split, data_note = spec.parity_data_source(parity_data, parity_kind, ckpt.config)
+    samples = load_parity_samples(data_root, data_kind, data_split, parity_num, size, ckpt.mean, ckpt.std, data_note)
     target = trt_target if trt_target is not None else _installed_trt_major(trt)
     out = Path(out_dir)
 
@@ -134,7 +137,6 @@ def export_model(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, *, im
         if findings:
             log(f"warning: TensorRT {target}.x could not parse this ONNX: {format_findings(findings)}")
 
-        samples = load_parity_samples(data_root, data_kind, data_split, parity_num, size, ckpt.mean, ckpt.std, data_note)
         checks = _parity_gate(stage, DeployWrapper(model, output).eval(), files, samples, ckpt.num_classes, shapes, log)
         passed = all(c.passed for c in checks)
         summary_keys = ("file", "precision", "imgsz", "pixel_agreement", "miou_delta", "passed")
