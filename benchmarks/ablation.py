@@ -12,7 +12,9 @@ Rows, on the same data and the same seeds (mean +- std of the *last* checkpoint 
 With --tune DIR (a labelled folder dataset generated with another seed, e.g. by
 `uda-adapt data synth --out DIR --domain real --split val --num 100 --seed 1000`), every run is also
 scored on DIR/val, so that settings can be chosen there and not on the reported target val.
-Runs already finished in --out are reused, so an interrupted ablation resumes.
+Runs already finished in --out are reused, so an interrupted ablation resumes, and seeds can be
+trained by separate processes (--seeds 0 / --seeds 1 ...) before one call over all of them
+writes the combined report.
 """
 
 from __future__ import annotations
@@ -44,7 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lambdas", type=float, nargs="*", default=[], help="extra lambda_ct values to compare")
     parser.add_argument("--tune", default=None, help="labelled folder dataset for model selection (scored on its val split)")
     parser.add_argument("--no-oracle", action="store_true")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); "
+                        "two 1-thread processes on different --seeds use 2 cores better than one")
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     data, out = Path(args.data), Path(args.out)
     ensure_benchmark(data)
