@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lambdas", type=float, nargs="*", default=[], help="extra lambda_ct values to compare")
     parser.add_argument("--tune", default=None, help="labelled folder dataset for model selection (scored on its val split)")
     parser.add_argument("--no-oracle", action="store_true")
+    parser.add_argument("--report-name", default="ablation", help="report files OUT/NAME.{md,json,png}")
+    parser.add_argument("--report-name", default="ablation", help="report files OUT/NAME.{md,json,png}")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); "
                         "two 1-thread processes on different --seeds use 2 cores better than one")
     args = parser.parse_args(argv)
@@ -147,9 +149,9 @@ def write_report(out: Path, rows: dict[str, list[dict]], args) -> None:
             m, _ = mean_std([e["per_class_iou"][cls] for e in rows[name]])
             cells.append("n/a" if math.isnan(m) else f"{100 * m:.1f}")
         lines.append(f"| {cls} | " + " | ".join(cells) + " |")
-    atomic_write_text(out / "ablation.md", "\n".join(lines) + "\n")
-    atomic_write_text(out / "ablation.json", json.dumps(rows, indent=2) + "\n")
-    plot(out / "ablation.png", rows, classes)
+    atomic_write_text(out / f"{args.report_name}.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / f"{args.report_name}.json", json.dumps(rows, indent=2) + "\n")
+    plot(out / f"{args.report_name}.png", rows, classes)
     print("\n".join(lines))
 
 
