@@ -47,7 +47,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tune", default=None, help="labelled folder dataset for model selection (scored on its val split)")
     parser.add_argument("--no-oracle", action="store_true")
     parser.add_argument("--report-name", default="ablation", help="report files OUT/NAME.{md,json,png}")
-    parser.add_argument("--report-name", default="ablation", help="report files OUT/NAME.{md,json,png}")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); "
                         "two 1-thread processes on different --seeds use 2 cores better than one")
     args = parser.parse_args(argv)
