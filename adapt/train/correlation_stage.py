@@ -19,7 +19,7 @@ from adapt.train.logbook import Logbook
 from adapt.train.loop import run_iterations
 from adapt.train.optim import make_optimizer
 from adapt.train.reporting import evaluate_stage, network_fn
-from adapt.train.stage_io import RunContext, is_complete, last_checkpoint, read_stage_checkpoint, write_stage_checkpoint
+from adapt.train.stage_io import RunContext, begin_stage, write_stage_checkpoint
 
 STAGE = "correlation"
 
@@ -46,12 +46,10 @@ def load_correlation_module(payload: dict, num_classes: int) -> CorrelationModul
 def fit_correlation(ctx: RunContext, init: Checkpoint) -> None:
     """Train the module on source batches; `init` holds the source-trained network."""
     cfg, stage_cfg = ctx.cfg, ctx.cfg.correlation
-    stage_dir = ctx.stage_dir(STAGE)
-    last_path = last_checkpoint(ctx.run_dir, STAGE)
-    resume = read_stage_checkpoint(last_path)
-    if is_complete(resume):
-        print(f"{STAGE}: already complete ({last_path}), skipping")
+    start_info = begin_stage(ctx, STAGE)
+    if start_info is None:
         return
+    stage_dir, last_path, resume = start_info.stage_dir, start_info.last_path, start_info.resume
 
     seed_everything(cfg.seed + 1)
     network = build_segmenter(init.model_name, len(ctx.classes), None)

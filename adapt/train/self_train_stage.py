@@ -27,7 +27,7 @@ from adapt.train.loop import run_iterations
 from adapt.train.optim import make_optimizer, set_lr, poly_lr
 from adapt.train.pseudo_round import pseudo_labels_ready, write_pseudo_labels
 from adapt.train.reporting import evaluate_stage, keep_best, network_fn
-from adapt.train.stage_io import RunContext, is_complete, last_checkpoint, read_stage_checkpoint, write_stage_checkpoint
+from adapt.train.stage_io import RunContext, begin_stage, write_stage_checkpoint
 
 STAGE = "self_train"
 
@@ -35,12 +35,10 @@ STAGE = "self_train"
 def self_train(ctx: RunContext, init: Checkpoint) -> None:
     """Run all rounds; `init` is the correlation-stage checkpoint (network + module)."""
     cfg, st = ctx.cfg, ctx.cfg.self_train
-    stage_dir = ctx.stage_dir(STAGE)
-    last_path = last_checkpoint(ctx.run_dir, STAGE)
-    resume = read_stage_checkpoint(last_path)
-    if is_complete(resume):
-        print(f"{STAGE}: already complete ({last_path}), skipping")
+    start_info = begin_stage(ctx, STAGE)
+    if start_info is None:
         return
+    stage_dir, last_path, resume = start_info.stage_dir, start_info.last_path, start_info.resume
 
     module = None
     if st.lambda_ct > 0:

@@ -12,7 +12,7 @@ from adapt.train.logbook import Logbook
 from adapt.train.loop import run_iterations
 from adapt.train.optim import make_optimizer, poly_lr, set_lr
 from adapt.train.reporting import evaluate_stage, keep_best, network_fn
-from adapt.train.stage_io import RunContext, is_complete, last_checkpoint, read_stage_checkpoint, write_stage_checkpoint
+from adapt.train.stage_io import RunContext, begin_stage, write_stage_checkpoint
 
 STAGE = "source"
 
@@ -20,12 +20,10 @@ STAGE = "source"
 def train_source(ctx: RunContext, init: Checkpoint | None = None) -> None:
     """Train the network on source labels; resumes from `source/last.pt` when it is incomplete."""
     cfg, stage_cfg = ctx.cfg, ctx.cfg.source
-    stage_dir = ctx.stage_dir(STAGE)
-    last_path = last_checkpoint(ctx.run_dir, STAGE)
-    resume = read_stage_checkpoint(last_path)
-    if is_complete(resume):
-        print(f"{STAGE}: already complete ({last_path}), skipping")
+    start_info = begin_stage(ctx, STAGE)
+    if start_info is None:
         return
+    stage_dir, last_path, resume = start_info.stage_dir, start_info.last_path, start_info.resume
 
     seed_everything(cfg.seed)
     model = build_segmenter(cfg.model.name, len(ctx.classes), None if (resume or init) else cfg.model.pretrained)

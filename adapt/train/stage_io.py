@@ -53,6 +53,25 @@ def is_complete(ckpt: Checkpoint | None) -> bool:
     return ckpt is not None and bool(ckpt.extra.get("complete"))
 
 
+@dataclass
+class StageStart:
+    """Where a stage writes, and the unfinished checkpoint it resumes from (None: a fresh start)."""
+
+    stage_dir: Path
+    last_path: Path
+    resume: Checkpoint | None
+
+
+def begin_stage(ctx: RunContext, stage: str) -> StageStart | None:
+    """None when the stage already finished in this run directory (it is then skipped)."""
+    last_path = last_checkpoint(ctx.run_dir, stage)
+    resume = read_stage_checkpoint(last_path)
+    if is_complete(resume):
+        print(f"{stage}: already complete ({last_path}), skipping")
+        return None
+    return StageStart(ctx.stage_dir(stage), last_path, resume)
+
+
 def write_stage_checkpoint(ctx: RunContext, path: Path, stage: str, model: nn.Module, step: int, extra: dict[str, Any]) -> None:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     save_checkpoint(path, Checkpoint(
