@@ -48,8 +48,14 @@ def correlation_fit_loss(
     return _masked_mean(per_pixel, labels != ignore_index)
 
 
-def correlation_transfer_loss(module: CorrelationModule, logits: torch.Tensor) -> torch.Tensor:
+def correlation_transfer_loss(
+    module: CorrelationModule, logits: torch.Tensor, teacher_logits: torch.Tensor | None = None
+) -> torch.Tensor:
     """Stage 3 (target): KL(SA(p) || p) with p = softmax(logits), dense over every pixel.
+
+    `teacher_logits`, when given, are what the module attends over instead of the network's own
+    current logits (e.g. a copy of the network frozen at the start of the round): the target
+    then stays put while the network follows it, instead of moving with every step.
 
     The target q = SA(p) is computed under no_grad (module frozen, target detached); gradients
     reach the network through log p = log_softmax(logits) only. Computed at the logits'
@@ -57,7 +63,8 @@ def correlation_transfer_loss(module: CorrelationModule, logits: torch.Tensor) -
     the B*h*w pixels. `F.kl_div` takes the *log*-probabilities of the model as its input.
     """
     with torch.no_grad():
-        target = module(torch.softmax(logits.detach(), dim=1))
+        source = logits if teacher_logits is None else teacher_logits
+        target = module(torch.softmax(source.detach().float(), dim=1))
     log_p = torch.log_softmax(logits, dim=1)
     return F.kl_div(log_p, target, reduction="none").sum(dim=1).mean()
 

@@ -85,6 +85,10 @@ class SelfTrainConfig:
     iterations_per_round: int = 200
     lrs: tuple[float, ...] = (3e-4, 2.5e-4, 2e-4)   # per round (last value repeats), IAST's decreasing schedule scaled to the small model
     lambda_ct: float = 1.0                 # weight of KL(SA(p_t) || p_t); 0 turns correlation transfer off
+    # What the frozen module attends over: "online", the network's current prediction (the target
+    # moves with every step), or "round", a copy of the network frozen when the round's pseudo
+    # labels are made (a fixed target, like the pseudo labels themselves).
+    ct_teacher: Literal["online", "round"] = "online"
     source_ce_weight: float = 0.0          # optional source cross-entropy during self-training
     entropy_weight: float = 0.0            # IAST entropy on ignored pixels (IAST full scale: 3.0)
     kl_uniform_weight: float = 0.0         # IAST KL-to-uniform on pseudo-labelled pixels (IAST full scale: 0.1)

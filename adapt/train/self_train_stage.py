@@ -8,6 +8,8 @@ with the correlation module SA frozen. lambda_ct = 0 is plain self-training.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from adapt.checkpoint import Checkpoint
@@ -85,6 +87,9 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
             if saved_optimizer is not None and start > 0:
                 optimizer.load_state_dict(saved_optimizer)
                 stream.state = StreamState(**saved_stream)
+            teacher = None
+            if module is not None and st.ct_teacher == "round":
+                teacher = copy.deepcopy(model).eval().requires_grad_(False)
             model.train()
             if cfg.model.freeze_bn_in_adaptation:
                 freeze_batchnorm(model)
@@ -98,7 +103,11 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
                     logits = model(images)
                     losses["pseudo_ce"] = segmentation_ce(logits, pseudo)
                     if module is not None:
-                        losses["ct_kl"] = st.lambda_ct * correlation_transfer_loss(module, logits.float())
+                        teacher_logits = None
+                        if teacher is not None:
+                            with torch.no_grad():
+                                teacher_logits = teacher(images)
+                        losses["ct_kl"] = st.lambda_ct * correlation_transfer_loss(module, logits.float(), teacher_logits)
                     if st.entropy_weight > 0:
                         losses["entropy"] = st.entropy_weight * entropy_on_ignored(logits, pseudo)
                     if st.kl_uniform_weight > 0:

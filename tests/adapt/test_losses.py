@@ -105,3 +105,22 @@ def test_losses_train_with_channels_last_logits():
         assert torch.isfinite(channels_last.grad).all()
     for loss in (correlation_fit_loss(module, logits, labels), correlation_transfer_loss(module, logits)):
         loss.backward()
+
+
+def test_correlation_transfer_with_a_teacher_targets_the_teacher_prediction():
+    import torch
+
+    from adapt.losses import correlation_transfer_loss
+    from adapt.models.correlation import CorrelationModule
+
+    torch.manual_seed(0)
+    module = CorrelationModule(5, dim=8).eval().requires_grad_(False)
+    logits = torch.randn(2, 5, 4, 6, requires_grad=True)
+    teacher = torch.randn(2, 5, 4, 6)
+    loss = correlation_transfer_loss(module, logits, teacher)
+    with torch.no_grad():
+        q = module(torch.softmax(teacher, dim=1))
+    direct = (q * (torch.log(q.clamp_min(1e-12)) - torch.log_softmax(logits, dim=1))).sum(1).mean()
+    assert torch.allclose(loss, direct, atol=1e-5)
+    loss.backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
