@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--lambdas", type=float, nargs="*", default=[], help="extra lambda_ct values to compare")
+    parser.add_argument("--extra", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+                        help="another self-training row from the same correlation checkpoint, e.g. "
+                             "'round_teacher:self_train.ct_teacher=round' (repeatable)")
     parser.add_argument("--tune", default=None, help="labelled folder dataset for model selection (scored on its val split)")
     parser.add_argument("--no-oracle", action="store_true")
     parser.add_argument("--report-name", default="ablation", help="report files OUT/NAME.{md,json,png}")
@@ -77,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             rows.setdefault(f"self-training + CT (lambda_ct={value:g})", []).append(
                 run_self_train(args, overrides, seed, seed_dir / f"lambda{value:g}", corr, value))
+        for spec in args.extra:
+            name, _, settings = spec.partition(":")
+            extra = [item for item in settings.split(",") if item]
+            rows.setdefault(f"self-training + CT ({name})", []).append(
+                run_self_train(args, overrides, seed, seed_dir / name, corr, None, extra))
         if not args.no_oracle:
             oracle_cfg = load_config(TrainConfig, args.config, [*overrides, f"seed={seed}", f"data.source.root={data / 'target'}"])
             train(oracle_cfg, seed_dir / "oracle", stage="source")
@@ -94,8 +102,9 @@ def ensure_benchmark(data: Path) -> None:
     write_benchmark(data)
 
 
-def run_self_train(args, overrides, seed: int, run_dir: Path, init: Path, lambda_ct: float) -> dict:
-    cfg = load_config(TrainConfig, args.config, [*overrides, f"seed={seed}", f"self_train.lambda_ct={lambda_ct}"])
+def run_self_train(args, overrides, seed: int, run_dir: Path, init: Path, lambda_ct: float | None, extra=()) -> dict:
+    settings = [] if lambda_ct is None else [f"self_train.lambda_ct={lambda_ct}"]
+    cfg = load_config(TrainConfig, args.config, [*overrides, f"seed={seed}", *settings, *extra])
     train(cfg, run_dir, stage="self_train", init=init)
     return score(run_dir / "self_train", last_round_tag(cfg), args.tune)
 
