@@ -37,12 +37,13 @@ def render(things: Sequence[Thing], camera: Camera, t: float, sky: np.ndarray) -
     cv2.insertChannel(np.full((camera.height_px, camera.width_px), SKY, np.uint8), canvas, 3)
     queue = []
     for order, thing in enumerate(things):
-        shape = thing.shape_at(t)
         x, z = thing.position(t)
         dz = z if thing.follows_camera else z - camera.z_m
-        nearest = dz + shape.z_min
-        if dz + shape.z_max < NEAR_M or nearest > FAR_M:
+        # Cull on the shape at t = 0 (animation barely moves its extent) before redrawing it.
+        if dz + thing.shape.z_max < NEAR_M or dz + thing.shape.z_min > FAR_M:
             continue
+        shape = thing.shape_at(t)
+        nearest = dz + shape.z_min
         key = (thing.layer, 0.0 if thing.layer == GROUND else -nearest, order)
         queue.append((key, shape, x - camera.x_m, dz))
     queue.sort(key=lambda item: item[0])
