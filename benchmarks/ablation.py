@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
                              "'round_teacher:self_train.ct_teacher=round' (repeatable)")
     parser.add_argument("--tune", default=None, help="labelled folder dataset for model selection (scored on its val split)")
     parser.add_argument("--no-oracle", action="store_true")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: report the runs already finished in --out (rows list the seeds they have)")
     parser.add_argument("--report-name", default="ablation", help="report files OUT/NAME.{md,json,png}")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); "
                         "two 1-thread processes on different --seeds use 2 cores better than one")
@@ -68,30 +71,39 @@ def main(argv: list[str] | None = None) -> int:
         seed_dir = out / f"seed{seed}"
         base = seed_dir / "base"
         cfg = load_config(TrainConfig, args.config, [*overrides, f"seed={seed}"])
-        train(cfg, base)
+        if not args.report_only:
+            train(cfg, base)
         corr = base / "correlation" / "last.pt"
-        rows.setdefault("source only", []).append(score(base / "source", "source", args.tune))
-        rows.setdefault("self-training (lambda_ct=0)", []).append(
+        add_row(rows, "source only", score(base / "source", "source", args.tune))
+        add_row(rows, "self-training (lambda_ct=0)",
             run_self_train(args, overrides, seed, seed_dir / "lambda0", corr, 0.0))
-        rows.setdefault(f"self-training + CT (lambda_ct={default_lambda:g})", []).append(
+        add_row(rows, f"self-training + CT (lambda_ct={default_lambda:g})",
             score(base / "self_train", last_round_tag(cfg), args.tune))
         for value in args.lambdas:
             if value in (0.0, default_lambda):
                 continue
-            rows.setdefault(f"self-training + CT (lambda_ct={value:g})", []).append(
+            add_row(rows, f"self-training + CT (lambda_ct={value:g})",
                 run_self_train(args, overrides, seed, seed_dir / f"lambda{value:g}", corr, value))
         for spec in args.extra:
             name, _, settings = spec.partition(":")
             extra = [item for item in settings.split(",") if item]
-            rows.setdefault(f"self-training + CT ({name})", []).append(
+            add_row(rows, f"self-training + CT ({name})",
                 run_self_train(args, overrides, seed, seed_dir / name, corr, None, extra))
         if not args.no_oracle:
             oracle_cfg = load_config(TrainConfig, args.config, [*overrides, f"seed={seed}", f"data.source.root={data / 'target'}"])
-            train(oracle_cfg, seed_dir / "oracle", stage="source")
-            rows.setdefault("oracle (target labels)", []).append(score(seed_dir / "oracle" / "source", "source", args.tune))
-        rows.setdefault("diagnostic: network + module", []).append(score(base / "correlation", "network+module", None))
+            if not args.report_only:
+                train(oracle_cfg, seed_dir / "oracle", stage="source")
+            add_row(rows, "oracle (target labels)", score(seed_dir / "oracle" / "source", "source", args.tune))
+        add_row(rows, "diagnostic: network + module", score(base / "correlation", "network+module", None))
         write_report(out, rows, args)
     return 0
+
+
+def add_row(rows: dict[str, list[dict]], name: str, entry: dict | None) -> None:
+    rows.setdefault(name, [])
+    if entry is not None:
+        entry["seed"] = int(re.search(r"seed(\d+)", entry["run"]).group(1))
+        rows[name].append(entry)
 
 
 def ensure_benchmark(data: Path) -> None:
@@ -105,7 +117,8 @@ def ensure_benchmark(data: Path) -> None:
 def run_self_train(args, overrides, seed: int, run_dir: Path, init: Path, lambda_ct: float | None, extra=()) -> dict:
     settings = [] if lambda_ct is None else [f"self_train.lambda_ct={lambda_ct}"]
     cfg = load_config(TrainConfig, args.config, [*overrides, f"seed={seed}", *settings, *extra])
-    train(cfg, run_dir, stage="self_train", init=init)
+    if not args.report_only:
+        train(cfg, run_dir, stage="self_train", init=init)
     return score(run_dir / "self_train", last_round_tag(cfg), args.tune)
 
 
@@ -113,7 +126,10 @@ def last_round_tag(cfg: TrainConfig) -> str:
     return f"round{cfg.self_train.rounds}"
 
 
-def score(stage_dir: Path, tag: str, tune: str | None) -> dict:
+def score(stage_dir: Path, tag: str, tune: str | None) -> dict | None:
+    """The run's last evaluation (None when the run has not finished: --report-only)."""
+    if not (stage_dir / f"eval_{tag}.json").is_file() or not (stage_dir / "last.pt").is_file():
+        return None
     result = json.loads((stage_dir / f"eval_{tag}.json").read_text())
     entry = {"miou": result["miou"], "per_class_iou": result["per_class_iou"], "run": str(stage_dir)}
     if tune:
@@ -141,12 +157,13 @@ def write_report(out: Path, rows: dict[str, list[dict]], args) -> None:
     lines += [header, "|---|---|---|" + ("---|" if args.tune else "")]
     for name, entries in rows.items():
         m, s = mean_std([e["miou"] for e in entries])
-        seeds = ", ".join(f"{100 * e['miou']:.1f}" for e in entries)
+        seeds = ", ".join(f"s{e['seed']}: {100 * e['miou']:.1f}" for e in entries)
         line = f"| {name} | {100 * m:.1f} +- {100 * s:.1f} | {seeds} |"
         if args.tune:
             tm, ts = mean_std([e.get("tune_miou") for e in entries])
             line += f" {100 * tm:.1f} +- {100 * ts:.1f} |" if not math.isnan(tm) else " - |"
         lines.append(line)
+    rows = {name: entries for name, entries in rows.items() if entries}
     classes = list(next(iter(rows.values()))[0]["per_class_iou"])
     names = list(rows)
     lines += ["", "Per-class IoU (%), mean over seeds (n/a: class absent from the benchmark):", "",
