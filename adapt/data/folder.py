@@ -60,7 +60,8 @@ class FolderDataset(SegmentationDataset):
 def _index_images(image_dir: Path) -> dict[str, Path]:
     images: dict[str, Path] = {}
     for path in image_dir.iterdir():
-        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
+        # Hidden files are never images: they include the temporaries of interrupted atomic writes.
+        if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
         if path.stem in images:
             raise UserError(f"images {images[path.stem]} and {path} share the stem {path.stem!r}; keep one of them")

@@ -295,3 +295,15 @@ def test_package_does_not_import_cityscapesscripts():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "False"
+
+
+def test_hidden_temporaries_of_interrupted_writes_are_not_indexed(tmp_path):
+    from adapt.data import open_dataset
+    from tests.adapt.fixtures import make_folder_dataset
+
+    root = make_folder_dataset(tmp_path / "d", num=2)
+    images = root / "train" / "images"
+    leftover = images / f".{sorted(images.iterdir())[0].stem}.abc.tmp.png"
+    leftover.write_bytes(b"half-written")
+    dataset = open_dataset("folder", root, "train", require_labels=True)
+    assert len(dataset) == 2 and not any(s.startswith(".") for s in dataset.stems)
