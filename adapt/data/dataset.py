@@ -215,3 +215,25 @@ def _is_palette_png(path: Path) -> bool:
 
 
 _DEFAULT_TRANSFORM = EvalTransform()
+
+
+def flat_layout_samples(root: Path, image_dir: Path, label_dir: Path, split: str, *, name: str,
+                        missing_labels_hint: str, require_labels: bool) -> tuple[list[Sample], bool]:
+    """Samples of a layout with one images folder, one labels folder and optional `<split>.txt`.
+
+    Shared by GTA5 and SYNTHIA; returns the samples and whether the labels folder exists.
+    """
+    images = {p.stem: p for p in image_dir.glob("*.png")}
+    if not images:
+        raise UserError(f"{name} images folder {image_dir} holds no .png images")
+    stems = split_stems(root, split, images, name)
+    has_labels = label_dir.is_dir()
+    if require_labels and not has_labels:
+        raise UserError(f"{name} labels folder {label_dir} does not exist; {missing_labels_hint}")
+    samples = []
+    for stem in stems:
+        label = label_dir / f"{stem}.png" if has_labels else None
+        if label is not None and not label.is_file():
+            raise UserError(f"image {images[stem]} has no label {label}; restore it, or leave the image out of {split}.txt")
+        samples.append(Sample(stem, images[stem], label))
+    return samples, has_labels

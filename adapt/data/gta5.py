@@ -16,9 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from adapt.data.cityscapes import LABEL_ID_TABLE
-from adapt.data.dataset import (PairTransform, Sample, SegmentationDataset, read_id_png, require_dir,
-                                split_stems)
-from adapt.errors import UserError
+from adapt.data.dataset import PairTransform, SegmentationDataset, flat_layout_samples, read_id_png, require_dir
 
 LAYOUT = "ROOT/images/<stem>.png with ROOT/labels/<stem>.png"
 
@@ -32,20 +30,9 @@ class GTA5Dataset(SegmentationDataset):
                  transform: PairTransform | None = None) -> None:
         root = require_dir(Path(root), "GTA5 root", f"expected {LAYOUT}")
         image_dir = require_dir(root / "images", "GTA5 images folder", f"expected {LAYOUT}")
-        images = {p.stem: p for p in image_dir.glob("*.png")}
-        if not images:
-            raise UserError(f"GTA5 images folder {image_dir} holds no .png images")
-        stems = split_stems(root, split, images, "GTA5")
-        label_dir = root / "labels"
-        has_labels = label_dir.is_dir()
-        if require_labels and not has_labels:
-            raise UserError(f"GTA5 labels folder {label_dir} does not exist; unpack the GTA5 labels next to images/")
-        samples = []
-        for stem in stems:
-            label = label_dir / f"{stem}.png" if has_labels else None
-            if label is not None and not label.is_file():
-                raise UserError(f"image {images[stem]} has no label {label}; restore it, or leave the image out of {split}.txt")
-            samples.append(Sample(stem, images[stem], label))
+        samples, has_labels = flat_layout_samples(root, image_dir, root / "labels", split, name="GTA5",
+                                                  missing_labels_hint="unpack the GTA5 labels next to images/",
+                                                  require_labels=require_labels)
         super().__init__(samples, has_labels=has_labels, transform=transform)
 
     def read_train_ids(self, path: Path) -> np.ndarray:

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adapt.data.dataset import (PairTransform, Sample, SegmentationDataset, lookup_table, require_dir,
-                                split_stems)
+from adapt.data.dataset import PairTransform, SegmentationDataset, flat_layout_samples, lookup_table, require_dir
 from adapt.errors import UserError
 from adapt.images import read_unchanged
 
@@ -58,20 +57,9 @@ class SynthiaDataset(SegmentationDataset):
                  transform: PairTransform | None = None) -> None:
         root = require_dir(Path(root), "SYNTHIA root", f"expected {LAYOUT}")
         image_dir = require_dir(root / "RGB", "SYNTHIA RGB folder", f"expected {LAYOUT}")
-        images = {p.stem: p for p in image_dir.glob("*.png")}
-        if not images:
-            raise UserError(f"SYNTHIA RGB folder {image_dir} holds no .png images")
-        stems = split_stems(root, split, images, "SYNTHIA")
-        label_dir = root / "GT" / "LABELS"
-        has_labels = label_dir.is_dir()
-        if require_labels and not has_labels:
-            raise UserError(f"SYNTHIA label folder {label_dir} does not exist; unpack GT/LABELS next to RGB/")
-        samples = []
-        for stem in stems:
-            label = label_dir / f"{stem}.png" if has_labels else None
-            if label is not None and not label.is_file():
-                raise UserError(f"image {images[stem]} has no label {label}; restore it, or leave the image out of {split}.txt")
-            samples.append(Sample(stem, images[stem], label))
+        samples, has_labels = flat_layout_samples(root, image_dir, root / "GT" / "LABELS", split, name="SYNTHIA",
+                                                  missing_labels_hint="unpack GT/LABELS next to RGB/",
+                                                  require_labels=require_labels)
         super().__init__(samples, has_labels=has_labels, transform=transform)
 
     def read_train_ids(self, path: Path) -> np.ndarray:
