@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from adapt.atomic import atomic_path
-from adapt.errors import UserError
+from common.atomic import atomic_path
+from common.errors import UserError
 
 FORMAT_VERSION = 1
 

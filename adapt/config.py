@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from adapt.errors import UserError
+from common.errors import UserError
 
 T = TypeVar("T")
 

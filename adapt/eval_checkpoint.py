@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from adapt.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 from adapt.checkpoint import build_model, load_checkpoint
 from adapt.data import open_dataset
 from adapt.data.transforms import EvalTransform
-from adapt.errors import UserError
+from common.errors import UserError
 from adapt.evaluation import EvalResult, evaluate
 from adapt.train.environment import resolve_device
 

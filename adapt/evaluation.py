@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from adapt.classes import CITYSCAPES_CLASSES, IGNORE_INDEX, PROTOCOLS
 from adapt.data.dataset import SegmentationDataset
-from adapt.errors import UserError
+from common.errors import UserError
 
 ModelFn = Callable[[torch.Tensor], torch.Tensor]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from adapt.atomic import atomic_path
-from adapt.errors import UserError
+from common.atomic import atomic_path
+from common.errors import UserError
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:

@@ -40,7 +40,7 @@ import math
 import torch
 
 from adapt.classes import IGNORE_INDEX
-from adapt.errors import UserError
+from common.errors import UserError
 
 # IAST's defaults (its configs: alpha 0.2 / 0.25 / 0.3 by round, gamma 8, beta 0.9, start 0.9).
 IAST_ALPHA = 0.2

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adapt.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 from adapt.config import load_config
 from adapt.train.config import TrainConfig
 from adapt.train.runner import train

@@ -34,7 +34,7 @@ def export_small_model(directory: Path, height: int, width: int) -> Path:
 
     from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
     from adapt.models import build_segmenter, upsample_logits
-    from export.manifest import InputSpec, Manifest, OutputSpec, manifest_for, write_manifest
+    from common.manifest import InputSpec, Manifest, OutputSpec, manifest_for, write_manifest
 
     class MaskModel(torch.nn.Module):
         def __init__(self, net: torch.nn.Module) -> None:

@@ -25,12 +25,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from adapt.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 from adapt.checkpoint import build_model, load_checkpoint
-from adapt.errors import UserError
+from common.errors import UserError
 from export import spec
 from export.bundle import check_out_dir, staged_bundle
-from export.manifest import MANIFEST_NAME, Manifest, metadata_props, sha256_file, write_manifest
+from common.manifest import MANIFEST_NAME, Manifest, metadata_props, sha256_file, write_manifest
 from export.onnx_export import (
     INPUT_NAME,
     OUTPUT_KINDS,

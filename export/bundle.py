@@ -15,9 +15,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from adapt.atomic import ensure_writable_dir
-from adapt.errors import UserError
-from export.manifest import MANIFEST_NAME
+from common.atomic import ensure_writable_dir
+from common.errors import UserError
+from common.manifest import MANIFEST_NAME
 
 
 def check_out_dir(out_dir: str | os.PathLike, force: bool) -> Path:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapt.errors import UserError
+from common.errors import UserError
 
 INPUT_NAME = "image"
 OUTPUT_KINDS = ("mask", "logits")

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapt.atomic import atomic_write_text
-from adapt.errors import UserError
+from common.atomic import atomic_write_text
+from common.errors import UserError
 from adapt.evaluation import ConfusionMatrix
 from export.onnx_export import INPUT_NAME
 from export.preprocess import prepare_input, resize_label, spread_indices

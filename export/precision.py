@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from adapt.errors import UserError
+from common.errors import UserError
 from adapt.images import read_rgb
 from export.preprocess import list_images, prepare_input, spread_indices
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from adapt.errors import UserError
+from common.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 

@@ -15,11 +15,11 @@ import onnx
 import onnxruntime
 import torch
 
-from adapt import __version__
+from common import __version__
 from adapt.checkpoint import Checkpoint
 from adapt.classes import IGNORE_INDEX
-from adapt.errors import UserError
-from export.manifest import InputSpec, Manifest, OutputSpec, sha256_file
+from common.errors import UserError
+from common.manifest import InputSpec, Manifest, OutputSpec, sha256_file
 from export.onnx_export import INPUT_NAME
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from adapt.atomic import atomic_write_bytes
-from adapt.errors import UserError
-from export.manifest import EngineSpec, Manifest
+from common.atomic import atomic_write_bytes
+from common.errors import UserError
+from common.manifest import EngineSpec, Manifest
 
 
 class TensorRTUnavailable(UserError):

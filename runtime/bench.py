@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from adapt.errors import UserError
+from common.errors import UserError
 from runtime.backends import open_backend
 from runtime.backends.base import Backend
 from runtime.capture import CaptureThread, Log, log_to_stderr

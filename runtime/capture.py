@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from adapt.errors import UserError
+from common.errors import UserError
 
 Log = Callable[[str], None]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from export.manifest import InputSpec
+from common.manifest import InputSpec
 
 
 class Preprocessor:

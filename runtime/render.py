@@ -14,7 +14,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from adapt.errors import UserError
+from common.errors import UserError
 
 Visualize = Literal["overlay", "mask", "side-by-side"]
 VISUALIZE_MODES: tuple[str, ...] = ("overlay", "mask", "side-by-side")

@@ -6,7 +6,7 @@ import json
 import os
 from typing import Any
 
-from adapt.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 from runtime.pipeline import PipelineReport
 
 

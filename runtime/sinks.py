@@ -16,8 +16,8 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from adapt.atomic import ensure_writable_dir
-from adapt.errors import UserError
+from common.atomic import ensure_writable_dir
+from common.errors import UserError
 from runtime import cvbuild
 from runtime.uri import OutputURI, is_jetson, rtsp_output_pipeline
 

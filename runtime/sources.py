@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from adapt.errors import UserError
+from common.errors import UserError
 from runtime import cvbuild
 from runtime.capture import VideoSource
 from runtime.uri import IMAGE_SUFFIXES, CaptureOptions, InputURI, csi_pipeline, is_jetson, rtsp_pipeline, v4l2_pipeline

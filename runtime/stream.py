@@ -10,8 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from adapt.atomic import atomic_path
-from adapt.errors import UserError
+from common.atomic import atomic_path
+from common.errors import UserError
 from runtime.backends import backend_for, open_backend
 from runtime.capture import Backoff, CaptureThread, Log, log_to_stderr
 from runtime.pipeline import PipelineReport, run_pipeline

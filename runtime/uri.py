@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from adapt.errors import UserError
+from common.errors import UserError
 
 InputKind = Literal["file", "images", "v4l2", "csi", "rtsp"]
 OutputKind = Literal["display", "video", "images", "rtsp", "null"]

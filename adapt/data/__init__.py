@@ -15,7 +15,7 @@ from adapt.data.folder import FolderDataset
 from adapt.data.gta5 import GTA5Dataset
 from adapt.data.meta import DatasetMeta, read_meta, write_meta
 from adapt.data.synthia import SynthiaDataset
-from adapt.errors import UserError
+from common.errors import UserError
 
 DATASET_KINDS: dict[str, type[SegmentationDataset]] = {
     "folder": FolderDataset,

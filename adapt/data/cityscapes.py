@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from adapt.data.dataset import PairTransform, Sample, SegmentationDataset, lookup_table, read_id_png, require_dir
-from adapt.errors import UserError
+from common.errors import UserError
 
 # The `trainId` column of cityscapesScripts' helpers/labels.py: every label id not listed
 # (unlabeled, ego vehicle, ground, parking, rail track, guard rail, bridge, tunnel, polegroup,

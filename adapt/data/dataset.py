@@ -18,7 +18,7 @@ from PIL import Image
 
 from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX
 from adapt.data.transforms import EvalTransform
-from adapt.errors import UserError
+from common.errors import UserError
 from adapt.images import read_rgb, read_unchanged
 
 PairTransform = Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from adapt.data.dataset import PairTransform, Sample, SegmentationDataset, require_dir
 from adapt.data.meta import META_FILE, read_meta
-from adapt.errors import UserError
+from common.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 LAYOUT = "ROOT/{split}/images/<stem>.png|jpg with ROOT/{split}/labels/<stem>.png"

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapt.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX
-from adapt.errors import UserError
+from common.errors import UserError
 
 META_FILE = "meta.json"
 META_KEYS = ("classes", "palette")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from adapt.data.dataset import PairTransform, SegmentationDataset, flat_layout_samples, lookup_table, require_dir
-from adapt.errors import UserError
+from common.errors import UserError
 from adapt.images import read_unchanged
 
 # SYNTHIA class id -> Cityscapes train id, as in the public loaders of CBST/CRST, DACS

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from adapt.classes import IGNORE_INDEX
-from adapt.errors import UserError
+from common.errors import UserError
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)

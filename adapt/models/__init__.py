@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapt.errors import UserError
+from common.errors import UserError
 from adapt.models.deeplabv2 import DeepLabV2ResNet101
 from adapt.models.mobilenet import DeepLabV3MobileNetV3, LRASPPMobileNetV3
 from adapt.models.pretrained import load_pretrained

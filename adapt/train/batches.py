@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from adapt.errors import UserError
+from common.errors import UserError
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from adapt.data import open_dataset
 from adapt.data.transforms import TrainTransform
-from adapt.errors import UserError
+from common.errors import UserError
 from adapt.train.config import DatasetConfig, TrainConfig
 
 

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import torch
 
-from adapt.errors import UserError
+from common.errors import UserError
 
 
 def resolve_device(name: str) -> torch.device:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from adapt.errors import UserError
+from common.errors import UserError
 from adapt.train.logbook import Logbook
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from adapt.atomic import atomic_write_text, ensure_writable_dir
+from common.atomic import atomic_write_text, ensure_writable_dir
 from adapt.classes import IGNORE_INDEX
 from adapt.images import write_label
 from adapt.models import upsample_logits

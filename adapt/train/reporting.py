@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from adapt.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 from adapt.data import open_dataset
 from adapt.data.transforms import EvalTransform
 from adapt.evaluation import EvalResult, evaluate

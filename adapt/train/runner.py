@@ -13,10 +13,10 @@ from pathlib import Path
 
 import yaml
 
-from adapt.atomic import atomic_write_text, ensure_writable_dir
+from common.atomic import atomic_write_text, ensure_writable_dir
 from adapt.checkpoint import Checkpoint, load_checkpoint
 from adapt.config import to_dict
-from adapt.errors import UserError
+from common.errors import UserError
 from adapt.train.config import STAGES, TrainConfig
 from adapt.train.correlation_stage import fit_correlation
 from adapt.train.datasets import check_same_classes, labelled_train_set, unlabelled_train_set

@@ -15,7 +15,7 @@ import torch
 from adapt.checkpoint import Checkpoint
 from adapt.data import PseudoLabelDataset
 from adapt.data.transforms import EvalTransform
-from adapt.errors import UserError
+from common.errors import UserError
 from adapt.losses import correlation_transfer_loss, entropy_on_ignored, kl_to_uniform_on_labelled, segmentation_ce
 from adapt.models import build_segmenter, freeze_batchnorm
 from adapt.pseudo_labels import ThresholdState

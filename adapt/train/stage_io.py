@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from adapt.atomic import ensure_writable_dir
+from common.atomic import ensure_writable_dir
 from adapt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from adapt.config import to_dict
 from adapt.train.config import TrainConfig

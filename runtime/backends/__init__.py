@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from adapt.errors import UserError
+from common.errors import UserError
 from runtime.backends.base import Backend
 
 # backend name -> (module, class, the file suffixes it runs)

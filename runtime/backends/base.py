@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from export.manifest import Manifest
+from common.manifest import Manifest
 
 DEFAULT_INPUT_SIZE = (512, 1024)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from adapt.errors import UserError
-from export.manifest import Manifest, manifest_for, read_manifest
+from common.errors import UserError
+from common.manifest import Manifest, manifest_for, read_manifest
 from runtime.backends.base import input_size_from, logits_to_mask
 
 

@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from adapt.errors import UserError
-from export.manifest import EngineSpec, Manifest, manifest_for, read_manifest
+from common.errors import UserError
+from common.manifest import EngineSpec, Manifest, manifest_for, read_manifest
 from runtime.backends.base import input_size_from, logits_to_mask
 
 INSTALL_HINT = (

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from adapt.classes import IGNORE_INDEX
-from export.manifest import InputSpec, Manifest, OutputSpec
+from common.manifest import InputSpec, Manifest, OutputSpec
 from runtime.backends.base import input_size_from
 
 

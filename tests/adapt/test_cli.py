@@ -1,7 +1,7 @@
 import pytest
 
-from adapt import __version__
-from adapt.cli import main
+from common import __version__
+from cli.main import main
 
 
 def test_help_lists_commands(capsys):
@@ -36,7 +36,7 @@ def test_unknown_config_key_from_cli(tmp_path, capsys):
 
 
 def test_debug_shows_traceback(tmp_path):
-    from adapt.errors import UserError
+    from common.errors import UserError
 
     with pytest.raises(UserError):
         main(["--debug", "train", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "run")])

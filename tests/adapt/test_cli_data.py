@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from adapt.cli import main
+from cli.main import main
 
 
 def test_data_help_lists_the_commands(capsys):
@@ -17,7 +17,7 @@ def test_data_help_lists_the_commands(capsys):
 
 
 def test_cli_choices_match_the_generator():
-    from adapt.commands import data as data_command
+    from cli import data as data_command
     from adapt.data.synth import DOMAINS, SPLITS
 
     assert data_command._DOMAINS == DOMAINS and data_command._SPLITS == SPLITS

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from adapt.config import load_config, to_dict
-from adapt.errors import UserError
+from common.errors import UserError
 from adapt.train.config import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "samples" / "configs"

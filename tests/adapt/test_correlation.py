@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from adapt.errors import UserError
+from common.errors import UserError
 from adapt.losses import correlation_fit_loss, correlation_transfer_loss
 from adapt.models import build_segmenter
 from adapt.models.correlation import CorrelationModule, attention, naive_attention

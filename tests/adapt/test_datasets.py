@@ -15,7 +15,7 @@ import torch
 from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX
 from adapt.data import DATASET_KINDS, PseudoLabelDataset, open_dataset
 from adapt.data.transforms import TrainTransform
-from adapt.errors import UserError
+from common.errors import UserError
 from tests.adapt.fixtures import make_cityscapes_tree, make_folder_dataset, make_gta5_tree, make_synthia_tree
 
 # SYNTHIA-RAND-CITYSCAPES README: class id -> name. Mapped to Cityscapes by *name* here, so the

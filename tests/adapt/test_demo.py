@@ -4,7 +4,7 @@ import json
 
 import cv2
 
-from adapt.cli import main
+from cli.main import main
 
 
 def test_demo_quick_runs_the_whole_chain(tmp_path, capsys):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from adapt.classes import CITYSCAPES_CLASSES, IGNORE_INDEX, SYNTHIA13_CLASSES, SYNTHIA16_CLASSES
 from adapt.data import open_dataset
 from adapt.data.transforms import EvalTransform
-from adapt.errors import UserError
+from common.errors import UserError
 from adapt.evaluation import ConfusionMatrix, EvalResult, evaluate
 from tests.adapt.fixtures import make_folder_dataset
 

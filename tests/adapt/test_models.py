@@ -5,7 +5,7 @@ import pytest
 import torch
 from torchvision.models import MobileNet_V3_Large_Weights, ResNet101_Weights
 
-from adapt.errors import UserError
+from common.errors import UserError
 from adapt.models import MODEL_BUILDERS, build_segmenter, freeze_batchnorm, output_size
 from adapt.models.mobilenet import LRASPPMobileNetV3
 

@@ -12,7 +12,7 @@ import pytest
 from adapt.classes import CITYSCAPES_CLASSES, IGNORE_INDEX
 from adapt.data.meta import DatasetMeta
 from adapt.data.synth import ABSENT_CLASSES, generate_scene, generate_video, scene_seed, write_benchmark, write_split
-from adapt.errors import UserError
+from common.errors import UserError
 from adapt.images import read_label, read_rgb
 
 SIZE = (64, 128)

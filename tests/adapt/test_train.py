@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from adapt.checkpoint import load_checkpoint, save_checkpoint
-from adapt.cli import main
+from cli.main import main
 from adapt.config import load_config
-from adapt.errors import UserError
+from common.errors import UserError
 from adapt.train import loop as loop_module
 from adapt.train.config import TrainConfig
 from adapt.train.runner import train

@@ -9,7 +9,7 @@ import torch
 from adapt.classes import IGNORE_INDEX
 from adapt.data import open_dataset
 from adapt.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform, normalize_image
-from adapt.errors import UserError
+from common.errors import UserError
 from tests.adapt.fixtures import make_folder_dataset
 
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import export.api
-from adapt.errors import UserError
+from common.errors import UserError
 from export.api import export_model
-from export.manifest import read_manifest
+from common.manifest import read_manifest
 from export.trt_check import SUPPORTED_OPS
 
 

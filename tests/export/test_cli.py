@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from adapt.cli import main
+from cli.main import main
 
 
 def _export(ckpt, out, *extra):

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from adapt.checkpoint import build_model, load_checkpoint, save_checkpoint
-from adapt.errors import UserError
+from common.errors import UserError
 from export.api import export_model
-from export.manifest import manifest_from_metadata, metadata_props, read_manifest, sha256_file
+from common.manifest import manifest_from_metadata, metadata_props, read_manifest, sha256_file
 from export.onnx_export import DeployWrapper, check_onnx, export_onnx
 from tests.export.conftest import small_checkpoint
 

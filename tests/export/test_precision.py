@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from adapt.errors import UserError
+from common.errors import UserError
 from export.api import export_model
 from export.parity import GATES, Gate
 from export.precision import calibration_files, quantize_int8

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 import export.api
-from adapt.errors import UserError
+from common.errors import UserError
 from export.api import export_model
-from export.manifest import EngineSpec, read_manifest
+from common.manifest import EngineSpec, read_manifest
 from export.precision import ImageCalibrationReader
 from export.tensorrt_build import (
     GpuInfo,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from export.api import export_model
-from export.manifest import read_manifest
+from common.manifest import read_manifest
 
 pytestmark = [
     pytest.mark.tensorrt,

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from adapt.errors import UserError
+from common.errors import UserError
 from export.trt_check import check_tensorrt_compat, format_findings
 
 

@@ -12,7 +12,7 @@ import torch
 
 from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from adapt.models import build_segmenter, upsample_logits
-from export.manifest import InputSpec, Manifest, OutputSpec, manifest_for, write_manifest
+from common.manifest import InputSpec, Manifest, OutputSpec, manifest_for, write_manifest
 
 MODEL_SIZE = (64, 128)        # (H, W) of the test network
 CLIP_SIZE = (72, 128)         # (H, W) of the test clip: not the model size, so resizing is exercised
@@ -111,7 +111,7 @@ class FakeSource:
         self.opens += 1
         if self.opens > 1 and self._fail_opens > 0:
             self._fail_opens -= 1
-            from adapt.errors import UserError
+            from common.errors import UserError
 
             raise UserError(f"{self.name} still down")
         self._next = 0 if not self.live else self._next

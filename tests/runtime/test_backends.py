@@ -8,9 +8,9 @@ from conftest import MODEL_SIZE
 
 from adapt.checkpoint import Checkpoint, save_checkpoint
 from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
-from adapt.errors import UserError
+from common.errors import UserError
 from adapt.models import build_segmenter
-from export.manifest import manifest_for, read_manifest
+from common.manifest import manifest_for, read_manifest
 from runtime.backends import backend_for, open_backend
 
 

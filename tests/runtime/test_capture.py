@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import FakeSource
 
-from adapt.errors import UserError
+from common.errors import UserError
 from runtime.capture import Backoff, CaptureThread, EndOfStream, Frame, LatestFrameSlot
 
 FAST = Backoff(initial=0.01, maximum=0.04)

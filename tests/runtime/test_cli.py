@@ -5,18 +5,18 @@ import json
 import pytest
 from conftest import CLIP_FRAMES, read_all_frames
 
-import adapt.cli
+import cli.main
 from runtime import sinks
-from runtime.cli import bench, run
+from cli.run import bench, run
 
 
 @pytest.fixture
 def uda(monkeypatch, capsys):
     # Only this area's commands: the test does not depend on the other command modules.
-    monkeypatch.setattr(adapt.cli, "_register_commands", lambda: (adapt.cli.cli.add_command(run), adapt.cli.cli.add_command(bench)))
+    monkeypatch.setattr(cli.main, "_register_commands", lambda: (cli.main.cli.add_command(run), cli.main.cli.add_command(bench)))
 
     def invoke(*args):
-        status = adapt.cli.main([*map(str, args)])
+        status = cli.main.main([*map(str, args)])
         out, err = capsys.readouterr()
         return status, out, err
 

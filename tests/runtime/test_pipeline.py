@@ -5,7 +5,7 @@ import pytest
 from conftest import CLIP_FRAMES, CLIP_SIZE, FakeBackend, FakeSource, read_all_frames, street_frame
 
 from adapt.classes import CITYSCAPES_PALETTE
-from adapt.errors import UserError
+from common.errors import UserError
 from runtime.capture import Backoff, CaptureThread
 from runtime.pipeline import run_pipeline
 from runtime.preprocess import Preprocessor

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
-from adapt.errors import UserError
-from export.manifest import InputSpec
+from common.errors import UserError
+from common.manifest import InputSpec
 from runtime.preprocess import Preprocessor
 from runtime.render import Renderer, RenderOptions, parse_alpha
 

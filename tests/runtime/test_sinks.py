@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import read_all_frames
 
-from adapt.errors import UserError
+from common.errors import UserError
 from runtime import sinks
 from runtime.sinks import ImageSequenceSink, VideoFileSink, check_output, open_sink
 from runtime.uri import parse_output

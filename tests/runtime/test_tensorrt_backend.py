@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
-from adapt.errors import UserError
-from export.manifest import EngineSpec, InputSpec, Manifest, OutputSpec, write_manifest
+from common.errors import UserError
+from common.manifest import EngineSpec, InputSpec, Manifest, OutputSpec, write_manifest
 from runtime.backends import open_backend
 from runtime.backends.tensorrt_backend import TensorRTBackend
 

@@ -1,6 +1,6 @@
 import pytest
 
-from adapt.errors import UserError
+from common.errors import UserError
 from runtime.uri import CaptureOptions, csi_pipeline, parse_input, parse_output, rtsp_output_pipeline, rtsp_pipeline, v4l2_pipeline
 
 

@@ -17,7 +17,7 @@ from adapt.data.synth.render import draw_hood, render, sky_gradient
 from adapt.data.synth.shapes import Thing
 from adapt.data.synth.style import DomainStyle, Look, style_for
 from adapt.data.synth.traffic import populate, seen_always
-from adapt.errors import UserError
+from common.errors import UserError
 
 MIN_SIZE_PX = 16
 HOOD_RISE = (0.07, 0.12)    # bonnet height at the image centre, fraction of the image height

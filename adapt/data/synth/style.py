@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from adapt.data.synth.palettes import REAL_PALETTE, SIM_PALETTE, Colour, Palette
-from adapt.errors import UserError
+from common.errors import UserError
 
 Range = tuple[float, float]
 

@@ -14,13 +14,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from adapt.atomic import atomic_path, ensure_writable_dir
+from common.atomic import atomic_path, ensure_writable_dir
 from adapt.data.synth.camera import FAR_M
 from adapt.data.synth.finish import apply_finish, make_texture, sample_finish
 from adapt.data.synth.render import draw_hood, render
 from adapt.data.synth.scene import HOOD_RISE, build_world, check_size, sky
 from adapt.data.synth.style import style_for, uniform
-from adapt.errors import UserError
+from common.errors import UserError
 from adapt.images import write_label
 
 CAMERA_SPEED_MPS = (6.0, 10.0)

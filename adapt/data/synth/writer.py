@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from adapt.atomic import atomic_write_text, ensure_writable_dir
+from common.atomic import atomic_write_text, ensure_writable_dir
 from adapt.data.meta import DatasetMeta, write_meta
 from adapt.data.synth.scene import check_size, generate_scene
-from adapt.errors import UserError
+from common.errors import UserError
 from adapt.images import write_label, write_rgb
 
 DOMAINS = ("sim", "real")
@@ -123,7 +123,7 @@ def _refuse_extra_images(image_dir: Path, stems: set[str], num: int) -> None:
 
 
 def _remove_stale_temporaries(*folders: Path) -> None:
-    """Delete `.<stem>.*.tmp.png` files a killed run left behind (see adapt.atomic.atomic_path)."""
+    """Delete `.<stem>.*.tmp.png` files a killed run left behind (see common.atomic.atomic_path)."""
     for folder in folders:
         for stale in folder.glob(".*.tmp.png"):
             stale.unlink(missing_ok=True)

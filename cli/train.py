@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from adapt.commands.options import SIZE
+from cli.options import SIZE
 
 
 @click.command()

@@ -2,8 +2,8 @@ import os
 
 import pytest
 
-from adapt.atomic import atomic_path, atomic_write_text, ensure_writable_dir
-from adapt.errors import UserError
+from common.atomic import atomic_path, atomic_write_text, ensure_writable_dir
+from common.errors import UserError
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):

@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from adapt.atomic import atomic_write_text
-from adapt.errors import UserError
+from common.atomic import atomic_write_text
+from common.errors import UserError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "model.json"

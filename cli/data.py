@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from adapt.commands.options import SIZE
+from cli.options import SIZE
 
 # The same values as adapt.data.synth.DOMAINS / SPLITS (a test keeps them equal); spelled out
 # here so that building the CLI does not import the generator.

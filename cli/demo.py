@@ -61,9 +61,8 @@ def demo(ctx: click.Context, out: str, config_path: str | None, overrides: tuple
 
 def _step(ctx: click.Context, args: list[str]) -> None:
     """Run one `uda-adapt` command in this process, after printing it."""
-    from adapt.cli import cli
-
     click.secho(f"\n$ uda-adapt {shlex.join(args)}", bold=True)
-    command = cli.get_command(ctx, args[0])
+    group = ctx.find_root().command     # the `uda-adapt` group, found without importing it
+    command = group.get_command(ctx, args[0])
     with command.make_context(args[0], args[1:], parent=ctx.parent) as sub:
         command.invoke(sub)

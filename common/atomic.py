@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from adapt.errors import UserError
+from common.errors import UserError
 
 
 @contextlib.contextmanager

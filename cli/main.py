@@ -10,8 +10,8 @@ import sys
 
 import click
 
-from adapt import __version__
-from adapt.errors import UserError
+from common import __version__
+from common.errors import UserError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -30,10 +30,16 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register_commands() -> None:
-    # Each area owns its commands; importing them here keeps this module the only entry point.
-    from adapt.commands import register
+    # Command modules import only click at the top (heavy imports sit inside the command
+    # bodies), so `uda-adapt run` on a torch-free install never imports torch.
+    from cli.data import data
+    from cli.demo import demo
+    from cli.export import export
+    from cli.run import bench, run
+    from cli.train import evaluate, train
 
-    register(cli)
+    for command in (data, train, evaluate, export, run, bench, demo):
+        cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import click
 
-from adapt.errors import UserError
+from common.errors import UserError
 
 # --- options shared by both commands ---------------------------------------------------------------
 backend_option = click.option(
