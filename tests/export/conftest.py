@@ -10,6 +10,7 @@ import torch
 from adapt.checkpoint import Checkpoint, save_checkpoint
 from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from adapt.models import build_segmenter
+from export.parity import GATES, Gate
 from tests.adapt.fixtures import make_folder_dataset
 
 SIZE = (64, 128)
@@ -53,3 +54,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def reduced_precision_gates_open(monkeypatch):
+    """fp16 and int8 gates that any agreement passes.
+
+    The test network is untrained, so near-ties are everywhere, and how many of them fp16 or
+    int8 kernels flip depends on the CPU (int8 agreement 45 % on one AMD EPYC). Tests
+    that export those precisions check what is recorded, not the level; the gate's logic has
+    its own tests with fixed agreements, and the real figures come from
+    benchmarks/export_parity.py.
+    """
+    monkeypatch.setitem(GATES, "fp16", Gate(0.0, None))
+    monkeypatch.setitem(GATES, "int8", Gate(0.0, 100.0))

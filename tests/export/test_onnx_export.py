@@ -24,6 +24,22 @@ def _session(path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
+def assert_same_mask_up_to_ties(mask, model, x, tie=1e-3):
+    """ONNX Runtime's mask equals PyTorch's argmax, except where PyTorch's two best classes are a near tie.
+
+    Which way a near tie falls depends on the CPU's float kernels, so a fixed share of agreeing
+    pixels would be a statement about the machine; a disagreement away from a tie is a real bug.
+    """
+    with torch.no_grad():
+        logits = DeployWrapper(model, "logits")(torch.from_numpy(x))
+    top2 = logits.topk(2, dim=1).values
+    gap = (top2[:, 0] - top2[:, 1]).numpy()
+    expected = logits.argmax(1).numpy()
+    assert mask.shape == expected.shape
+    differ = mask != expected
+    assert (gap[differ] < tie).all(), f"{int((differ & (gap >= tie)).sum())} pixels differ without a tie"
+
+
 @pytest.mark.parametrize("imgsz", [(64, 128), (96, 160)])
 def test_export_passes_checker_and_matches_pytorch(ckpt, target_data, tmp_path, imgsz):
     result = export_model(ckpt, tmp_path / "out", imgsz=imgsz, parity_data=target_data, parity_num=3)
@@ -31,18 +47,14 @@ def test_export_passes_checker_and_matches_pytorch(ckpt, target_data, tmp_path, 
     onnx.checker.check_model(str(onnx_path), full_check=True)
 
     [check] = result.parity_checks
-    assert check.pixel_agreement >= 0.999 and check.passed
-    assert check.miou_delta is not None and abs(check.miou_delta) < 0.5
+    assert check.passed and check.min_agreement == 0.999 and check.miou_delta is not None
     report = json.loads((tmp_path / "out" / "report" / "parity.json").read_text())
     assert report["passed"] and report["data"]["kind"] == "folder" and report["data"]["n_images"] == 3
 
     x = np.random.default_rng(1).standard_normal((1, 3, *imgsz)).astype(np.float32)
     mask = _session(onnx_path).run(None, {"image": x})[0]
     assert mask.dtype == np.int32 and mask.shape == (1, *imgsz)
-    model = DeployWrapper(build_model(load_checkpoint(ckpt)))
-    with torch.no_grad():
-        expected = model(torch.from_numpy(x)).numpy()
-    assert (mask == expected).mean() >= 0.999
+    assert_same_mask_up_to_ties(mask, build_model(load_checkpoint(ckpt)), x)
 
 
 def test_dynamic_export_runs_at_other_sizes_and_batches(ckpt, target_data, tmp_path):
@@ -53,14 +65,12 @@ def test_dynamic_export_runs_at_other_sizes_and_batches(ckpt, target_data, tmp_p
     assert [c.imgsz for c in result.parity_checks] == [(64, 128), (32, 64), (128, 256)]
     assert all(c.passed for c in result.parity_checks)
     session = _session(tmp_path / "out" / "model.onnx")
-    model = DeployWrapper(build_model(load_checkpoint(ckpt)))
+    model = build_model(load_checkpoint(ckpt))
     for shape in [(1, 3, 64, 128), (2, 3, 96, 160), (1, 3, 40, 72)]:
         x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
         mask = session.run(None, {"image": x})[0]
-        with torch.no_grad():
-            expected = model(torch.from_numpy(x)).numpy()
         assert mask.shape == (shape[0], *shape[2:])
-        assert (mask == expected).mean() >= 0.999
+        assert_same_mask_up_to_ties(mask, model, x)
 
 
 def test_logits_output(ckpt, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -10,12 +12,12 @@ from onnx import numpy_helper
 
 from common.errors import UserError
 from export.api import export_model
-from export.parity import GATES, Gate
+from export.parity import GATES, Gate, ParityCheck
 from export.precision import calibration_files, quantize_int8
 from export.trt_check import check_tensorrt_compat
 
 
-def test_fp16_variant(ckpt, target_data, tmp_path):
+def test_fp16_variant(ckpt, target_data, tmp_path, reduced_precision_gates_open):
     result = export_model(ckpt, tmp_path / "out", imgsz=(64, 128), precision="fp16",
                           parity_data=target_data, parity_num=3)
     variant = tmp_path / "out" / "model.fp16.onnx"
@@ -25,8 +27,8 @@ def test_fp16_variant(ckpt, target_data, tmp_path):
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
     assert check_tensorrt_compat(model, 10) == []
     fp32, fp16 = result.parity_checks
-    assert fp16.precision == "fp16" and fp16.min_agreement == 0.995
-    assert fp16.pixel_agreement >= 0.995 and fp16.passed
+    assert (fp16.file, fp16.precision, fp16.min_agreement) == ("model.fp16.onnx", "fp16", 0.0)
+    assert 0.0 <= fp16.pixel_agreement <= 1.0 and fp16.passed
     assert result.manifest.variants["fp16"]["file"] == "model.fp16.onnx"
     props = {p.key: p.value for p in model.metadata_props}
     assert props["precision"] == '"fp16"' and "classes" in props
@@ -57,18 +59,58 @@ def test_int8_qdq_variant(ckpt, target_data, tmp_path):
     assert mask.shape == (1, 64, 128) and mask.dtype == np.int32
 
 
-def test_int8_export_is_gated_and_recorded(ckpt, target_data, tmp_path, monkeypatch):
-    # An untrained network has near-ties everywhere, so int8 flips many pixels; the gate's
-    # level is not what this test is about.
-    monkeypatch.setitem(GATES, "int8", Gate(0.5, 100.0))
+def test_int8_export_is_recorded(ckpt, target_data, tmp_path, reduced_precision_gates_open):
     result = export_model(ckpt, tmp_path / "out", imgsz=(64, 128), precision="int8",
                           calib_data=target_data / "train" / "images", calib_num=3,
                           parity_data=target_data, parity_num=3)
     int8 = result.parity_checks[1]
-    assert (int8.file, int8.precision, int8.max_miou_drop) == ("model.int8.onnx", "int8", 100.0)
-    assert int8.miou_delta is not None and int8.pixel_agreement > 0.5
+    assert (int8.file, int8.precision, int8.min_agreement, int8.max_miou_drop) == ("model.int8.onnx", "int8", 0.0, 100.0)
+    assert int8.miou_delta is not None and 0.0 <= int8.pixel_agreement <= 1.0
     variant = result.manifest.variants["int8"]
     assert variant["file"] == "model.int8.onnx" and variant["calibration"]["n_images"] == 3
+    recorded = result.manifest.parity["checks"][1]
+    assert recorded["pixel_agreement"] == int8.pixel_agreement and recorded["passed"] is True
+    report = json.loads((tmp_path / "out" / "report" / "parity.json").read_text())
+    assert report["checks"][1]["min_agreement"] == 0.0 and report["passed"] is True
+
+
+def test_int8_export_below_its_gate_is_kept_and_refused(ckpt, target_data, tmp_path, monkeypatch):
+    # A gate no agreement can reach: the outcome is the same on every CPU.
+    monkeypatch.setitem(GATES, "int8", Gate(1.01, 1.0))
+    with pytest.raises(UserError, match=r"parity gate failed: model.int8.onnx \(int8, 64x128\) agrees with PyTorch"):
+        export_model(ckpt, tmp_path / "out", imgsz=(64, 128), precision="int8",
+                     calib_data=target_data / "train" / "images", calib_num=3, parity_data=target_data, parity_num=1)
+    manifest = json.loads((tmp_path / "out" / "model.json").read_text())
+    assert manifest["parity"]["passed"] is False and "int8" in manifest["variants"]
+
+
+def test_default_gates():
+    assert GATES == {"fp32": Gate(0.999, None), "fp16": Gate(0.995, None), "int8": Gate(0.98, 1.0)}
+
+
+@pytest.mark.parametrize("agreement, delta, passed", [
+    (0.98, -1.0, True),      # both exactly at the gate
+    (0.9799, 0.0, False),    # agreement short
+    (0.99, -1.01, False),    # too many mIoU points lost
+    (0.99, None, True),      # unlabelled data: agreement only
+    (0.99, +3.0, True),      # a gain is never a failure
+])
+def test_int8_gate_logic(agreement, delta, passed):
+    gate = Gate(0.98, 1.0)
+    mious = {} if delta is None else {"miou_torch": 50.0, "miou_onnx": 50.0 + delta, "miou_delta": delta,
+                                      "max_miou_drop": gate.max_miou_drop}
+    check = ParityCheck("model.int8.onnx", "int8", (64, 128), agreement, gate.min_agreement, **mious)
+    assert check.passed is passed
+    assert (check.failure() == "") is passed
+    assert check.summary().endswith(" - pass" if passed else " - FAIL")
+
+
+def test_gate_failure_says_by_how_much():
+    short = ParityCheck("model.int8.onnx", "int8", (64, 128), 0.452, 0.98)
+    assert short.failure() == ("model.int8.onnx (int8, 64x128) agrees with PyTorch on 45.200 % of pixels, "
+                               "52.800 points below the 98.0 % gate")
+    lossy = ParityCheck("model.int8.onnx", "int8", (64, 128), 0.99, 0.98, miou_delta=-2.5, max_miou_drop=1.0)
+    assert lossy.failure() == "model.int8.onnx (int8, 64x128) loses 2.50 mIoU points against PyTorch, more than the 1.0 allowed"
 
 
 def test_int8_without_calibration_data_is_refused(ckpt, tmp_path):

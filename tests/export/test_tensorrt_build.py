@@ -112,7 +112,8 @@ def test_parse_and_build_failures_are_user_errors(onnx_file, tmp_path):
 
 
 @pytest.mark.parametrize("version", ["10.3.0.26", "11.4.0.106"])
-def test_export_with_fake_tensorrt_records_the_engine(version, ckpt, target_data, tmp_path, monkeypatch):
+def test_export_with_fake_tensorrt_records_the_engine(version, ckpt, target_data, tmp_path, monkeypatch,
+                                                      reduced_precision_gates_open):
     trt = make_fake_tensorrt(version)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     monkeypatch.setattr(export.api, "detect_gpu", lambda: ORIN)
@@ -129,7 +130,8 @@ def test_export_with_fake_tensorrt_records_the_engine(version, ckpt, target_data
     assert _calls(trt, "set_shape")[0][1] == "image"
 
 
-def test_export_without_tensorrt_keeps_the_bundle_and_prints_trtexec(ckpt, tmp_path, monkeypatch):
+def test_export_without_tensorrt_keeps_the_bundle_and_prints_trtexec(ckpt, tmp_path, monkeypatch,
+                                                                     reduced_precision_gates_open):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # makes `import tensorrt` fail
     with pytest.raises(TensorRTUnavailable) as caught:
         export_model(ckpt, tmp_path / "out", imgsz=(64, 128), trt=True, precision="fp16", parity_num=1,

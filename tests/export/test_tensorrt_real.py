@@ -19,7 +19,7 @@ pytestmark = [
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_build_and_run_engine(precision, ckpt, target_data, tmp_path):
+def test_build_and_run_engine(precision, ckpt, target_data, tmp_path, reduced_precision_gates_open):
     import tensorrt as trt
     import torch
 
@@ -43,10 +43,7 @@ def test_build_and_run_engine(precision, ckpt, target_data, tmp_path):
     assert np.all((mask.cpu().numpy() >= 0) & (mask.cpu().numpy() < 19))
 
 
-def test_int8_engine_from_qdq(ckpt, target_data, tmp_path, monkeypatch):
-    from export.parity import GATES, Gate
-
-    monkeypatch.setitem(GATES, "int8", Gate(0.5, 100.0))  # an untrained network: near-ties flip under int8
+def test_int8_engine_from_qdq(ckpt, target_data, tmp_path, reduced_precision_gates_open):
     result = export_model(ckpt, tmp_path / "out", imgsz=(64, 128), dynamic=True, trt=True, precision="int8",
                           calib_data=target_data / "train" / "images", calib_num=3, parity_data=target_data,
                           parity_num=2, workspace_gib=1)

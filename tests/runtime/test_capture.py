@@ -88,14 +88,16 @@ def test_latest_slot_drops_unread_frames_and_never_repeats_one():
 
 
 def test_latest_mode_drops_frames_behind_a_slow_consumer():
-    source = FakeSource(frames(60), live=True, interval=0.002)
+    source = FakeSource(frames(200), live=True, interval=0.001)
     seen = []
     with CaptureThread(source, latest=True, backoff=FAST, log=lambda m: None) as capture:
         while len(seen) < 5:
             frame = capture.get(timeout=1.0)
             if frame is not None:
                 seen.append(frame)
-                time.sleep(0.03)                     # the slow stage
+                # The slow stage: busy until the source has delivered 3 more frames.
+                while capture.stats.captured < frame.seq + 4:
+                    time.sleep(0.001)
     seqs = [f.seq for f in seen]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     assert capture.dropped > 0
@@ -127,11 +129,13 @@ def test_backoff_doubles_up_to_the_cap():
 
 def test_stop_interrupts_a_reconnecting_source_promptly():
     source = FakeSource(["lost"], live=True, fail_opens=100)
-    capture = CaptureThread(source, latest=True, backoff=Backoff(initial=5.0, maximum=5.0), log=lambda m: None)
+    messages = []
+    # A back-off far longer than stop's join timeout: the thread is only gone if stop cut the wait short.
+    capture = CaptureThread(source, latest=True, backoff=Backoff(initial=600.0, maximum=600.0), log=messages.append)
     with capture:
-        time.sleep(0.05)
-        t0 = time.monotonic()
-    assert time.monotonic() - t0 < 1.0
+        while not any("reconnecting in 600 s" in m for m in messages):
+            time.sleep(0.01)
+    assert not capture._thread.is_alive()
 
 
 def test_bad_stride_is_a_user_error():
