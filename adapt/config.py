@@ -1,8 +1,9 @@
 """Typed configuration: dataclasses loaded from YAML with `--set key.sub=value` overrides.
 
 Validation happens once, here, at the edge: an unknown key or a value of the wrong type is a
-`UserError` that names the key and lists the valid ones. Everything past this point can trust
-the dataclass it is given.
+`UserError` that names the key and lists the valid ones, and a number out of its range (rules
+in adapt/train/config_checks.py) one that names the key and the range. Everything past this
+point can trust the dataclass it is given.
 """
 
 from __future__ import annotations
@@ -29,7 +30,19 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
     for item in overrides:
         key, value = parse_override(item)
         set_dotted(raw, key, value)
-    return from_dict(cls, raw)
+    config = from_dict(cls, raw)
+    check = _value_checks().get(cls)
+    if check is not None:
+        check(config)
+    return config
+
+
+def _value_checks() -> dict[type, typing.Callable[[Any], None]]:
+    """Range rules per config class, applied after keys and types (imported here: adapt.train imports this module)."""
+    from adapt.train.config import TrainConfig
+    from adapt.train.config_checks import check_train_config
+
+    return {TrainConfig: check_train_config}
 
 
 def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
