@@ -17,6 +17,7 @@ from torch import nn
 
 from common.atomic import atomic_path
 from common.errors import UserError
+from common.file_kinds import require_kind
 
 FORMAT_VERSION = 1
 
@@ -54,10 +55,14 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     file = Path(path)
     if not file.is_file():
         raise UserError(f"checkpoint {file} does not exist")
+    # Name an ONNX model, an engine or a cut-short file as such, before torch.load's own message.
+    require_kind(file, "checkpoint", accept=("pickle",))
     try:
         payload = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if reason.startswith("Weights only load failed"):
+            reason = "it holds Python objects, not only tensors and plain values as uda-adapt checkpoints do"
         raise UserError(f"cannot read checkpoint {file}: {reason[:200]}") from exc
     if not isinstance(payload, dict) or payload.get("kind") != "uda-adapt-checkpoint":
         raise UserError(f"{file} is not a uda-adapt checkpoint (made by `uda-adapt train`)")
