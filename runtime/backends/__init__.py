@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from common.errors import UserError
+from common.file_kinds import require_kind
 from runtime.backends.base import Backend
 
 # backend name -> (module, class, the file suffixes it runs)
@@ -21,6 +22,10 @@ BACKENDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "ort": ("runtime.backends.onnxruntime_backend", "OnnxRuntimeBackend", (".onnx",)),
     "torch": ("runtime.backends.torch_backend", "TorchBackend", (".pt", ".pth")),
 }
+# backend name -> (the file kind it runs, other kinds let through to its loader); see common.file_kinds.
+# Engines have no documented header, so content sniffing cannot tell one from noise: only known
+# other kinds are refused. The PyTorch backend's load_checkpoint does its own check.
+EXPECTED_KIND: dict[str, tuple[str, tuple[str, ...]]] = {"trt": ("engine", ("unknown",)), "ort": ("onnx", ())}
 BACKEND_BY_SUFFIX: dict[str, str] = {suffix: name for name, (_, _, suffixes) in BACKENDS.items() for suffix in suffixes}
 
 
@@ -49,6 +54,9 @@ def open_backend(model_path: str | os.PathLike, backend: str = "auto", **options
     for models without a fixed size).
     """
     name = backend_for(model_path, backend)
+    if name in EXPECTED_KIND:
+        # A checkpoint renamed .onnx, or an ONNX given an .engine name: say so, not the loader's parse error.
+        require_kind(model_path, *EXPECTED_KIND[name])
     module_name, class_name, _ = BACKENDS[name]
     cls: Callable[..., Backend] = getattr(importlib.import_module(module_name), class_name)
     return cls(model_path, **options)

@@ -45,7 +45,8 @@ class OnnxRuntimeBackend:
             self._session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as exc:  # ORT raises its own exception types for bad or foreign files
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"onnxruntime cannot load {self.path}: {first}") from exc
+            raise UserError(f"onnxruntime cannot load {self.path}: {first.rstrip('.')}; if the file is damaged or cut short, "
+                            "export it again with `uda-adapt export CKPT --out DIR`") from exc
         self.providers = list(self._session.get_providers())
         self.threads = threads
         inputs = self._session.get_inputs()
@@ -82,7 +83,8 @@ def load_onnx_manifest(model_path: Path) -> Manifest:
     try:
         model = onnx.load(str(model_path), load_external_data=False)
     except Exception as exc:  # protobuf decode errors have many types
-        raise UserError(f"{model_path} is not a readable ONNX model: {type(exc).__name__}") from exc
+        raise UserError(f"{model_path} is not a readable ONNX model ({type(exc).__name__}: it is damaged or cut short); "
+                        "export it again with `uda-adapt export CKPT --out DIR`") from exc
     props = {p.key: p.value for p in model.metadata_props}
     if "classes" not in props:
         raise UserError(f"{model_path} has no manifest: {sidecar} is missing and the ONNX carries no uda-adapt metadata; export it with `uda-adapt export`")
