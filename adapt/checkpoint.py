@@ -17,6 +17,7 @@ from torch import nn
 
 from common.atomic import atomic_path
 from common.errors import UserError
+from common.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from common.file_kinds import require_kind
 
 FORMAT_VERSION = 1
@@ -28,8 +29,8 @@ class Checkpoint:
     classes: tuple[str, ...]
     palette: tuple[tuple[int, int, int], ...]
     state_dict: dict[str, torch.Tensor]
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
     stage: str = "source"
     step: int = 0
     config: dict[str, Any] = dataclasses.field(default_factory=dict)

@@ -28,6 +28,7 @@ from adapt.checkpoint import Checkpoint, build_model, load_checkpoint, save_chec
 from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE  # noqa: E402
 from adapt.models import MODEL_BUILDERS, build_segmenter  # noqa: E402
 from export.api import export_model  # noqa: E402
+from export.config import ExportConfig
 from export.onnx_export import DeployWrapper  # noqa: E402
 
 
@@ -38,7 +39,7 @@ def bench_model(name: str, workdir: Path, size: tuple[int, int], iters: int, war
     torch.manual_seed(0)
     net = build_segmenter(name, len(CITYSCAPES_CLASSES))
     save_checkpoint(ckpt_path, Checkpoint(name, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, net.state_dict()))
-    result = export_model(ckpt_path, workdir / name, imgsz=size, parity_num=3)
+    result = export_model(ckpt_path, workdir / name, ExportConfig(size=size, parity_num=3))
 
     wrapper = DeployWrapper(build_model(load_checkpoint(ckpt_path))).eval()
     options = ort.SessionOptions()
@@ -60,7 +61,7 @@ def bench_model(name: str, workdir: Path, size: tuple[int, int], iters: int, war
     torch_ms, ort_ms = 1000 * statistics.median(torch_times), 1000 * statistics.median(ort_times)
     return {
         "model": name,
-        "imgsz": list(size),
+        "size": list(size),
         "iters": iters,
         "threads": threads or "default",
         "pytorch_cpu_median_ms": round(torch_ms, 2),

@@ -50,7 +50,7 @@ def export_small_model(directory: Path, height: int, width: int) -> Path:
         warnings.simplefilter("ignore")
         model = MaskModel(build_segmenter("small", len(CITYSCAPES_CLASSES)).eval())
         torch.onnx.export(model, torch.randn(1, 3, height, width), str(path), input_names=["image"], output_names=["mask"], dynamo=False, opset_version=17)
-    write_manifest(manifest_for(path), Manifest(classes=CITYSCAPES_CLASSES, palette=CITYSCAPES_PALETTE, input=InputSpec(shape=(1, 3, height, width)), output=OutputSpec(), model_name="small"))
+    write_manifest(manifest_for(path), Manifest(classes=CITYSCAPES_CLASSES, palette=CITYSCAPES_PALETTE, input=InputSpec(size=(height, width)), output=OutputSpec(), model_name="small"))
     return path
 
 

@@ -42,7 +42,7 @@ def demo(ctx: click.Context, out: str, config_path: str | None, overrides: tuple
     checkpoint = run / "self_train" / "last.pt"
     _step(ctx, ["eval", str(checkpoint), "--data", str(data / "target")])
 
-    _step(ctx, ["export", str(checkpoint), "--out", str(export_dir), "--imgsz", "128", "256",
+    _step(ctx, ["export", str(checkpoint), "--out", str(export_dir), "--size", "128x256",
                 "--data", str(data / "target"), "--force"])
     clip = video_dir / "target_drive.mp4"
     _step(ctx, ["data", "video", "--out", str(clip), "--domain", "real", "--frames", str(frames or (30 if quick else 150)), "--size", "256x512"])

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import click
 
-from export.onnx_export import EXPORTERS, OUTPUT_KINDS
-from export.precision import CALIBRATION_METHODS, PRECISIONS
+from cli.options import SIZE
+from common.preprocess import DEFAULT_INPUT_SIZE
+from export.config import CALIBRATION_METHODS, EXPORTERS, OUTPUT_KINDS, PRECISIONS
 
 
 @click.command("export")
 @click.argument("checkpoint", type=click.Path(dir_okay=False), metavar="CKPT")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), metavar="DIR",
               help="Bundle directory to create (model.onnx, model.json, report/, engines).")
-@click.option("--imgsz", nargs=2, type=int, default=(512, 1024), show_default=True, metavar="H W",
-              help="Export (and parity) input size; with --dynamic the opt shape.")
+@click.option("--size", type=SIZE, default="x".join(map(str, DEFAULT_INPUT_SIZE)), show_default=True, metavar="HxW",
+              help="Export (and parity) input size, stored in model.json; with --dynamic the opt shape.")
 @click.option("--dynamic", is_flag=True, help="Symbolic batch, height and width.")
 @click.option("--output", type=click.Choice(OUTPUT_KINDS), default="mask", show_default=True,
               help="mask: int32 class ids with the argmax in the graph; logits: float32 upsampled scores.")
@@ -33,11 +34,13 @@ from export.precision import CALIBRATION_METHODS, PRECISIONS
               help="TensorRT workspace memory pool.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), metavar="PATH",
               help="TensorRT timing cache to reuse and update [default: DIR/timing.cache].")
-@click.option("--min-shape", metavar="BxCxHxW", help="Dynamic range minimum [default: half of --imgsz].")
-@click.option("--opt-shape", metavar="BxCxHxW", help="Dynamic range optimum [default: --imgsz].")
-@click.option("--max-shape", metavar="BxCxHxW", help="Dynamic range maximum [default: twice --imgsz].")
+@click.option("--min-shape", metavar="BxCxHxW", help="Dynamic range minimum [default: half of --size].")
+@click.option("--opt-shape", metavar="BxCxHxW", help="Dynamic range optimum [default: --size].")
+@click.option("--max-shape", metavar="BxCxHxW", help="Dynamic range maximum [default: twice --size].")
 @click.option("--legacy-precision-flags", is_flag=True,
               help="TensorRT 10.x only: FP16/INT8 builder flags (+ entropy calibrator) instead of a precision-baked ONNX.")
+@click.option("--dla-core", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Orin NX/AGX: run on DLA core N, layers the DLA lacks on the GPU (needs fp16 or int8).")
 @click.option("--trt-target", type=click.Choice(["10", "11"]), default=None,
               help="TensorRT major version the static check targets [default: the installed one, else 10].")
 @click.option("--data", "parity_data", type=click.Path(), metavar="ROOT",
@@ -47,9 +50,9 @@ from export.precision import CALIBRATION_METHODS, PRECISIONS
 @click.option("--parity-num", type=int, default=20, show_default=True, metavar="N",
               help="Val images the parity gate compares.")
 @click.option("--force", is_flag=True, help="Replace an existing export in DIR.")
-def export(checkpoint, out_dir, imgsz, dynamic, output, opset, exporter, simplify, trt, precision, fp16_alias,
+def export(checkpoint, out_dir, size, dynamic, output, opset, exporter, simplify, trt, precision, fp16_alias,
            int8_alias, calib_data, calib_num, calib_method, workspace_gib, timing_cache, min_shape, opt_shape,
-           max_shape, legacy_precision_flags, trt_target, parity_data, parity_kind, parity_num, force) -> None:
+           max_shape, legacy_precision_flags, dla_core, trt_target, parity_data, parity_kind, parity_num, force) -> None:
     """Export CKPT to ONNX (and TensorRT with --trt), with a manifest and a parity gate.
 
     \b
@@ -57,6 +60,7 @@ def export(checkpoint, out_dir, imgsz, dynamic, output, opset, exporter, simplif
     uda-adapt export best.pt --out exports/orin --trt --precision int8 --calib-data data/target/train/images
     """
     from export.api import export_model
+    from export.config import ExportConfig
 
     chosen = {p for p, flag in (("fp16", fp16_alias), ("int8", int8_alias)) if flag}
     if precision is not None:
@@ -64,13 +68,14 @@ def export(checkpoint, out_dir, imgsz, dynamic, output, opset, exporter, simplif
     if len(chosen) > 1:
         raise click.UsageError(f"conflicting precisions: {', '.join(sorted(chosen))}; give one --precision")
     echo = lambda message: click.echo(message, err=True)  # noqa: E731  (progress on stderr, results on stdout)
-    result = export_model(
-        checkpoint, out_dir, imgsz=tuple(imgsz), dynamic=dynamic, output=output, opset=opset, exporter=exporter,
-        simplify=simplify, trt=trt, precision=chosen.pop() if chosen else "fp32", calib_data=calib_data,
-        calib_num=calib_num, calib_method=calib_method, workspace_gib=workspace_gib, timing_cache=timing_cache,
-        min_shape=min_shape, opt_shape=opt_shape, max_shape=max_shape, legacy_precision_flags=legacy_precision_flags,
-        trt_target=int(trt_target) if trt_target else None, parity_data=parity_data, parity_kind=parity_kind,
-        parity_num=parity_num, force=force, log=echo)
+    config = ExportConfig(
+        size=size, dynamic=dynamic, output=output, opset=opset, exporter=exporter, simplify=simplify,
+        precision=chosen.pop() if chosen else "fp32", calib_data=calib_data, calib_num=calib_num,
+        calib_method=calib_method, parity_data=parity_data, parity_kind=parity_kind, parity_num=parity_num,
+        trt=trt, workspace_gib=workspace_gib, timing_cache=timing_cache, min_shape=min_shape, opt_shape=opt_shape,
+        max_shape=max_shape, legacy_precision_flags=legacy_precision_flags, dla_core=dla_core,
+        trt_target=int(trt_target) if trt_target else None)
+    result = export_model(checkpoint, out_dir, config, force=force, log=echo)
     if result.engine is not None:
         click.echo(f"engine {result.engine}")
     click.echo(f"exported {result.out_dir / result.manifest.onnx_file}")

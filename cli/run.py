@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import click
 
+from cli.options import SIZE
 from common.errors import UserError
 
 # --- options shared by both commands ---------------------------------------------------------------
@@ -18,19 +19,10 @@ backend_option = click.option(
 )
 device_option = click.option("--device", type=int, default=0, show_default=True, metavar="N", help="GPU index.")
 threads_option = click.option("--threads", type=int, default=None, metavar="N", help="CPU threads for inference [default: the backend's].")
+size_option = click.option(
+    "--size", type=SIZE, default=None, metavar="HxW",
+    help="Network input size, for dynamic exports [default: the manifest's input.size].")
 json_option = click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, metavar="PATH", help="Also write the report as JSON.")
-
-
-def _size(text: str | None, option: str) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"{option} {text!r} must be HxW, e.g. 512x1024") from None
-    if h < 8 or w < 8:
-        raise UserError(f"{option} {text!r} is too small")
-    return h, w
 
 
 def _single_threaded_opencv() -> None:
@@ -78,7 +70,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @click.option("--input-loop", type=int, default=0, show_default=True, metavar="N", help="Replay a file N more times; -1 forever.")
 @click.option("--vid-stride", type=int, default=1, show_default=True, metavar="N", help="Use every Nth frame.")
 @click.option("--latest/--buffered", "latest", default=None, help="Newest frame only, dropping the rest [default for cameras and RTSP] / every frame in order [default for files].")
-@click.option("--model-size", default=None, metavar="HxW", help="Input size for models without a fixed one [default: manifest, else 512x1024].")
+@size_option
 @click.option("--headless", is_flag=True, help="No window; with no OUTPUT, only the report.")
 @click.option("--max-frames", type=int, default=None, metavar="N", help="Stop after N frames.")
 @click.option("--save-frame", nargs=2, type=(int, str), default=None, metavar="N PATH", help="Also save rendered frame N as an image.")
@@ -86,7 +78,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @click.option("--stats", is_flag=True, help="Print the report as JSON too.")
 @json_option
 def run(model, input_uri, output_uri, backend, device, threads, visualize, alpha, ignore_classes, legend, fps_overlay,
-        input_width, input_height, input_rate, input_codec, input_latency, input_loop, vid_stride, latest, model_size,
+        input_width, input_height, input_rate, input_codec, input_latency, input_loop, vid_stride, latest, size,
         headless, max_frames, save_frame, bitrate, stats, json_path) -> None:
     """Segment a video stream and render it.
 
@@ -114,7 +106,7 @@ def run(model, input_uri, output_uri, backend, device, threads, visualize, alpha
         raise UserError("give --input-width and --input-height together")
     config = RunConfig(
         model=model, input=input_uri, output=output_uri, backend=backend, device=device, threads=threads,
-        model_size=_size(model_size, "--model-size"),
+        size=size,
         render=RenderOptions(visualize=visualize, alpha=alpha, ignore_classes=tuple(ignore_classes), legend=legend, fps=fps_overlay),
         capture=CaptureOptions(width=input_width, height=input_height, rate=input_rate, codec=input_codec, latency_ms=input_latency),
         loop=input_loop, stride=vid_stride, latest=latest, headless=headless, max_frames=max_frames,
@@ -137,24 +129,25 @@ def run(model, input_uri, output_uri, backend, device, threads, visualize, alpha
 @backend_option
 @device_option
 @threads_option
-@click.option("--shape", default=None, metavar="1x3xHxW", help="Input shape [default: the model's].")
+@size_option
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, metavar="N", help="Batch size of the model-only run.")
 @click.option("--warmup", type=int, default=10, show_default=True, metavar="N")
 @click.option("--iters", type=int, default=100, show_default=True, metavar="N")
 @click.option("--pipeline/--no-pipeline", default=True, show_default=True, help="Also time the full pipeline (in-memory frames, overlay, null sink).")
 @json_option
-def bench(model, backend, device, threads, shape, warmup, iters, pipeline, json_path) -> None:
+def bench(model, backend, device, threads, size, batch, warmup, iters, pipeline, json_path) -> None:
     """Latency and throughput of MODEL, trtexec-style, for any backend.
 
     \b
-    uda-adapt bench model.onnx --shape 1x3x512x1024 --warmup 5 --iters 50 --json bench.json
+    uda-adapt bench model.onnx --size 512x1024 --warmup 5 --iters 50 --json bench.json
     """
     from runtime.bench import bench as run_bench
-    from runtime.bench import format_bench, parse_shape
+    from runtime.bench import format_bench
     from runtime.capture import log_to_stderr
     from runtime.report import write_json
 
     _single_threaded_opencv()
-    result = run_bench(model, backend, parse_shape(shape) if shape else None, warmup, iters, pipeline, threads, device, log=log_to_stderr)
+    result = run_bench(model, backend, size, batch, warmup, iters, pipeline, threads, device, log=log_to_stderr)
     click.echo(format_bench(result))
     if json_path:
         write_json(json_path, result)

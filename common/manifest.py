@@ -17,21 +17,31 @@ from typing import Any, Literal
 
 from common.atomic import atomic_write_text
 from common.errors import UserError
+from common.preprocess import DEFAULT_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD
 
-SCHEMA_VERSION = 1
+# 2: the input size moved to `input.size` (1 had `input.shape` and `resize.size`).
+SCHEMA_VERSION = 2
 MANIFEST_NAME = "model.json"
 
 
 @dataclasses.dataclass
 class InputSpec:
+    """How a decoded frame becomes the network input; `common.preprocess.prepare_input` applies it."""
+
     name: str = "image"
     layout: str = "NCHW"
     dtype: str = "float32"
     color_order: Literal["RGB", "BGR"] = "RGB"
     scale: float = 1.0 / 255.0                      # applied before mean/std
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    shape: tuple[int | str, ...] = (1, 3, 512, 1024)  # symbolic dims as strings when dynamic
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    # (H, W) the network is fed: the export size, the one place the manifest stores it. A
+    # static export's input tensor is (1, 3, H, W); a dynamic one's range is `dynamic_shapes`.
+    size: tuple[int, int] = DEFAULT_INPUT_SIZE
+    resize: Literal["stretch"] = "stretch"          # frame -> size without keeping the aspect ratio
+
+    def __post_init__(self) -> None:
+        self.size = (int(self.size[0]), int(self.size[1]))
 
 
 @dataclasses.dataclass
@@ -55,6 +65,7 @@ class EngineSpec:
     opt_shape: tuple[int, ...] | None = None
     max_shape: tuple[int, ...] | None = None
     calibration: dict[str, Any] | None = None
+    dla_core: int | None = None                     # built for this DLA core (GPU fallback on)
     built_at: str = ""
 
 
@@ -73,7 +84,6 @@ class Manifest:
     # Only when dynamic: {"min": [B, 3, H, W], "opt": [...], "max": [...]}, the range the
     # export was checked for and a TensorRT optimization profile is built with.
     dynamic_shapes: dict[str, list[int]] | None = None
-    resize: dict[str, Any] = dataclasses.field(default_factory=lambda: {"mode": "stretch"})
     exporter: dict[str, str] = dataclasses.field(default_factory=dict)   # tool versions
     checkpoint: dict[str, Any] = dataclasses.field(default_factory=dict)  # stage, step, source file
     engines: list[EngineSpec] = dataclasses.field(default_factory=list)
@@ -81,6 +91,7 @@ class Manifest:
     # {"fp16": {"file": "model.fp16.onnx", "sha256": "..."}, "int8": {..., "calibration": {...}}}
     variants: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     parity: dict[str, Any] = dataclasses.field(default_factory=dict)  # summary of report/parity.json
+    export_config: dict[str, Any] = dataclasses.field(default_factory=dict)  # export.config.ExportConfig, as given
     schema_version: int = SCHEMA_VERSION
     task: str = "semantic-segmentation"
     uda_adapt_version: str = ""
@@ -91,7 +102,7 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "manifest") -> Manifest:
         try:
-            values = dict(data)
+            values = _upgrade(dict(data))
             values["input"] = InputSpec(**_tupled(values["input"]))
             values["output"] = OutputSpec(**values["output"])
             values["engines"] = [EngineSpec(**_tupled(e)) for e in values.get("engines", [])]
@@ -122,6 +133,21 @@ def manifest_from_metadata(props: dict[str, str], source: str = "ONNX metadata")
     except json.JSONDecodeError as exc:
         raise UserError(f"{source} holds a value that is not JSON ({exc}); re-export the model") from exc
     return Manifest.from_dict(data, source=source)
+
+
+def _upgrade(values: dict[str, Any]) -> dict[str, Any]:
+    """A schema 1 manifest in the current layout: the size from `input.shape`, else `resize.size`."""
+    if int(values.get("schema_version", 1)) >= 2:
+        return values
+    spec = dict(values["input"])
+    shape = spec.pop("shape", None)
+    resize = values.pop("resize", None) or {}
+    if isinstance(shape, (list, tuple)) and len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]):
+        spec["size"] = shape[2:]
+    elif isinstance(resize.get("size"), (list, tuple)):
+        spec["size"] = resize["size"]
+    spec["resize"] = resize.get("mode", "stretch")
+    return {**values, "input": spec, "schema_version": SCHEMA_VERSION}
 
 
 def _tupled(spec: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import dataclasses
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +30,10 @@ from adapt.checkpoint import build_model, load_checkpoint
 from common.errors import UserError
 from export import spec
 from export.bundle import check_out_dir, staged_bundle
-from common.manifest import MANIFEST_NAME, Manifest, metadata_props, sha256_file, write_manifest
+from common.manifest import MANIFEST_NAME, InputSpec, Manifest, metadata_props, sha256_file, write_manifest
+from export.config import ExportConfig
 from export.onnx_export import (
     INPUT_NAME,
-    OUTPUT_KINDS,
     DeployWrapper,
     check_onnx,
     check_opset,
@@ -51,7 +51,6 @@ from export.parity import (
     write_parity_report,
 )
 from export.precision import (
-    PRECISIONS,
     RECOMMENDED_CALIB_IMAGES,
     ImageCalibrationReader,
     calibration_files,
@@ -61,7 +60,6 @@ from export.precision import (
 from export.tensorrt_build import TensorRTUnavailable, build_engine, detect_gpu, import_tensorrt, trtexec_command
 from export.trt_check import Finding, check_tensorrt_compat, format_findings
 
-Shape = Sequence[int]
 RANGE_END_IMAGES = 2  # images checked at each end of a dynamic range (the max end is the slow one)
 
 
@@ -76,49 +74,44 @@ class ExportResult:
     engine: Path | None = None
 
 
-def export_model(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, *, imgsz: tuple[int, int] = (512, 1024),
-                 dynamic: bool = False, output: str = "mask", opset: int = 17, exporter: str = "legacy",
-                 simplify: bool = True, trt: bool = False, precision: str = "fp32",
-                 calib_data: str | os.PathLike | None = None, calib_num: int = 512, calib_method: str = "minmax",
-                 workspace_gib: float = 4.0, timing_cache: str | os.PathLike | None = None,
-                 min_shape: Shape | None = None, opt_shape: Shape | None = None, max_shape: Shape | None = None,
-                 legacy_precision_flags: bool = False, trt_target: int | None = None,
-                 parity_data: str | os.PathLike | None = None, parity_kind: str = "folder", parity_num: int = 20,
+def export_model(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, config: ExportConfig = ExportConfig(), *,
                  force: bool = False, log: Callable[[str], None] | None = None) -> ExportResult:
     """Export the checkpoint at `ckpt_path` into the bundle directory `out_dir`; see the module doc.
 
+    `config` (validated when it was made) is saved in model.json as `export_config`. `force`
+    replaces an earlier export in `out_dir`.
+
     Raises UserError for bad input, a failed parity gate (after installing the bundle) and, with
-    `trt`, when TensorRT or a GPU is missing (after installing the bundle; the message holds the
-    trtexec command that builds the engine on the device).
+    `config.trt`, when TensorRT or a GPU is missing (after installing the bundle; the message
+    holds the trtexec command that builds the engine on the device).
     """
     log = log or (lambda message: None)
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}; valid precisions: {', '.join(PRECISIONS)}")
-    if output not in OUTPUT_KINDS:
-        raise UserError(f"unknown output kind {output!r}; valid kinds: {', '.join(OUTPUT_KINDS)}")
-    check_opset(opset, exporter)
-    size = spec.check_imgsz(imgsz)
-    shapes = spec.resolve_shapes(size, dynamic, min_shape, opt_shape, max_shape)
-    calib_files = calibration_files(calib_data, calib_num) if precision == "int8" else []
-    if calib_data is not None and precision != "int8":
+    cfg = config
+    precision = cfg.precision
+    check_opset(cfg.opset, cfg.exporter)
+    size = cfg.size
+    shapes = spec.resolve_shapes(cfg)
+    calib_files = calibration_files(cfg.calib_data, cfg.calib_num) if precision == "int8" else []
+    if cfg.calib_data is not None and precision != "int8":
         log(f"note: --calib-data is only used with --precision int8; ignored for {precision}")
     if calib_files and len(calib_files) < RECOMMENDED_CALIB_IMAGES:
         log(f"warning: int8 calibration on {len(calib_files)} images; {RECOMMENDED_CALIB_IMAGES}+ give stable ranges")
     check_out_dir(out_dir, force)
     ckpt = load_checkpoint(ckpt_path)
     model = build_model(ckpt)
-    data_root, data_kind, data_split, data_note = spec.parity_data_source(parity_data, parity_kind, ckpt.config)
-    samples = load_parity_samples(data_root, data_kind, data_split, parity_num, size, ckpt.mean, ckpt.std, data_note)
-    target = trt_target if trt_target is not None else _installed_trt_major(trt)
+    input_spec = spec.input_spec(ckpt, size)
+    data_root, data_kind, data_split, data_note = spec.parity_data_source(cfg.parity_data, cfg.parity_kind, ckpt.config)
+    samples = load_parity_samples(data_root, data_kind, data_split, cfg.parity_num, input_spec, data_note)
+    target = cfg.trt_target if cfg.trt_target is not None else _installed_trt_major(cfg.trt)
     out = Path(out_dir)
 
     with staged_bundle(out, force) as stage:
         log(f"exporting {ckpt.model_name} ({ckpt.num_classes} classes) at {size[0]}x{size[1]}"
-            f"{' (dynamic)' if dynamic else ''} to ONNX opset {opset} with the {exporter} exporter")
+            f"{' (dynamic)' if cfg.dynamic else ''} to ONNX opset {cfg.opset} with the {cfg.exporter} exporter")
         onnx_path = stage / "model.onnx"
-        export_onnx(model, onnx_path, imgsz=size, dynamic=dynamic, output=output, opset=opset, exporter=exporter)
-        nodes = simplify_onnx(onnx_path) if simplify else None
-        manifest = spec.new_manifest(ckpt, Path(ckpt_path), size, shapes, output, opset, exporter, nodes)
+        export_onnx(model, onnx_path, imgsz=size, dynamic=cfg.dynamic, output=cfg.output, opset=cfg.opset, exporter=cfg.exporter)
+        nodes = simplify_onnx(onnx_path) if cfg.simplify else None
+        manifest = spec.new_manifest(ckpt, Path(ckpt_path), input_spec, shapes, cfg, nodes)
         props = metadata_props(manifest)
         set_metadata(onnx_path, props)
         check_onnx(onnx_path)
@@ -126,29 +119,29 @@ def export_model(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, *, im
         files = {"fp32": onnx_path}
         if precision != "fp32":
             files[precision] = stage / f"model.{precision}.onnx"
-            record = _bake_precision(onnx_path, files[precision], precision, calib_files, calib_method, size, ckpt, log)
+            record = _bake_precision(onnx_path, files[precision], precision, calib_files, cfg.calib_method, input_spec, log)
             set_metadata(files[precision], {**props, "precision": json.dumps(precision)})
             check_onnx(files[precision])
             manifest.variants[precision] = {"file": files[precision].name, "sha256": sha256_file(files[precision]), **record}
 
         findings = _static_trt_check(list(files.values()), target, stage)
-        if findings and trt:
+        if findings and cfg.trt:
             raise UserError(f"the ONNX uses what TensorRT {target}.x cannot parse: {format_findings(findings)}")
         if findings:
             log(f"warning: TensorRT {target}.x could not parse this ONNX: {format_findings(findings)}")
 
-        checks = _parity_gate(stage, DeployWrapper(model, output).eval(), files, samples, ckpt.num_classes, shapes, log)
+        checks = _parity_gate(stage, DeployWrapper(model, cfg.output).eval(), files, samples, ckpt.num_classes, shapes, log)
         passed = all(c.passed for c in checks)
         summary_keys = ("file", "precision", "imgsz", "pixel_agreement", "miou_delta", "passed")
         manifest.parity = {"passed": passed, "data": samples.source["kind"], "n_images": len(samples.inputs),
                            "checks": [{k: c.to_dict()[k] for k in summary_keys} for c in checks]}
 
         trt_problem = None
-        if trt and passed:
+        if cfg.trt and passed:
             # Strongly typed builds read the precision-baked ONNX; legacy flags put precision on the fp32 one.
-            build_from = files["fp32"] if legacy_precision_flags else files[precision]
-            reader = (ImageCalibrationReader(calib_files, INPUT_NAME, size, ckpt.mean, ckpt.std)
-                      if legacy_precision_flags and precision == "int8" else None)
+            build_from = files["fp32"] if cfg.legacy_precision_flags else files[precision]
+            reader = (ImageCalibrationReader(calib_files, input_spec)
+                      if cfg.legacy_precision_flags and precision == "int8" else None)
             try:
                 trt_module, gpu = import_tensorrt(), detect_gpu()
             except TensorRTUnavailable as exc:
@@ -157,9 +150,9 @@ def export_model(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, *, im
                 log(f"building a TensorRT {trt_module.__version__} {precision} engine for {gpu.name} (sm{gpu.cc})")
                 manifest.engines.append(build_engine(
                     trt_module, gpu, build_from, stage, precision=precision, input_name=INPUT_NAME, shapes=shapes,
-                    workspace_gib=workspace_gib,
-                    timing_cache=Path(timing_cache) if timing_cache is not None else _seed_timing_cache(out, stage),
-                    legacy_precision_flags=legacy_precision_flags, calibration_reader=reader,
+                    workspace_gib=cfg.workspace_gib,
+                    timing_cache=Path(cfg.timing_cache) if cfg.timing_cache is not None else _seed_timing_cache(out, stage),
+                    legacy_precision_flags=cfg.legacy_precision_flags, calibration_reader=reader, dla_core=cfg.dla_core,
                     calibration=manifest.variants.get(precision, {}).get("calibration")))
         write_manifest(stage / MANIFEST_NAME, manifest)
 
@@ -170,7 +163,7 @@ def export_model(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, *, im
                         f"(model.json records the failure, details in {out / 'report' / 'parity.json'})")
     if trt_problem is not None:
         command = trtexec_command(out / files[precision].name, out / f"model.{precision}.engine", input_name=INPUT_NAME,
-                                  shapes=shapes, workspace_gib=workspace_gib, timing_cache=timing_cache)
+                                  shapes=shapes, workspace_gib=cfg.workspace_gib, timing_cache=cfg.timing_cache)
         raise TensorRTUnavailable(f"{trt_problem}; the ONNX bundle is in {out}; build the engine on the device with: "
                                   f"{command} (or run `uda-adapt export ... --trt` there to record it in model.json)")
     engine = out / manifest.engines[0].file if manifest.engines else None
@@ -202,14 +195,13 @@ def _parity_gate(stage: Path, wrapper: DeployWrapper, files: dict[str, Path], sa
 
 
 def _bake_precision(onnx_path: Path, variant: Path, precision: str, calib_files: list[Path], calib_method: str,
-                    size: tuple[int, int], ckpt: Any, log: Callable[[str], None]) -> dict[str, Any]:
+                    input_spec: InputSpec, log: Callable[[str], None]) -> dict[str, Any]:
     if precision == "fp16":
         log("converting to fp16 (float32 I/O, Resize/ArgMax in float32)")
         convert_fp16(onnx_path, variant)
         return {}
     log(f"calibrating int8 Q/DQ on {len(calib_files)} target images ({calib_method})")
-    calibration = quantize_int8(onnx_path, variant, calib_files, input_name=INPUT_NAME, size=size,
-                                mean=ckpt.mean, std=ckpt.std, method=calib_method)
+    calibration = quantize_int8(onnx_path, variant, calib_files, spec=input_spec, method=calib_method)
     return {"calibration": calibration}
 
 

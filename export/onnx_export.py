@@ -17,10 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.errors import UserError
+from export.config import EXPORTERS, OUTPUT_KINDS
 
 INPUT_NAME = "image"
-OUTPUT_KINDS = ("mask", "logits")
-EXPORTERS = ("legacy", "dynamo")
 # The TorchScript exporter stops at opset 20; 13 is the first with per-channel Q/DQ (int8).
 OPSET_RANGE = {"legacy": (13, 20), "dynamo": (13, 23)}
 

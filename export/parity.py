@@ -27,7 +27,9 @@ from common.atomic import atomic_write_text
 from common.errors import UserError
 from adapt.evaluation import ConfusionMatrix
 from export.onnx_export import INPUT_NAME
-from export.preprocess import prepare_input, resize_label, spread_indices
+from common.manifest import InputSpec
+from common.preprocess import prepare_input
+from export.preprocess import resize_label, spread_indices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,14 +149,18 @@ def compare_onnx(onnx_path: str | os.PathLike, samples: ParitySamples, reference
     return check
 
 
-def load_parity_samples(root: str | os.PathLike | None, kind: str, split: str, num: int, size: tuple[int, int],
-                        mean: Sequence[float], std: Sequence[float], note: str = "") -> ParitySamples:
-    """Up to `num` images spread over `split` of the dataset at `root`; synthetic inputs when `root` is None."""
+def load_parity_samples(root: str | os.PathLike | None, kind: str, split: str, num: int, spec: InputSpec,
+                        note: str = "") -> ParitySamples:
+    """Up to `num` images spread over `split` of the dataset at `root`; synthetic inputs when `root` is None.
+
+    Inputs go through `prepare_input` with the manifest's `spec`, exactly as the runtime does.
+    """
+    size = spec.size
     if num < 1:
         raise UserError(f"--parity-num must be at least 1, got {num}")
     if root is None:
         rng = np.random.default_rng(0)
-        inputs = [prepare_input(rng.integers(0, 256, (*size, 3), dtype=np.uint8), size, mean, std) for _ in range(num)]
+        inputs = [prepare_input(rng.integers(0, 256, (*size, 3), dtype=np.uint8), spec, frame_order="RGB") for _ in range(num)]
         source = {"kind": "synthetic", "n_images": num,
                   "note": note or "no target data known; random images, no labels, no mIoU"}
         return ParitySamples(inputs, [None] * num, source)
@@ -164,7 +170,7 @@ def load_parity_samples(root: str | os.PathLike | None, kind: str, split: str, n
     inputs, labels = [], []
     for index in spread_indices(len(dataset), num):
         rgb, label = dataset.load(index)
-        inputs.append(prepare_input(rgb, size, mean, std))
+        inputs.append(prepare_input(rgb, spec, frame_order="RGB"))
         labels.append(None if label is None else resize_label(label, size))
     if not inputs:
         raise UserError(f"the {split} split of {root} holds no images; point --data at the target dataset")

@@ -24,11 +24,12 @@ import onnx
 
 from common.errors import UserError
 from adapt.images import read_rgb
-from export.preprocess import list_images, prepare_input, spread_indices
+from common.manifest import InputSpec
+from common.preprocess import prepare_input
+from export.config import CALIBRATION_METHODS
+from export.preprocess import list_images, spread_indices
 
-PRECISIONS = ("fp32", "fp16", "int8")
 FP32_OPS = ("Resize", "Upsample", "ArgMax", "Softmax")
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # Fewer calibration images than this give unstable activation ranges (ModelOpt suggests ~500).
 RECOMMENDED_CALIB_IMAGES = 300
 
@@ -67,11 +68,10 @@ def sort_topologically(graph: onnx.GraphProto) -> None:
 class ImageCalibrationReader:
     """onnxruntime CalibrationDataReader over target images at the export size."""
 
-    def __init__(self, files: Sequence[Path], input_name: str, size: tuple[int, int],
-                 mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, files: Sequence[Path], spec: InputSpec, size: tuple[int, int] | None = None) -> None:
         self.files = list(files)
-        self.input_name = input_name
-        self.size, self.mean, self.std = size, mean, std
+        self.input_name = spec.name
+        self.spec, self.size = spec, size or spec.size
         self._next = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -79,7 +79,8 @@ class ImageCalibrationReader:
             return None
         rgb = read_rgb(self.files[self._next])
         self._next += 1
-        return {self.input_name: prepare_input(rgb, self.size, self.mean, self.std)}
+        # The device's own preprocessing, so the ranges are those of the inputs it will see.
+        return {self.input_name: prepare_input(rgb, self.spec, self.size, frame_order="RGB")}
 
     def rewind(self) -> None:
         self._next = 0
@@ -96,8 +97,7 @@ def calibration_files(calib_data: str | os.PathLike | None, calib_num: int) -> l
     return [files[i] for i in spread_indices(len(files), calib_num)]
 
 
-def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, files: Sequence[Path], *, input_name: str,
-                  size: tuple[int, int], mean: Sequence[float], std: Sequence[float],
+def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, files: Sequence[Path], *, spec: InputSpec,
                   method: str = "minmax") -> dict[str, object]:
     """Write a Q/DQ int8 copy of `src` to `dst`, calibrated on `files`; returns the calibration record."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -108,7 +108,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, files: Sequenc
         raise UserError(f"unknown calibration method {method!r}; valid methods: {', '.join(CALIBRATION_METHODS)}")
     model = onnx.load(str(src))
     op_types = sorted({n.op_type for n in model.graph.node} - set(FP32_OPS))
-    reader = ImageCalibrationReader(files, input_name, size, mean, std)
+    reader = ImageCalibrationReader(files, spec)
     # The quantizer logs generic advice on the root logger and prints histogram progress on stdout.
     with _quiet_root_logger(), contextlib.redirect_stdout(io.StringIO()):
         quantize_static(

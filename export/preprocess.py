@@ -1,14 +1,12 @@
-"""Turning target images into exported-model inputs, the way a runtime will.
+"""Picking and resizing the target images the parity gate and int8 calibration use.
 
-The export's resize policy is `stretch`: the frame is resized to the export size without
-keeping the aspect ratio, then scaled by 1/255 and normalised with the checkpoint's mean/std.
-Parity checks and int8 calibration both go through here, so they see what the device sees.
+The images become network inputs through `common.preprocess.prepare_input`, the function
+the runtime's preprocessing is held equal to, so both checks see what the device sees.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -17,16 +15,6 @@ import numpy as np
 from common.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-
-
-def prepare_input(rgb: np.ndarray, size: tuple[int, int], mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """RGB uint8 (H0, W0, 3) -> normalised float32 (1, 3, H, W) at `size` = (H, W)."""
-    height, width = size
-    if rgb.shape[:2] != (height, width):
-        rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
-    image = rgb.astype(np.float32) / 255.0
-    image = (image - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(image.transpose(2, 0, 1)[None])
 
 
 def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:

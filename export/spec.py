@@ -20,34 +20,18 @@ from adapt.checkpoint import Checkpoint
 from adapt.classes import IGNORE_INDEX
 from common.errors import UserError
 from common.manifest import InputSpec, Manifest, OutputSpec, sha256_file
+from export.config import ExportConfig, parse_shape
 from export.onnx_export import INPUT_NAME
 
 
-def check_imgsz(imgsz: Sequence[int]) -> tuple[int, int]:
-    if len(imgsz) != 2 or any(int(v) <= 0 for v in imgsz):
-        raise UserError(f"--imgsz takes two positive numbers, height and width; got {' '.join(map(str, imgsz))}")
-    return int(imgsz[0]), int(imgsz[1])
-
-
-def parse_shape(text: str | Sequence[int], option: str) -> tuple[int, ...]:
-    """`1x3x512x1024` (or a sequence of ints) -> (1, 3, 512, 1024), checked as an NCHW image shape."""
-    try:
-        dims = tuple(int(v) for v in (text.lower().split("x") if isinstance(text, str) else text))
-    except ValueError:
-        dims = ()
-    if len(dims) != 4 or dims[1] != 3 or any(d <= 0 for d in dims):
-        raise UserError(f"{option} {text!r} is not an image shape like 1x3x512x1024 (batch x 3 x height x width)")
-    return dims
-
-
-def resolve_shapes(size: tuple[int, int], dynamic: bool, min_shape: Any, opt_shape: Any,
-                   max_shape: Any) -> dict[str, tuple[int, ...]] | None:
+def resolve_shapes(config: ExportConfig) -> dict[str, tuple[int, ...]] | None:
     """The dynamic range {"min", "opt", "max"} (defaults: half, export and double size), or None when static."""
-    given = {"--min-shape": min_shape, "--opt-shape": opt_shape, "--max-shape": max_shape}
-    if not dynamic:
+    given = {"--min-shape": config.min_shape, "--opt-shape": config.opt_shape, "--max-shape": config.max_shape}
+    size = config.size
+    if not config.dynamic:
         named = [name for name, value in given.items() if value is not None]
         if named:
-            raise UserError(f"{', '.join(named)} need --dynamic; a static export has the one shape --imgsz")
+            raise UserError(f"{', '.join(named)} need --dynamic; a static export has the one shape --size")
         return None
     height, width = size
     defaults = {"--min-shape": (1, 3, max(1, height // 2), max(1, width // 2)), "--opt-shape": (1, 3, height, width),
@@ -58,8 +42,8 @@ def resolve_shapes(size: tuple[int, int], dynamic: bool, min_shape: Any, opt_sha
                         f"{_text(low)} / {_text(opt)} / {_text(high)}")
     checked = (1, 3, height, width)
     if not all(a <= b <= c for a, b, c in zip(low, checked, high)):
-        raise UserError(f"--imgsz {height} {width} (checked at batch 1) lies outside the dynamic range "
-                        f"{_text(low)} .. {_text(high)}; widen the range or change --imgsz")
+        raise UserError(f"--size {height}x{width} (checked at batch 1) lies outside the dynamic range "
+                        f"{_text(low)} .. {_text(high)}; widen the range or change --size")
     return {"min": low, "opt": opt, "max": high}
 
 
@@ -82,28 +66,33 @@ def parity_data_source(parity_data: str | os.PathLike | None, parity_kind: str,
     return root, str(target.get("kind", "folder")), str(target.get("val_split", "val")), ""
 
 
-def new_manifest(ckpt: Checkpoint, ckpt_path: Path, size: tuple[int, int], shapes: dict[str, tuple[int, ...]] | None,
-                 output: str, opset: int, exporter: str, nodes: tuple[int, int] | None) -> Manifest:
+def input_spec(ckpt: Checkpoint, size: tuple[int, int]) -> InputSpec:
+    """The input contract of an export: the checkpoint's normalisation at the export size."""
+    return InputSpec(name=INPUT_NAME, mean=ckpt.mean, std=ckpt.std, size=size)
+
+
+def new_manifest(ckpt: Checkpoint, ckpt_path: Path, spec: InputSpec, shapes: dict[str, tuple[int, ...]] | None,
+                 config: ExportConfig, nodes: tuple[int, int] | None) -> Manifest:
     """The manifest of a fresh export (hashes, variants, parity and engines are added later)."""
     dynamic = shapes is not None
+    output, opset, exporter = config.output, config.opset, config.exporter
     simplified = "off" if nodes is None else (f"{nodes[0]} -> {nodes[1]} nodes" if nodes[1] < nodes[0] else "no gain")
     return Manifest(
         classes=ckpt.classes,
         palette=ckpt.palette,
-        input=InputSpec(name=INPUT_NAME, mean=ckpt.mean, std=ckpt.std,
-                        shape=("batch", 3, "height", "width") if dynamic else (1, 3, *size)),
+        input=spec,
         output=OutputSpec(name=output, kind=output, dtype="int32" if output == "mask" else "float32", upsampled=True),
         ignore_index=IGNORE_INDEX,
         model_name=ckpt.model_name,
         opset=opset,
         dynamic=dynamic,
         dynamic_shapes={k: list(v) for k, v in shapes.items()} if dynamic else None,
-        resize={"mode": "stretch", "size": list(size)},
         exporter={"exporter": exporter, "torch": torch.__version__, "onnx": onnx.__version__,
                   "onnxruntime": onnxruntime.__version__, "opset": str(opset), "simplified": simplified},
         checkpoint={"file": ckpt_path.name, "sha256": sha256_file(ckpt_path), "stage": ckpt.stage,
                     "step": ckpt.step, "config": ckpt.config},
         uda_adapt_version=__version__,
+        export_config=config.to_dict(),
     )
 
 

@@ -20,9 +20,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from common.atomic import atomic_write_bytes
+from common.cuda import open_cuda
 from common.errors import UserError
-from common.manifest import EngineSpec, Manifest
+from common.engines import engine_file_name
+from common.manifest import EngineSpec
 
 
 class TensorRTUnavailable(UserError):
@@ -33,6 +37,7 @@ class TensorRTUnavailable(UserError):
 class GpuInfo:
     name: str
     compute_capability: tuple[int, int]
+    device: int = 0
 
     @property
     def cc(self) -> str:
@@ -47,43 +52,31 @@ def import_tensorrt() -> ModuleType:
     return tensorrt
 
 
-def detect_gpu() -> GpuInfo:
-    """The first CUDA device, from torch or else cuda-python."""
-    import torch
-
-    if torch.cuda.is_available():
-        return GpuInfo(torch.cuda.get_device_name(0), tuple(torch.cuda.get_device_capability(0)))
-    try:  # JetPack images often carry a CPU-only torch but cuda-python
-        from cuda.bindings import runtime as cudart
-
-        err, props = cudart.cudaGetDeviceProperties(0)
-        if int(err) == 0:
-            name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-            return GpuInfo(name.strip("\x00"), (int(props.major), int(props.minor)))
-    except ImportError:
-        pass
-    raise TensorRTUnavailable("no CUDA GPU is visible (torch.cuda.is_available() is False)")
-
-
-def trt_version_key(version: str) -> str:
-    """major.minor.patch: engines are tied to it, and the engine file name carries it."""
-    return ".".join(str(version).split(".")[:3])
-
-
-def engine_file_name(trt_version: str, gpu: GpuInfo, precision: str) -> str:
-    major, minor = gpu.compute_capability
-    return f"model.trt{trt_version_key(trt_version)}.sm{major}{minor}.{precision}.engine"
+def detect_gpu(device: int = 0) -> GpuInfo:
+    """The CUDA device the engine is built for, through cuda-python or torch (`common.cuda`)."""
+    try:
+        cuda = open_cuda(device)
+    except UserError as exc:
+        raise TensorRTUnavailable(str(exc)) from exc
+    try:
+        major, minor = (int(v) for v in cuda.compute_capability().split("."))
+        return GpuInfo(cuda.name(), (major, minor), device)
+    finally:
+        cuda.close()
 
 
 def build_engine(trt: ModuleType, gpu: GpuInfo, onnx_path: Path, out_dir: Path, *, precision: str,
                  input_name: str, shapes: dict[str, tuple[int, ...]] | None = None, workspace_gib: float = 4.0,
                  timing_cache: Path | None = None, legacy_precision_flags: bool = False,
-                 calibration_reader: Any = None, calibration: dict[str, Any] | None = None) -> EngineSpec:
+                 calibration_reader: Any = None, calibration: dict[str, Any] | None = None,
+                 dla_core: int | None = None) -> EngineSpec:
     """Build an engine from `onnx_path` into `out_dir`; returns its manifest entry.
 
     Strongly typed: `onnx_path` must already carry the precision (model.<precision>.onnx).
     With `legacy_precision_flags` (TensorRT 10.x only) it is the fp32 ONNX, and precision comes
     from builder flags; int8 then calibrates with `calibration_reader` (see precision.py).
+    With `dla_core` (Orin NX/AGX, TensorRT 10.x) layers run on that DLA core, and those the
+    DLA cannot run fall back to the GPU.
     """
     version = str(trt.__version__)
     if int(version.split(".")[0]) < 10 or not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
@@ -107,7 +100,13 @@ def build_engine(trt: ModuleType, gpu: GpuInfo, onnx_path: Path, out_dir: Path, 
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     previous = timing_cache.read_bytes() if timing_cache is not None and timing_cache.is_file() else b""
     cache = config.create_timing_cache(previous)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    # set_timing_cache returns False (and builds without the cache) when the file came from
+    # another TensorRT or GPU; say so instead of silently rebuilding every tactic.
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise UserError(f"the timing cache {timing_cache} was written by another TensorRT version or GPU; delete it "
+                        "or pass --timing-cache with a new path")
+    if dla_core is not None:
+        _use_dla(trt, builder, config, dla_core, precision, legacy_precision_flags)
     profile = None
     if shapes is not None:
         profile = builder.create_optimization_profile()
@@ -117,14 +116,14 @@ def build_engine(trt: ModuleType, gpu: GpuInfo, onnx_path: Path, out_dir: Path, 
         config.set_flag(trt.BuilderFlag.FP16)  # int8 too: layers TensorRT cannot quantize fall back to fp16
     if legacy_precision_flags and precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = _entropy_calibrator(trt, calibration_reader, out_dir / "calib.cache")
+        config.int8_calibrator = _entropy_calibrator(trt, calibration_reader, out_dir / "calib.cache", gpu.device)
         if profile is not None:
             config.set_calibration_profile(profile)
 
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise UserError(f"TensorRT {version} failed to build an engine from {onnx_path.name}; see its log above")
-    engine_file = out_dir / engine_file_name(version, gpu, precision)
+    engine_file = out_dir / engine_file_name(version, gpu.compute_capability, precision, dla_core)
     atomic_write_bytes(engine_file, bytes(plan))
     if timing_cache is not None:
         atomic_write_bytes(timing_cache, bytes(cache.serialize()))
@@ -136,22 +135,43 @@ def build_engine(trt: ModuleType, gpu: GpuInfo, onnx_path: Path, out_dir: Path, 
         compute_capability=gpu.cc,
         min_shape=shapes["min"] if shapes else None, opt_shape=shapes["opt"] if shapes else None,
         max_shape=shapes["max"] if shapes else None,
-        calibration=record or None,
+        calibration=record or None, dla_core=dla_core,
         built_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
 
 
-def _entropy_calibrator(trt: ModuleType, reader: Any, cache_path: Path) -> Any:
-    """A TensorRT 10.x IInt8EntropyCalibrator2 fed by a CalibrationDataReader, batch size 1."""
-    import torch
+def _use_dla(trt: ModuleType, builder: Any, config: Any, core: int, precision: str, legacy_flags: bool) -> None:
+    """Default every layer to DLA `core`, with GPU fallback for layers the DLA cannot run."""
+    version = str(trt.__version__)
+    if not hasattr(trt, "DeviceType") or not hasattr(trt.DeviceType, "DLA") or int(version.split(".")[0]) >= 11:
+        raise UserError(f"TensorRT {version} builds no DLA engines on Jetson (10.x, as in JetPack 6, does); "
+                        "drop --dla-core")
+    cores = int(getattr(builder, "num_DLA_cores", 0))
+    if core >= cores:
+        raise UserError(f"--dla-core {core}: this device has {cores} DLA core{'s' if cores != 1 else ''} "
+                        f"(Orin NX and AGX have 2, Orin Nano none); drop --dla-core or use 0..{cores - 1}")
+    if precision == "fp32":
+        raise UserError("the DLA runs fp16 or int8 only; add --precision fp16 (or int8 with --calib-data)")
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = core
+    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
 
+
+def _entropy_calibrator(trt: ModuleType, reader: Any, cache_path: Path, device: int = 0) -> Any:
+    """A TensorRT 10.x IInt8EntropyCalibrator2 fed by a CalibrationDataReader, batch size 1.
+
+    `get_batch` must return *device* pointers: each batch is copied into one device buffer
+    through `common.cuda` (cuda-python, or torch's CUDA), so a CPU-only torch (JetPack's usual
+    case) works too.
+    """
     if reader is None:
         raise UserError("--precision int8 needs calibration images: add --calib-data DIR")
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
-            self.batch: torch.Tensor | None = None
+            self.cuda: Any = None
+            self.buffer, self.capacity = 0, 0
 
         def get_batch_size(self) -> int:
             return 1
@@ -159,11 +179,23 @@ def _entropy_calibrator(trt: ModuleType, reader: Any, cache_path: Path) -> Any:
         def get_batch(self, names: list[str]) -> list[int] | None:
             feed = reader.get_next()
             if feed is None:
+                self.close()
                 return None
-            # Kept on self: TensorRT reads the device pointer after this returns.
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-            self.batch = torch.from_numpy(feed[reader.input_name]).to(device)
-            return [int(self.batch.data_ptr())]
+            batch = np.ascontiguousarray(feed[reader.input_name], dtype=np.float32)
+            if self.cuda is None:
+                self.cuda = open_cuda(device)
+            self.cuda.use_on_this_thread()     # TensorRT may call back on its own thread
+            if batch.nbytes > self.capacity:   # one buffer, grown only if a batch is larger
+                self.buffer, self.capacity = self.cuda.device_buffer(batch.nbytes), batch.nbytes
+            self.cuda.upload(self.buffer, batch.view(np.uint8).reshape(-1))
+            # TensorRT reads the buffer after this returns: the copy must have landed.
+            self.cuda.synchronize()
+            return [int(self.buffer)]
+
+        def close(self) -> None:
+            if self.cuda is not None:
+                self.cuda.close()
+                self.cuda = None
 
         def read_calibration_cache(self) -> bytes | None:
             return cache_path.read_bytes() if cache_path.is_file() else None
@@ -190,47 +222,3 @@ def trtexec_command(onnx_file: str | os.PathLike, engine_file: str | os.PathLike
     if timing_cache is not None:
         parts.append(f"--timingCacheFile={timing_cache}")
     return " ".join(parts)
-
-
-def check_engine_compatible(engine: EngineSpec, trt_version: str, compute_capability: str | tuple[int, int]) -> None:
-    """Refuse an engine built for another TensorRT (major.minor.patch) or GPU compute capability."""
-    problems = _mismatches(engine, trt_version, compute_capability)
-    if problems:
-        raise UserError(f"engine {engine.file} was built for {' and '.join(problems)}; rebuild it on this device "
-                        f"with `uda-adapt export CKPT --trt --precision {engine.precision}`")
-
-
-def compatible_engine(manifest: Manifest, trt_version: str, compute_capability: str | tuple[int, int],
-                      precision: str | None = None) -> EngineSpec:
-    """The manifest's engine for this TensorRT and GPU (and `precision`, if given)."""
-    candidates = [e for e in manifest.engines if precision is None or e.precision == precision]
-    if not candidates:
-        option = f" --precision {precision}" if precision else ""
-        raise UserError(f"the export has no {precision + ' ' if precision else ''}TensorRT engine; build one on "
-                        f"this device with `uda-adapt export CKPT --trt{option}`")
-    for engine in candidates:
-        if not _mismatches(engine, trt_version, compute_capability):
-            return engine
-    check_engine_compatible(candidates[0], trt_version, compute_capability)  # raises, naming the mismatch
-    return candidates[0]
-
-
-def _mismatches(engine: EngineSpec, trt_version: str, compute_capability: str | tuple[int, int]) -> list[str]:
-    here_cc = _cc_text(compute_capability)
-    problems = []
-    if trt_version_key(engine.trt_version) != trt_version_key(trt_version):
-        problems.append(f"TensorRT {engine.trt_version} (this system has {trt_version})")
-    if _cc_text(engine.compute_capability) != here_cc:
-        problems.append(f"compute capability {engine.compute_capability} (this GPU is {here_cc})")
-    return problems
-
-
-def _cc_text(value: str | tuple[int, int]) -> str:
-    """"8.7", "sm87", "87" or (8, 7) -> "8.7"."""
-    if isinstance(value, (tuple, list)):
-        return f"{int(value[0])}.{int(value[1])}"
-    text = str(value).lower().removeprefix("sm").removeprefix("_")
-    if "." in text:
-        major, minor = text.split(".", 1)
-        return f"{int(major)}.{int(minor)}"
-    return f"{int(text[:-1])}.{int(text[-1])}"

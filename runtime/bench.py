@@ -27,17 +27,6 @@ from runtime.report import format_table
 from runtime.sinks import NullSink
 
 
-def parse_shape(text: str) -> tuple[int, int, int, int]:
-    """'1x3x512x1024' -> (1, 3, 512, 1024)."""
-    try:
-        dims = tuple(int(d) for d in text.lower().split("x"))
-    except ValueError:
-        dims = ()
-    if len(dims) != 4 or dims[1] != 3 or min(dims) < 1:
-        raise UserError(f"--shape {text!r} must be Bx3xHxW, e.g. 1x3x512x1024")
-    return dims  # type: ignore[return-value]
-
-
 def latency_stats_ms(seconds: list[float] | np.ndarray) -> dict[str, float]:
     ms = np.asarray(seconds, np.float64) * 1000.0
     p50, p90, p95, p99 = np.percentile(ms, [50, 90, 95, 99])
@@ -137,7 +126,8 @@ def host_info() -> dict[str, Any]:
 def bench(
     model: str,
     backend: str = "auto",
-    shape: tuple[int, int, int, int] | None = None,
+    size: tuple[int, int] | None = None,
+    batch: int = 1,
     warmup: int = 10,
     iters: int = 100,
     pipeline: bool = True,
@@ -147,10 +137,9 @@ def bench(
 ) -> dict[str, Any]:
     if warmup < 0 or iters < 2:
         raise UserError(f"--warmup must be 0 or more and --iters 2 or more, got {warmup} and {iters}")
-    runner = open_backend(model, backend, threads=threads, device=device, input_size=shape[2:] if shape else None, log=log)
+    runner = open_backend(model, backend, threads=threads, device=device, input_size=size, log=log)
     try:
-        size = runner.input_size
-        shape = shape or (1, 3, *size)
+        shape = (batch, 3, *runner.input_size)
         log(f"backend: {runner.describe()}")
         result: dict[str, Any] = {
             "model": str(model), "backend": runner.describe(), "providers": runner.providers,

@@ -1,7 +1,9 @@
-"""Frame -> network input: stretch-resize, colour order, scale, mean/std, NCHW float32.
+"""Frame -> network input: `common.preprocess.prepare_input`, into buffers reused frame to frame.
 
-Everything runs in OpenCV (which releases the GIL) into buffers allocated once, so the
-preprocessing of one frame overlaps the inference of the previous one on another thread.
+The same contract (stretch-resize, colour order, scale, mean/std, NCHW float32), held equal
+to `prepare_input` by tests/runtime/test_preprocess.py. Everything runs in OpenCV (which
+releases the GIL) into buffers allocated once, so the preprocessing of one frame overlaps the
+inference of the previous one on another thread.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ class RunConfig:
     backend: str = "auto"                     # auto | trt | ort | torch
     device: int = 0
     threads: int | None = None                # CPU threads for inference; None: the backend's default
-    model_size: tuple[int, int] | None = None  # (H, W) for models without a fixed input size
+    size: tuple[int, int] | None = None       # --size (H, W) for dynamic models; None: the manifest's input.size
     render: RenderOptions = RenderOptions()
     capture: CaptureOptions = CaptureOptions()
     loop: int = 0                             # --input-loop: 0 once, N extra times, -1 forever
@@ -58,7 +58,7 @@ def run_stream(config: RunConfig, log: Log = log_to_stderr) -> PipelineReport:
     latest = source_uri.live if config.latest is None else config.latest
 
     with contextlib.ExitStack() as stack:
-        backend = open_backend(config.model, config.backend, threads=config.threads, device=config.device, input_size=config.model_size, log=log)
+        backend = open_backend(config.model, config.backend, threads=config.threads, device=config.device, input_size=config.size, log=log)
         stack.callback(backend.close)
         log(f"backend: {backend.describe()}")
         manifest = backend.manifest

@@ -16,9 +16,7 @@ import torch
 
 from adapt.classes import IGNORE_INDEX
 from common.errors import UserError
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+from common.preprocess import IMAGENET_MEAN, IMAGENET_STD  # the one home of the constants
 
 
 @dataclass

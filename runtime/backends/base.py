@@ -14,9 +14,6 @@ import numpy as np
 
 from common.manifest import Manifest
 
-DEFAULT_INPUT_SIZE = (512, 1024)
-
-
 class Backend(Protocol):
     manifest: Manifest               # classes, palette, normalisation
     input_size: tuple[int, int]      # (H, W) the network is fed
@@ -32,16 +29,10 @@ class Backend(Protocol):
 
 
 def input_size_from(manifest: Manifest, override: tuple[int, int] | None = None) -> tuple[int, int]:
-    """The (H, W) to feed: an explicit override, else the manifest's static shape or resize size."""
+    """The (H, W) to feed: an explicit override (`--size`), else the manifest's `input.size`."""
     if override is not None:
-        return override
-    shape = manifest.input.shape
-    if len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[2:]):
-        return int(shape[2]), int(shape[3])
-    size = manifest.resize.get("size") if isinstance(manifest.resize, dict) else None
-    if isinstance(size, (list, tuple)) and len(size) == 2:
-        return int(size[0]), int(size[1])
-    return DEFAULT_INPUT_SIZE
+        return int(override[0]), int(override[1])
+    return manifest.input.size
 
 
 def logits_to_mask(output: np.ndarray) -> np.ndarray:

@@ -57,7 +57,7 @@ class OnnxRuntimeBackend:
         static = tuple(shape[2:]) if len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]) else None
         self.input_size = input_size_from(self.manifest, input_size or static)
         if static and input_size and tuple(input_size) != static:
-            raise UserError(f"{self.path} has a fixed input size {static[0]}x{static[1]}; drop --model-size or re-export with --dynamic")
+            raise UserError(f"{self.path} has a fixed input size {static[0]}x{static[1]}; drop --size or re-export with --dynamic")
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         # ORT releases the GIL for the whole run, so capture and render threads keep working.

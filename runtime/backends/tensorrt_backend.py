@@ -8,36 +8,23 @@ plan only runs on the version and GPU it was built for.
 
 from __future__ import annotations
 
-import ctypes
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from common.cuda import CudaLayer, open_cuda
+from common.engines import check_engine_compatible
 from common.errors import UserError
-from common.manifest import EngineSpec, Manifest, manifest_for, read_manifest
+from common.manifest import Manifest, manifest_for, read_manifest
 from runtime.backends.base import input_size_from, logits_to_mask
 
 INSTALL_HINT = (
-    "TensorRT is not installed: on Jetson it comes with JetPack (python3-libnvinfer); on x86 "
-    "`pip install tensorrt-cu12 cuda-python`; or run the .onnx with --backend ort"
+    "TensorRT is not installed: on Jetson it comes with JetPack (python3-libnvinfer, in a venv made with "
+    "--system-site-packages); on x86 `pip install tensorrt-cu12 cuda-python`; or run the .onnx with --backend ort"
 )
-
-
-class CudaLayer(Protocol):
-    """The few CUDA calls the backend makes; all copies are async on one stream."""
-
-    stream_handle: int
-
-    def compute_capability(self) -> str: ...
-    def device_buffer(self, nbytes: int) -> int: ...              # -> device pointer
-    def pinned(self, nbytes: int) -> np.ndarray: ...              # page-locked host uint8
-    def upload(self, device_ptr: int, host: np.ndarray) -> None: ...
-    def download(self, host: np.ndarray, device_ptr: int) -> None: ...
-    def synchronize(self) -> None: ...
-    def close(self) -> None: ...
 
 
 class TensorRTBackend:
@@ -84,16 +71,16 @@ class TensorRTBackend:
         self._output = self.manifest.output.name if self.manifest.output.name in outputs else outputs[0]
         shape = tuple(engine.get_tensor_shape(self._input))
         if -1 in shape:
-            _, opt_shape, max_shape = (tuple(s) for s in engine.get_tensor_profile_shape(self._input, 0))
+            min_shape, opt_shape, max_shape = (tuple(s) for s in engine.get_tensor_profile_shape(self._input, 0))
         else:
-            opt_shape = max_shape = shape
-        self._max_input_shape = max_shape
+            min_shape = opt_shape = max_shape = shape
+        self._min_input_shape, self._max_input_shape = min_shape, max_shape
         self.input_size = input_size_from(self.manifest, input_size or (int(opt_shape[2]), int(opt_shape[3])))
 
         # Allocate at the profile maximum once; later shapes only change the views.
         self._in_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self._input)))
         self._out_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self._output)))
-        self._context.set_input_shape(self._input, max_shape)
+        self._set_input_shape(max_shape)
         max_out = tuple(self._context.get_tensor_shape(self._output))
         in_bytes = int(np.prod(max_shape)) * self._in_dtype.itemsize
         out_bytes = int(np.prod(max_out)) * self._out_dtype.itemsize
@@ -106,11 +93,25 @@ class TensorRTBackend:
         self._shape: tuple[int, ...] | None = None
         self._out_shape: tuple[int, ...] = max_out
 
+    def _set_input_shape(self, shape: tuple[int, ...]) -> None:
+        low, high = self._min_input_shape, self._max_input_shape
+        if any(b > m for b, m in zip(shape, high)):
+            raise UserError(f"input {_dims(shape)} exceeds the engine's maximum {_dims(high)}; use a smaller --size "
+                            "or rebuild with a larger --max-shape")
+        if any(b < m for b, m in zip(shape, low)):
+            raise UserError(f"input {_dims(shape)} is below the engine's minimum {_dims(low)}; use a larger --size "
+                            "or rebuild with a smaller --min-shape")
+        # set_input_shape returns False for a shape the engine cannot take (TensorRT 10/11).
+        if self._context.set_input_shape(self._input, shape) is False:
+            raise UserError(f"TensorRT rejected input shape {_dims(shape)} for {self.path.name} (its range is "
+                            f"{_dims(low)} .. {_dims(high)})")
+
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        # Inference runs on the pipeline's thread, not the one that opened the engine: the
+        # CUDA device is per thread, so select it here (once per thread) for --device N > 0.
+        self._cuda.use_on_this_thread()
         if batch.shape != self._shape:
-            if any(b > m for b, m in zip(batch.shape, self._max_input_shape)):
-                raise UserError(f"input {batch.shape} exceeds the engine's maximum {self._max_input_shape}; rebuild with a larger --max-shape")
-            self._context.set_input_shape(self._input, batch.shape)
+            self._set_input_shape(tuple(batch.shape))
             self._out_shape = tuple(self._context.get_tensor_shape(self._output))
             self._shape = batch.shape
         n_in = batch.size * self._in_dtype.itemsize
@@ -145,30 +146,8 @@ def check_engine(manifest: Manifest, engine_path: Path, trt_version: str, comput
     spec = next((e for e in manifest.engines if Path(e.file).name == engine_path.name), None)
     if spec is None:
         return f"{manifest_for(engine_path)} lists no entry for {engine_path.name}; relying on TensorRT's own version check"
-    try:
-        from export.tensorrt_build import check_engine_compatible
-    except ImportError:
-        check_engine_compatible = _check_engine_compatible
     check_engine_compatible(spec, trt_version, compute_capability)
     return None
-
-
-def _check_engine_compatible(spec: EngineSpec, trt_version: str, compute_capability: str) -> None:
-    if _version_key(spec.trt_version) != _version_key(trt_version):
-        raise UserError(
-            f"engine {spec.file} was built with TensorRT {spec.trt_version} but TensorRT {trt_version} is installed; "
-            "rebuild it on this machine with `uda-adapt export CKPT --trt`"
-        )
-    if spec.compute_capability != compute_capability:
-        raise UserError(
-            f"engine {spec.file} was built for a GPU of compute capability {spec.compute_capability} ({spec.gpu_name}) "
-            f"but this GPU is {compute_capability}; rebuild it on this machine with `uda-adapt export CKPT --trt`"
-        )
-
-
-def _version_key(version: str) -> tuple[str, ...]:
-    """Engines are tied to major.minor.patch; the build number may differ (10.3.0 vs 10.3.0.30)."""
-    return tuple(version.split(".")[:3])
 
 
 def _import_tensorrt() -> Any:
@@ -179,111 +158,5 @@ def _import_tensorrt() -> Any:
     return tensorrt
 
 
-def open_cuda(device: int = 0) -> CudaLayer:
-    """cuda-python when installed (NVIDIA's samples use it), else torch's CUDA."""
-    try:
-        try:
-            from cuda.bindings import runtime as cudart
-        except ImportError:
-            from cuda import cudart  # cuda-python < 12.6
-        return CudaPythonLayer(cudart, device)
-    except ImportError:
-        pass
-    try:
-        import torch
-    except ImportError:
-        raise UserError(INSTALL_HINT) from None
-    if not torch.cuda.is_available():
-        raise UserError("no CUDA GPU is visible (torch.cuda.is_available() is False); TensorRT engines need one, run the .onnx with --backend ort instead")
-    return TorchCudaLayer(torch, device)
-
-
-class CudaPythonLayer:
-    def __init__(self, cudart: Any, device: int) -> None:
-        self._rt = cudart
-        self._device_ptrs: list[int] = []
-        self._host_ptrs: list[int] = []
-        self._call("cudaSetDevice", device, what=f"no usable CUDA GPU {device}; TensorRT engines need an NVIDIA GPU and driver, or run the .onnx with --backend ort")
-        self._device = device
-        self.stream_handle = int(self._call("cudaStreamCreate"))
-
-    def _call(self, name: str, *args: Any, what: str | None = None) -> Any:
-        result = getattr(self._rt, name)(*args)
-        err, values = result[0], result[1:]
-        if int(err) != 0:
-            raise UserError(f"{what or 'CUDA call ' + name + ' failed'} ({getattr(err, 'name', err)})")
-        return values[0] if len(values) == 1 else values
-
-    def compute_capability(self) -> str:
-        props = self._call("cudaGetDeviceProperties", self._device)
-        return f"{props.major}.{props.minor}"
-
-    def device_buffer(self, nbytes: int) -> int:
-        ptr = int(self._call("cudaMalloc", nbytes))
-        self._device_ptrs.append(ptr)
-        return ptr
-
-    def pinned(self, nbytes: int) -> np.ndarray:
-        ptr = int(self._call("cudaMallocHost", nbytes))
-        self._host_ptrs.append(ptr)
-        return np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(ptr))
-
-    def upload(self, device_ptr: int, host: np.ndarray) -> None:
-        kind = self._rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-        self._call("cudaMemcpyAsync", device_ptr, host.ctypes.data, host.nbytes, kind, self.stream_handle)
-
-    def download(self, host: np.ndarray, device_ptr: int) -> None:
-        kind = self._rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        self._call("cudaMemcpyAsync", host.ctypes.data, device_ptr, host.nbytes, kind, self.stream_handle)
-
-    def synchronize(self) -> None:
-        self._call("cudaStreamSynchronize", self.stream_handle)
-
-    def close(self) -> None:
-        for ptr in self._device_ptrs:
-            self._rt.cudaFree(ptr)
-        for ptr in self._host_ptrs:
-            self._rt.cudaFreeHost(ptr)
-        self._device_ptrs, self._host_ptrs = [], []
-        if self.stream_handle:
-            self._rt.cudaStreamDestroy(self.stream_handle)
-            self.stream_handle = 0
-
-
-class TorchCudaLayer:
-    """The same calls through torch tensors (what Ultralytics does); torch owns the memory."""
-
-    def __init__(self, torch: Any, device: int) -> None:
-        self._torch = torch
-        self._device = torch.device(f"cuda:{device}")
-        self._stream = torch.cuda.Stream(self._device)
-        self.stream_handle = int(self._stream.cuda_stream)
-        self._tensors: dict[int, Any] = {}
-
-    def compute_capability(self) -> str:
-        major, minor = self._torch.cuda.get_device_capability(self._device)
-        return f"{major}.{minor}"
-
-    def device_buffer(self, nbytes: int) -> int:
-        tensor = self._torch.empty(nbytes, dtype=self._torch.uint8, device=self._device)
-        self._tensors[tensor.data_ptr()] = tensor
-        return tensor.data_ptr()
-
-    def pinned(self, nbytes: int) -> np.ndarray:
-        tensor = self._torch.empty(nbytes, dtype=self._torch.uint8, pin_memory=True)
-        self._tensors[tensor.data_ptr()] = tensor
-        return tensor.numpy()
-
-    def upload(self, device_ptr: int, host: np.ndarray) -> None:
-        with self._torch.cuda.stream(self._stream):
-            self._tensors[device_ptr][: host.nbytes].copy_(self._torch.from_numpy(host), non_blocking=True)
-
-    def download(self, host: np.ndarray, device_ptr: int) -> None:
-        with self._torch.cuda.stream(self._stream):
-            self._torch.from_numpy(host).copy_(self._tensors[device_ptr][: host.nbytes], non_blocking=True)
-
-    def synchronize(self) -> None:
-        self._stream.synchronize()
-
-    def close(self) -> None:
-        self._tensors.clear()
+def _dims(shape: tuple[int, ...]) -> str:
+    return "x".join(str(int(d)) for d in shape)

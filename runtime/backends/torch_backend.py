@@ -37,7 +37,7 @@ class TorchBackend:
         self.manifest = Manifest(
             classes=ckpt.classes,
             palette=ckpt.palette,
-            input=InputSpec(mean=ckpt.mean, std=ckpt.std, shape=(1, 3, "height", "width")),
+            input=InputSpec(mean=ckpt.mean, std=ckpt.std),   # size: DEFAULT_INPUT_SIZE unless --size
             output=OutputSpec(),
             ignore_index=IGNORE_INDEX,
             model_name=ckpt.model_name,

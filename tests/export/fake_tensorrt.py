@@ -3,7 +3,10 @@
 Only what the build code may touch is modelled, and only where the real version has it:
 10.x has BuilderFlag.FP16/INT8, NetworkDefinitionCreationFlag.EXPLICIT_BATCH, the
 IInt8EntropyCalibrator2 base class and config.int8_calibrator; 11.x has none of them
-(TensorRT 11 removed them), and both have STRONGLY_TYPED.
+(TensorRT 11 removed them), and both have STRONGLY_TYPED. Checked against the TensorRT 10/11
+Python API docs: `IBuilderConfig.set_timing_cache` returns a bool (False: the cache is from
+another TensorRT or device); DLA builds set `default_device_type = DeviceType.DLA`, `DLA_core`
+and `BuilderFlag.GPU_FALLBACK`, and `IBuilder.num_DLA_cores` says how many cores there are.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from pathlib import Path
 
 
 def make_fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = True,
-                       builder_error: Exception | None = None) -> types.ModuleType:
+                       builder_error: Exception | None = None, timing_cache_ok: bool = True,
+                       dla_cores: int = 0) -> types.ModuleType:
     major = int(version.split(".")[0])
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
@@ -28,6 +32,7 @@ def make_fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = 
         builder_flags += ["FP16", "BF16", "INT8", "FP8", "OBEY_PRECISION_CONSTRAINTS"]
     trt.BuilderFlag = enum.IntEnum("BuilderFlag", builder_flags)
     trt.MemoryPoolType = enum.IntEnum("MemoryPoolType", ["WORKSPACE", "DLA_MANAGED_SRAM"])
+    trt.DeviceType = enum.IntEnum("DeviceType", ["GPU", "DLA"])
 
     class Logger:
         WARNING = 2
@@ -51,6 +56,25 @@ def make_fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = 
         def __init__(self) -> None:
             self.flags: set = set()
             self.calibrator = None
+            self._device_type, self._dla_core = trt.DeviceType.GPU, -1
+
+        @property
+        def default_device_type(self):
+            return self._device_type
+
+        @default_device_type.setter
+        def default_device_type(self, value) -> None:
+            calls.append(("default_device_type", value.name))
+            self._device_type = value
+
+        @property
+        def DLA_core(self) -> int:  # noqa: N802  (TensorRT's attribute name)
+            return self._dla_core
+
+        @DLA_core.setter
+        def DLA_core(self, value: int) -> None:  # noqa: N802
+            calls.append(("DLA_core", value))
+            self._dla_core = value
 
         def set_memory_pool_limit(self, pool, size: int) -> None:
             calls.append(("set_memory_pool_limit", pool, size))
@@ -61,7 +85,7 @@ def make_fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = 
 
         def set_timing_cache(self, cache: TimingCache, ignore_mismatch: bool) -> bool:
             calls.append(("set_timing_cache", ignore_mismatch))
-            return True
+            return timing_cache_ok
 
         def add_optimization_profile(self, profile: Profile) -> int:
             calls.append(("add_optimization_profile",))
@@ -94,6 +118,7 @@ def make_fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = 
             if builder_error is not None:
                 raise builder_error
             calls.append(("Builder",))
+            self.num_DLA_cores = dla_cores
 
         def create_network(self, flags: int = 0) -> Network:
             calls.append(("create_network", flags))
@@ -136,8 +161,9 @@ def make_fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = 
 def _drive_calibrator(calibrator, calls: list[tuple]) -> None:
     """What TensorRT 10 does with a calibrator: read the cache, pull batches, write the cache."""
     if calibrator.read_calibration_cache() is None:
-        batches = 0
-        while calibrator.get_batch(["image"]) is not None:
-            batches += 1
-        calls.append(("calibration_batches", batches, calibrator.get_batch_size()))
+        pointers = []
+        while (batch := calibrator.get_batch(["image"])) is not None:
+            pointers.append(batch[0])
+        calls.append(("calibration_batches", len(pointers), calibrator.get_batch_size()))
+        calls.append(("calibration_pointers", pointers))
         calibrator.write_calibration_cache(b"calibration-table")

@@ -9,7 +9,7 @@ from cli.main import main
 
 
 def _export(ckpt, out, *extra):
-    return main(["export", str(ckpt), "--out", str(out), "--imgsz", "64", "128", "--parity-num", "1", *extra])
+    return main(["export", str(ckpt), "--out", str(out), "--size", "64x128", "--parity-num", "1", *extra])
 
 
 def test_export_prints_parity_and_exits_0(ckpt, tmp_path, capsys):

@@ -15,6 +15,7 @@ import torch
 from adapt.checkpoint import build_model, load_checkpoint, save_checkpoint
 from common.errors import UserError
 from export.api import export_model
+from export.config import ExportConfig
 from common.manifest import manifest_from_metadata, metadata_props, read_manifest, sha256_file
 from export.onnx_export import DeployWrapper, check_onnx, export_onnx
 from tests.export.conftest import small_checkpoint
@@ -42,7 +43,7 @@ def assert_same_mask_up_to_ties(mask, model, x, tie=1e-3):
 
 @pytest.mark.parametrize("imgsz", [(64, 128), (96, 160)])
 def test_export_passes_checker_and_matches_pytorch(ckpt, target_data, tmp_path, imgsz):
-    result = export_model(ckpt, tmp_path / "out", imgsz=imgsz, parity_data=target_data, parity_num=3)
+    result = export_model(ckpt, tmp_path / "out", ExportConfig(size=imgsz, parity_data=target_data, parity_num=3))
     onnx_path = tmp_path / "out" / "model.onnx"
     onnx.checker.check_model(str(onnx_path), full_check=True)
 
@@ -58,8 +59,8 @@ def test_export_passes_checker_and_matches_pytorch(ckpt, target_data, tmp_path, 
 
 
 def test_dynamic_export_runs_at_other_sizes_and_batches(ckpt, target_data, tmp_path):
-    result = export_model(ckpt, tmp_path / "out", imgsz=(64, 128), dynamic=True, parity_data=target_data, parity_num=2)
-    assert result.manifest.dynamic and result.manifest.input.shape == ("batch", 3, "height", "width")
+    result = export_model(ckpt, tmp_path / "out", ExportConfig(size=(64, 128), dynamic=True, parity_data=target_data, parity_num=2))
+    assert result.manifest.dynamic and result.manifest.input.size == (64, 128)
     assert result.manifest.dynamic_shapes == {"min": [1, 3, 32, 64], "opt": [1, 3, 64, 128], "max": [1, 3, 128, 256]}
     # The gate also checked both ends of the range.
     assert [c.imgsz for c in result.parity_checks] == [(64, 128), (32, 64), (128, 256)]
@@ -74,7 +75,7 @@ def test_dynamic_export_runs_at_other_sizes_and_batches(ckpt, target_data, tmp_p
 
 
 def test_logits_output(ckpt, tmp_path):
-    result = export_model(ckpt, tmp_path / "out", imgsz=(64, 128), output="logits", parity_num=2)
+    result = export_model(ckpt, tmp_path / "out", ExportConfig(size=(64, 128), output="logits", parity_num=2))
     assert result.manifest.output.kind == "logits" and result.manifest.output.dtype == "float32"
     x = np.zeros((1, 3, 64, 128), np.float32)
     logits = _session(tmp_path / "out" / "model.onnx").run(None, {"image": x})[0]
@@ -84,7 +85,7 @@ def test_logits_output(ckpt, tmp_path):
 
 
 def test_metadata_round_trip(ckpt, tmp_path):
-    export_model(ckpt, tmp_path / "out", imgsz=(64, 128), parity_num=1)
+    export_model(ckpt, tmp_path / "out", ExportConfig(size=(64, 128), parity_num=1))
     manifest = read_manifest(tmp_path / "out" / "model.json")
     assert manifest.onnx_sha256 == sha256_file(tmp_path / "out" / "model.onnx")
     assert manifest.exporter["torch"] == torch.__version__ and manifest.exporter["onnx"] == onnx.__version__
@@ -92,7 +93,7 @@ def test_metadata_round_trip(ckpt, tmp_path):
     props = _session(tmp_path / "out" / "model.onnx").get_modelmeta().custom_metadata_map
     assert json.loads(props["classes"])[0] == "road" and json.loads(props["ignore_index"]) == 255
     assert json.loads(props["input"])["color_order"] == "RGB"
-    assert json.loads(props["resize"])["size"] == [64, 128]
+    assert json.loads(props["input"])["size"] == [64, 128] and "export_config" in props
     from_onnx = manifest_from_metadata(props)
     assert from_onnx.classes == manifest.classes and from_onnx.palette == manifest.palette
     assert from_onnx.input == manifest.input and from_onnx.output == manifest.output
@@ -100,7 +101,7 @@ def test_metadata_round_trip(ckpt, tmp_path):
 
 
 def test_synthetic_parity_is_reported_when_no_data_is_known(ckpt, tmp_path):
-    result = export_model(ckpt, tmp_path / "out", imgsz=(64, 128), parity_num=2)
+    result = export_model(ckpt, tmp_path / "out", ExportConfig(size=(64, 128), parity_num=2))
     report = json.loads((tmp_path / "out" / "report" / "parity.json").read_text())
     assert report["data"]["kind"] == "synthetic" and "--data" in report["data"]["note"]
     assert result.parity_checks[0].miou_delta is None and report["passed"]
@@ -110,13 +111,13 @@ def test_parity_data_comes_from_the_checkpoint_config(target_data, tmp_path):
     path = tmp_path / "configured.pt"
     save_checkpoint(path, dataclasses.replace(load_checkpoint(small_checkpoint(path)), config={
         "data": {"target": {"kind": "folder", "root": str(target_data), "val_split": "val"}}}))
-    export_model(path, tmp_path / "out", imgsz=(64, 128), parity_num=2)
+    export_model(path, tmp_path / "out", ExportConfig(size=(64, 128), parity_num=2))
     report = json.loads((tmp_path / "out" / "report" / "parity.json").read_text())
     assert report["data"] == {"kind": "folder", "root": str(target_data), "split": "val", "n_images": 2, "labelled": True}
 
     save_checkpoint(path, dataclasses.replace(load_checkpoint(path), config={
         "data": {"target": {"kind": "folder", "root": str(tmp_path / "elsewhere")}}}))
-    export_model(path, tmp_path / "out2", imgsz=(64, 128), parity_num=1)
+    export_model(path, tmp_path / "out2", ExportConfig(size=(64, 128), parity_num=1))
     report = json.loads((tmp_path / "out2" / "report" / "parity.json").read_text())
     assert report["data"]["kind"] == "synthetic" and "not on this machine" in report["data"]["note"]
 
@@ -138,7 +139,6 @@ def test_opset_outside_the_exporter_range_is_refused(ckpt, tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("onnxscript") is None, reason="the dynamo exporter needs onnxscript")
 def test_dynamo_exporter(ckpt, target_data, tmp_path):
-    result = export_model(ckpt, tmp_path / "out", imgsz=(64, 128), exporter="dynamo", opset=18,
-                          parity_data=target_data, parity_num=2)
+    result = export_model(ckpt, tmp_path / "out", ExportConfig(size=(64, 128), exporter="dynamo", opset=18, parity_data=target_data, parity_num=2))
     assert result.parity_checks[0].passed
     assert not list((tmp_path / "out").glob("*.data")), "weights must stay inside model.onnx"

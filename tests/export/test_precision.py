@@ -12,14 +12,15 @@ from onnx import numpy_helper
 
 from common.errors import UserError
 from export.api import export_model
+from export.config import ExportConfig
+from common.manifest import InputSpec
 from export.parity import GATES, Gate, ParityCheck
 from export.precision import calibration_files, quantize_int8
 from export.trt_check import check_tensorrt_compat
 
 
 def test_fp16_variant(ckpt, target_data, tmp_path, reduced_precision_gates_open):
-    result = export_model(ckpt, tmp_path / "out", imgsz=(64, 128), precision="fp16",
-                          parity_data=target_data, parity_num=3)
+    result = export_model(ckpt, tmp_path / "out", ExportConfig(size=(64, 128), precision="fp16", parity_data=target_data, parity_num=3))
     variant = tmp_path / "out" / "model.fp16.onnx"
     model = onnx.load(str(variant))
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # float32 I/O kept
@@ -35,10 +36,10 @@ def test_fp16_variant(ckpt, target_data, tmp_path, reduced_precision_gates_open)
 
 
 def test_int8_qdq_variant(ckpt, target_data, tmp_path):
-    export_model(ckpt, tmp_path / "out", imgsz=(64, 128), parity_num=1)
+    export_model(ckpt, tmp_path / "out", ExportConfig(size=(64, 128), parity_num=1))
     int8_path = tmp_path / "model.int8.onnx"
     record = quantize_int8(tmp_path / "out" / "model.onnx", int8_path, calibration_files(target_data, 4),
-                           input_name="image", size=(64, 128), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+                           spec=InputSpec(size=(64, 128)))
     assert record["n_images"] == 4 and record["format"] == "QDQ"
     model = onnx.load(str(int8_path))
     onnx.checker.check_model(model, full_check=True)
@@ -60,9 +61,7 @@ def test_int8_qdq_variant(ckpt, target_data, tmp_path):
 
 
 def test_int8_export_is_recorded(ckpt, target_data, tmp_path, reduced_precision_gates_open):
-    result = export_model(ckpt, tmp_path / "out", imgsz=(64, 128), precision="int8",
-                          calib_data=target_data / "train" / "images", calib_num=3,
-                          parity_data=target_data, parity_num=3)
+    result = export_model(ckpt, tmp_path / "out", ExportConfig(size=(64, 128), precision="int8", calib_data=target_data / "train" / "images", calib_num=3, parity_data=target_data, parity_num=3))
     int8 = result.parity_checks[1]
     assert (int8.file, int8.precision, int8.min_agreement, int8.max_miou_drop) == ("model.int8.onnx", "int8", 0.0, 100.0)
     assert int8.miou_delta is not None and 0.0 <= int8.pixel_agreement <= 1.0
@@ -78,8 +77,7 @@ def test_int8_export_below_its_gate_is_kept_and_refused(ckpt, target_data, tmp_p
     # A gate no agreement can reach: the outcome is the same on every CPU.
     monkeypatch.setitem(GATES, "int8", Gate(1.01, 1.0))
     with pytest.raises(UserError, match=r"parity gate failed: model.int8.onnx \(int8, 64x128\) agrees with PyTorch"):
-        export_model(ckpt, tmp_path / "out", imgsz=(64, 128), precision="int8",
-                     calib_data=target_data / "train" / "images", calib_num=3, parity_data=target_data, parity_num=1)
+        export_model(ckpt, tmp_path / "out", ExportConfig(size=(64, 128), precision="int8", calib_data=target_data / "train" / "images", calib_num=3, parity_data=target_data, parity_num=1))
     manifest = json.loads((tmp_path / "out" / "model.json").read_text())
     assert manifest["parity"]["passed"] is False and "int8" in manifest["variants"]
 
@@ -115,7 +113,7 @@ def test_gate_failure_says_by_how_much():
 
 def test_int8_without_calibration_data_is_refused(ckpt, tmp_path):
     with pytest.raises(UserError, match="--calib-data"):
-        export_model(ckpt, tmp_path / "out", imgsz=(64, 128), precision="int8")
+        export_model(ckpt, tmp_path / "out", ExportConfig(size=(64, 128), precision="int8"))
     assert not (tmp_path / "out").exists()
 
 
@@ -123,7 +121,7 @@ def test_int8_with_an_empty_or_missing_folder_is_refused(ckpt, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
     with pytest.raises(UserError, match="holds no images"):
-        export_model(ckpt, tmp_path / "out", imgsz=(64, 128), precision="int8", calib_data=tmp_path / "empty")
+        export_model(ckpt, tmp_path / "out", ExportConfig(size=(64, 128), precision="int8", calib_data=tmp_path / "empty"))
     with pytest.raises(UserError, match="does not exist"):
         calibration_files(tmp_path / "nowhere", 10)
     assert not (tmp_path / "out").exists()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from export.api import export_model
+from export.config import ExportConfig
 from common.manifest import read_manifest
 
 pytestmark = [
@@ -25,8 +26,7 @@ def test_build_and_run_engine(precision, ckpt, target_data, tmp_path, reduced_pr
 
     from export.tensorrt_build import check_engine_compatible
 
-    result = export_model(ckpt, tmp_path / "out", imgsz=(64, 128), trt=True, precision=precision,
-                          parity_data=target_data, parity_num=2, workspace_gib=1)
+    result = export_model(ckpt, tmp_path / "out", ExportConfig(size=(64, 128), trt=True, precision=precision, parity_data=target_data, parity_num=2, workspace_gib=1))
     [spec] = read_manifest(tmp_path / "out" / "model.json").engines
     check_engine_compatible(spec, trt.__version__, torch.cuda.get_device_capability(0))
 
@@ -44,7 +44,5 @@ def test_build_and_run_engine(precision, ckpt, target_data, tmp_path, reduced_pr
 
 
 def test_int8_engine_from_qdq(ckpt, target_data, tmp_path, reduced_precision_gates_open):
-    result = export_model(ckpt, tmp_path / "out", imgsz=(64, 128), dynamic=True, trt=True, precision="int8",
-                          calib_data=target_data / "train" / "images", calib_num=3, parity_data=target_data,
-                          parity_num=2, workspace_gib=1)
+    result = export_model(ckpt, tmp_path / "out", ExportConfig(size=(64, 128), dynamic=True, trt=True, precision="int8", calib_data=target_data / "train" / "images", calib_num=3, parity_data=target_data, parity_num=2, workspace_gib=1))
     assert result.engine is not None and result.engine.name.endswith(".int8.engine")

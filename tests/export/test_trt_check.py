@@ -27,8 +27,9 @@ def _resize(**attrs):
 
 def test_exported_small_model_passes_for_trt10_and_trt11(ckpt, tmp_path):
     from export.api import export_model
+    from export.config import ExportConfig
 
-    export_model(ckpt, tmp_path / "out", imgsz=(64, 128), dynamic=True, parity_num=1)
+    export_model(ckpt, tmp_path / "out", ExportConfig(size=(64, 128), dynamic=True, parity_num=1))
     for major in (10, 11):
         assert check_tensorrt_compat(tmp_path / "out" / "model.onnx", major) == []
 

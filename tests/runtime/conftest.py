@@ -40,7 +40,7 @@ def export_small_onnx(directory, size=MODEL_SIZE) -> str:
     manifest = Manifest(
         classes=CITYSCAPES_CLASSES,
         palette=CITYSCAPES_PALETTE,
-        input=InputSpec(shape=(1, 3, *size)),
+        input=InputSpec(size=size),
         output=OutputSpec(),
         model_name="small",
     )
@@ -141,7 +141,7 @@ class FakeBackend:
     """Returns a constant mask; optional sleep to play a slow network."""
 
     def __init__(self, size=MODEL_SIZE, delay=0.0, label=0, classes=CITYSCAPES_CLASSES):
-        self.manifest = Manifest(classes=classes, palette=CITYSCAPES_PALETTE[: len(classes)], input=InputSpec(shape=(1, 3, *size)), output=OutputSpec())
+        self.manifest = Manifest(classes=classes, palette=CITYSCAPES_PALETTE[: len(classes)], input=InputSpec(size=size), output=OutputSpec())
         self.input_size = size
         self.providers = ["fake"]
         self.delay, self.label = delay, label

@@ -68,7 +68,7 @@ def test_image_folder_to_image_sequence(uda, small_onnx, clip_mp4, tmp_path):
         (["run", "{model}", "{clip}", "{tmp}/out.gif"], "unknown file type .gif"),
         (["run", "{model}", "{clip}", "null://", "--ignore-class", "lamppost"], "'lamppost' is not a class of this model"),
         (["run", "{model}", "{clip}", "null://", "--alpha", "400"], "--alpha must be in 0..1"),
-        (["bench", "{model}", "--shape", "3x512"], "must be Bx3xHxW"),
+        (["bench", "{model}", "--iters", "1"], "--iters 2 or more"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_1(uda, small_onnx, clip_mp4, tmp_path, args, message):

@@ -5,6 +5,7 @@ modes, profile shapes, set_input_shape, set_tensor_address, execute_async_v3); a
 needs a GPU and is not run here.
 """
 
+import threading
 import types
 
 import numpy as np
@@ -22,9 +23,16 @@ PROFILE = ((1, 3, 16, 32), (1, 3, 32, 64), (2, 3, 32, 64))
 class FakeCuda:
     stream_handle = 1234
 
-    def __init__(self, capability="8.7"):
+    def __init__(self, capability="8.7", device=0):
         self.capability, self.memory, self.next_ptr = capability, {}, 4096
         self.allocations, self.syncs, self.closed = 0, 0, False
+        self.device, self.threads = device, set()
+
+    def use_on_this_thread(self):
+        self.threads.add(threading.get_ident())
+
+    def name(self):
+        return "Orin"
 
     def compute_capability(self):
         return self.capability
@@ -57,8 +65,12 @@ class FakeContext:
         self.set_shape_calls = []
 
     def set_input_shape(self, name, shape):
+        # TensorRT 10/11: returns False (and keeps the old shape) outside the profile.
         self.set_shape_calls.append(tuple(shape))
+        if not all(lo <= d <= hi for lo, d, hi in zip(PROFILE[0], shape, PROFILE[2])):
+            return False
         self.shapes[name] = tuple(shape)
+        return True
 
     def get_tensor_shape(self, name):
         b, _, h, w = self.shapes["image"]
@@ -130,7 +142,7 @@ def engine_file(tmp_path):
     path.write_bytes(b"plan")
     manifest = Manifest(
         classes=CITYSCAPES_CLASSES, palette=CITYSCAPES_PALETTE,
-        input=InputSpec(shape=(1, 3, "height", "width")), output=OutputSpec(),
+        input=InputSpec(), output=OutputSpec(),
         engines=[EngineSpec(file=path.name, precision="fp16", trt_version="10.3.0.30", gpu_name="Orin", compute_capability="8.7")],
     )
     write_manifest(tmp_path / "model.json", manifest)
@@ -217,23 +229,67 @@ def test_without_tensorrt_installed_the_error_says_what_to_install(engine_file, 
         open_backend(engine_file)
 
 
-def test_local_compatibility_check_names_version_and_gpu():
-    from runtime.backends.tensorrt_backend import _check_engine_compatible
+def test_compatibility_check_names_version_and_gpu():
+    from common.engines import check_engine_compatible
 
     spec = EngineSpec(file="m.engine", precision="fp16", trt_version="10.3.0", gpu_name="Orin", compute_capability="8.7")
-    _check_engine_compatible(spec, "10.3.0.30", "8.7")
-    with pytest.raises(UserError, match="TensorRT 10.3.0 but TensorRT 10.7.0 is installed"):
-        _check_engine_compatible(spec, "10.7.0", "8.7")
-    with pytest.raises(UserError, match="8.7 .Orin. but this GPU is 8.6"):
-        _check_engine_compatible(spec, "10.3.0", "8.6")
+    check_engine_compatible(spec, "10.3.0.30", "8.7")
+    with pytest.raises(UserError, match=r"TensorRT 10.3.0 \(this system has 10.7.0\)"):
+        check_engine_compatible(spec, "10.7.0", "8.7")
+    with pytest.raises(UserError, match=r"compute capability 8.7 \(this GPU is 8.6\)"):
+        check_engine_compatible(spec, "10.3.0", "8.6")
+
+
+def test_input_below_the_profile_minimum_is_a_user_error(engine_file):
+    cuda = FakeCuda()
+    backend = TensorRTBackend(engine_file, trt=fake_tensorrt(cuda), cuda=cuda)
+    with pytest.raises(UserError, match=r"1x3x8x16 is below the engine's minimum 1x3x16x32; use a larger --size"):
+        backend.infer(np.zeros((1, 3, 8, 16), np.float32))
+
+
+def test_a_shape_tensorrt_rejects_is_a_user_error(engine_file):
+    cuda = FakeCuda()
+    trt = fake_tensorrt(cuda)
+    backend = TensorRTBackend(engine_file, trt=trt, cuda=cuda)
+    trt.engines[0].context.set_input_shape = lambda name, shape: False
+    with pytest.raises(UserError, match="TensorRT rejected input shape 1x3x16x32"):
+        backend.infer(np.zeros((1, 3, 16, 32), np.float32))
+
+
+def test_inference_selects_the_gpu_on_its_own_thread(engine_file):
+    """--device N: the CUDA device is per thread, and the pipeline infers on a worker thread."""
+    cuda = FakeCuda(device=1)
+    backend = TensorRTBackend(engine_file, trt=fake_tensorrt(cuda), cuda=cuda)
+    worker = threading.Thread(target=backend.infer, args=(np.zeros((1, 3, 32, 64), np.float32),))
+    worker.start()
+    worker.join(timeout=10)
+    assert worker.ident in cuda.threads
 
 
 def test_no_gpu_is_a_user_error():
     import shutil
 
-    from runtime.backends.tensorrt_backend import open_cuda
+    from common.cuda import open_cuda
 
     if shutil.which("nvidia-smi"):
         pytest.skip("a GPU may be present")
     with pytest.raises(UserError, match="--backend ort"):
         open_cuda(0)
+
+
+def test_cuda_python_with_a_driver_mismatch_falls_back_to_torch(monkeypatch):
+    import common.cuda
+
+    class Err(int):
+        name = "cudaErrorInsufficientDriver"
+
+    fake_cudart = types.SimpleNamespace(cudaSetDevice=lambda device: (Err(35),))
+    monkeypatch.setattr(common.cuda, "_import_cudart", lambda: fake_cudart)
+    fake_torch = types.SimpleNamespace(cuda=types.SimpleNamespace(is_available=lambda: True))
+    monkeypatch.setitem(__import__("sys").modules, "torch", fake_torch)
+    monkeypatch.setattr(common.cuda, "TorchCudaLayer", lambda torch, device: ("torch", torch, device))
+    assert common.cuda.open_cuda(1) == ("torch", fake_torch, 1)
+
+    fake_torch.cuda.is_available = lambda: False
+    with pytest.raises(UserError, match=r"cudaErrorInsufficientDriver.*torch has no CUDA.*cuda-python==12\.6"):
+        common.cuda.open_cuda(0)
