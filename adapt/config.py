@@ -27,17 +27,19 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
     raw: dict[str, Any] = {}
     if path is not None:
         raw = read_yaml_mapping(path)
+    overridden = set()
     for item in overrides:
         key, value = parse_override(item)
         set_dotted(raw, key, value)
+        overridden.add(key)
     config = from_dict(cls, raw)
     check = _value_checks().get(cls)
     if check is not None:
-        check(config)
+        check(config, frozenset(overridden))
     return config
 
 
-def _value_checks() -> dict[type, typing.Callable[[Any], None]]:
+def _value_checks() -> dict[type, typing.Callable[[Any, frozenset[str]], None]]:
     """Range rules per config class, applied after keys and types (imported here: adapt.train imports this module)."""
     from adapt.train.config import TrainConfig
     from adapt.train.config_checks import check_train_config

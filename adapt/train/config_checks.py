@@ -91,11 +91,16 @@ RULES: tuple[Rule, ...] = tuple(Rule(pattern, *check) for pattern, check in (
 ))
 
 # Lists with one value per self-training round; the last value repeats, so 1..rounds values.
+# More values than rounds is an error, unless `rounds` itself was overridden on the command line
+# (`--set self_train.rounds=1` shortens a run and leaves the rest of the schedule unused).
 PER_ROUND_LISTS = ("self_train.lrs", "self_train.pseudo.alpha")
 
 
-def check_train_config(config: Any) -> None:
-    """Raise UserError for the first value of `config` (a TrainConfig) that breaks a rule."""
+def check_train_config(config: Any, overridden: frozenset[str] = frozenset()) -> None:
+    """Raise UserError for the first value of `config` (a TrainConfig) that breaks a rule.
+
+    `overridden`: the dotted keys set with --set, which some cross checks read.
+    """
     for key, value in walk(config):
         for number in _numbers(value):
             if not math.isfinite(number):
@@ -104,7 +109,7 @@ def check_train_config(config: Any) -> None:
             if fnmatch.fnmatchcase(key, rule.pattern) and not all(rule.test(n) for n in _numbers(value)):
                 _fail(key, value, rule.meaning)
     for check in CROSS_CHECKS:
-        check(config)
+        check(config, overridden)
 
 
 def walk(config: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -140,21 +145,22 @@ def _lookup(config: Any, key: str) -> Any:
     return node
 
 
-def _per_round_lengths(config: Any) -> None:
+def _per_round_lengths(config: Any, overridden: frozenset[str]) -> None:
     rounds = _lookup(config, "self_train.rounds")
     for key in PER_ROUND_LISTS:
         values = _lookup(config, key)
         if values is None or not isinstance(rounds, int):
             continue
-        if not 1 <= len(values) <= rounds:
+        too_many = len(values) > rounds and "self_train.rounds" not in overridden
+        if not values or too_many:
             raise UserError(f"config key {key!r} has {len(values)} values for {rounds} rounds; give 1 to {rounds} "
                             f"values, one per self_train round (the last one repeats)")
 
 
-def _scale_range_order(config: Any) -> None:
+def _scale_range_order(config: Any, overridden: frozenset[str]) -> None:
     for key, value in walk(config):
         if key.endswith(".scale_range") and isinstance(value, (list, tuple)) and len(value) == 2 and value[0] > value[1]:
             raise UserError(f"config key {key!r} is {list(value)}; give [low, high] with low <= high")
 
 
-CROSS_CHECKS: tuple[Callable[[Any], None], ...] = (_per_round_lengths, _scale_range_order)
+CROSS_CHECKS: tuple[Callable[[Any, frozenset[str]], None], ...] = (_per_round_lengths, _scale_range_order)
