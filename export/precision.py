@@ -41,9 +41,52 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     model = onnx.load(str(src))
     converted = convert_float_to_float16(model, keep_io_types=True,
                                          op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(FP32_OPS))
+    keep_float32_after_blocked_ops(converted.graph)
     # The converter appends the input Casts at the end of the node list; ONNX requires topological order.
     sort_topologically(converted.graph)
     onnx.save(converted, str(dst))
+
+
+def keep_float32_after_blocked_ops(graph: onnx.GraphProto) -> int:
+    """Remove the float32 -> float16 -> float32 round trips the converter leaves after blocked ops.
+
+    `convert_float_to_float16` keeps Resize/ArgMax in float32 but still casts between them:
+    Resize(fp32) -> Cast(fp16) -> Cast(fp32) -> ArgMax, which rounds the upsampled logits to
+    half precision right before the argmax (ties flip pixels: what FP32_OPS is there to
+    prevent). Each such second Cast becomes an Identity of the float32 tensor; the first Cast
+    goes when nothing else reads it. Returns the number of round trips removed.
+    """
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    graph_outputs = {o.name for o in graph.output}
+    removed, drop = 0, []
+    for cast in graph.node:
+        if cast.op_type != "Cast" or _cast_to(cast) != onnx.TensorProto.FLOAT16:
+            continue
+        source = producers.get(cast.input[0])
+        if source is None or source.op_type not in FP32_OPS:
+            continue
+        readers = consumers.get(cast.output[0], [])
+        back = [n for n in readers if n.op_type == "Cast" and _cast_to(n) == onnx.TensorProto.FLOAT]
+        for node in back:
+            node.op_type = "Identity"
+            del node.attribute[:]
+            node.input[0] = cast.input[0]
+            removed += 1
+        if len(back) == len(readers) and cast.output[0] not in graph_outputs:
+            drop.append(cast)
+    for cast in drop:
+        graph.node.remove(cast)
+        for info in [v for v in graph.value_info if v.name == cast.output[0]]:
+            graph.value_info.remove(info)
+    return removed
+
+
+def _cast_to(node: onnx.NodeProto) -> int | None:
+    return next((a.i for a in node.attribute if a.name == "to"), None)
 
 
 def sort_topologically(graph: onnx.GraphProto) -> None:

@@ -130,3 +130,28 @@ def test_int8_with_an_empty_or_missing_folder_is_refused(ckpt, tmp_path):
 def test_calibration_files_are_spread_over_the_folder(target_data):
     files = calibration_files(target_data, 2)
     assert len(files) == 2 and files[0] != files[1]
+
+
+@pytest.mark.parametrize("output", ["mask", "logits"])
+def test_fp16_keeps_the_upsampled_logits_float32(ckpt, tmp_path, output):
+    """Resize -> ArgMax (or -> the logits output) in float32: no Cast to fp16 between them."""
+    from adapt.checkpoint import build_model, load_checkpoint
+    from export.onnx_export import export_onnx
+    from export.precision import convert_fp16
+
+    fp32_path, fp16_path = tmp_path / "model.onnx", tmp_path / "model.fp16.onnx"
+    export_onnx(build_model(load_checkpoint(ckpt)), fp32_path, imgsz=(64, 128), output=output)
+    convert_fp16(fp32_path, fp16_path)
+    graph = onnx.load(str(fp16_path)).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    end = next(n.input[0] for n in graph.node if n.op_type == "ArgMax") if output == "mask" else graph.output[0].name
+    path, name = [], end
+    while producers[name].op_type != "Resize":
+        node = producers[name]
+        path.append((node.op_type, [a.i for a in node.attribute if a.name == "to"]))
+        name = node.input[0]
+    assert all(op == "Identity" for op, _ in path), path       # no Cast(fp16) -> Cast(fp32) round trip
+    onnx.checker.check_model(onnx.load(str(fp16_path)), full_check=True)
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 128)).astype(np.float32)
+    out = ort.InferenceSession(str(fp16_path), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    assert out.dtype == (np.int32 if output == "mask" else np.float32)
