@@ -56,10 +56,20 @@ def _imread(path: str | os.PathLike, flags: int) -> np.ndarray:
     # np.fromfile + imdecode: unlike cv2.imread it handles non-ASCII paths, and a None result
     # always means the bytes are not a decodable image.
     data = np.fromfile(file, dtype=np.uint8)
-    image = cv2.imdecode(data, flags) if data.size else None
+    image = _decode_quietly(data, flags) if data.size else None
     if image is None:
         raise UserError(f"cannot decode image {file}: the file is empty, corrupt or not an image; replace or remove it")
     return image
+
+
+def _decode_quietly(data: np.ndarray, flags: int) -> np.ndarray | None:
+    """cv2.imdecode without OpenCV's own log line for a corrupt file: the UserError that follows names it."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        return cv2.imdecode(data, flags)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
 
 
 def _imwrite(path: str | os.PathLike, image: np.ndarray, params: list[int]) -> None:
