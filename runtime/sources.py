@@ -66,6 +66,9 @@ class OpenCVSource:
             raise UserError(f"input {uri.location} does not exist")
         if uri.kind == "v4l2" and not self._gstreamer and not Path(uri.location).exists():
             raise UserError(f"input {uri.original}: camera {uri.location} does not exist; list cameras with `v4l2-ctl --list-devices`")
+        # FFmpeg would print its own line ("moov atom not found") above the one-line error below;
+        # read once, at OpenCV's first FFmpeg use. Set OPENCV_FFMPEG_LOGLEVEL to see FFmpeg's log.
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
         target, api, params = self.capture_args()
         cap = cv2.VideoCapture(target, api, params)
         if not cap.isOpened():
