@@ -65,7 +65,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @click.option("--input-width", type=int, default=None, metavar="W")
 @click.option("--input-height", type=int, default=None, metavar="H")
 @click.option("--input-rate", type=float, default=None, metavar="FPS", help="Camera rate; for files, play at this rate.")
-@click.option("--input-codec", type=click.Choice(["h264", "h265", "mjpeg"]), default="h264", show_default=True)
+@click.option("--input-codec", type=click.Choice(["auto", "h264", "h265", "mjpeg"]), default="auto", show_default=True,
+              help="RTSP: auto tries H.264, then H.265; mjpeg: a USB camera's MJPEG mode.")
 @click.option("--input-latency", type=int, default=200, show_default=True, metavar="MS", help="RTSP jitter buffer.")
 @click.option("--input-loop", type=int, default=0, show_default=True, metavar="N", help="Replay a file N more times; -1 forever.")
 @click.option("--vid-stride", type=int, default=1, show_default=True, metavar="N", help="Use every Nth frame.")

@@ -21,7 +21,7 @@ import numpy as np
 from runtime.backends.base import Backend
 from runtime.capture import CaptureThread, EndOfStream, FrameQueue, Log, log_to_stderr
 from runtime.render import Renderer
-from runtime.sinks import Sink
+from runtime.sinks import FramePacer, Sink
 
 STAGES = ("capture", "preprocess", "infer", "render", "sink")
 LATENCY_WINDOW = 10_000     # latency percentiles cover the most recent frames; memory stays fixed
@@ -109,8 +109,12 @@ def run_pipeline(
     show_fps: bool = True,
     log: Log = log_to_stderr,
     join_timeout: float = 5.0,
+    pacer: FramePacer | None = None,
 ) -> PipelineReport:
     """Run until the source ends, the sink stops, `max_frames` are written or Ctrl-C.
+
+    With a `pacer` (live sources into a video file or RTSP) each frame is written as many
+    times as its capture time says, so the output keeps real time when frames are dropped.
 
     `capture` is started and stopped here; `sink` is only written (its owner closes it).
     A failure in any stage stops the others and is re-raised here after they have stopped.
@@ -160,7 +164,9 @@ def run_pipeline(
                 t0 = time.perf_counter()
                 image = renderer.render(frame.image, mask, fps_meter.fps if show_fps else None)
                 t1 = time.perf_counter()
-                keep_going = sink.write(image)
+                keep_going = True
+                for _ in range(pacer.repeats(frame.timestamp) if pacer is not None else 1):
+                    keep_going = sink.write(image) and keep_going
                 done = time.perf_counter()
                 clock.add("render", t1 - t0)
                 clock.add("sink", done - t1)

@@ -19,10 +19,34 @@ import numpy as np
 from common.atomic import ensure_writable_dir
 from common.errors import UserError
 from runtime import cvbuild
-from runtime.uri import OutputURI, is_jetson, rtsp_output_pipeline
+from runtime.uri import OutputURI, detect_h264_encoder, rtsp_output_pipeline
 
 FOURCC_BY_SUFFIX = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 QUIT_KEYS = (ord("q"), 27)   # q, Esc
+
+
+class FramePacer:
+    """How many times to write each frame so a constant-rate video keeps real time.
+
+    A video file (and OpenCV's GStreamer writer, which stamps buffers n / fps) has one frame
+    rate. With `--latest` the pipeline drops frames when inference is slower than the source,
+    so writing one output frame per processed frame would play back too fast. Each frame is
+    placed at its capture time instead: written as often as needed to fill the slots since the
+    previous one (a gap repeats the last picture), or not at all when its slot is taken.
+    """
+
+    def __init__(self, fps: float) -> None:
+        self.fps = fps
+        self._start: float | None = None
+        self._written = 0
+
+    def repeats(self, timestamp: float) -> int:
+        if self._start is None:
+            self._start = timestamp
+        slot = int(round((timestamp - self._start) * self.fps))   # this frame's slot: 0, 1, 2, ...
+        count = max(slot + 1 - self._written, 0)
+        self._written += count
+        return count
 
 
 class Sink(Protocol):
@@ -161,7 +185,7 @@ class RtspSink(_SinkBase):
         if "@" in url.split("://", 1)[1].split("/", 1)[0]:
             raise UserError(f"output {url}: serving RTSP is not built in; run an RTSP server (e.g. mediamtx) and push to rtsp://127.0.0.1:8554/seg")
         self.name = url
-        self._pipeline = rtsp_output_pipeline(url, bitrate, is_jetson())
+        self._pipeline = rtsp_output_pipeline(url, bitrate, detect_h264_encoder())
         self._fps = fps if fps and fps > 0 else 30.0
         self._writer: cv2.VideoWriter | None = None
 

@@ -18,7 +18,7 @@ import numpy as np
 from common.errors import UserError
 from runtime import cvbuild
 from runtime.capture import VideoSource
-from runtime.uri import IMAGE_SUFFIXES, CaptureOptions, InputURI, csi_pipeline, is_jetson, rtsp_pipeline, v4l2_pipeline
+from runtime.uri import IMAGE_SUFFIXES, CaptureOptions, InputURI, csi_pipeline, is_jetson, rtsp_pipeline, rtsp_pipelines, v4l2_pipeline
 
 # A dead RTSP server or camera must not block a read forever: OpenCV's FFmpeg backend gives up
 # after these, the source reports "lost", and the capture thread reconnects with back-off.
@@ -40,7 +40,17 @@ class OpenCVSource:
         self._cap: cv2.VideoCapture | None = None
 
     def capture_args(self) -> tuple[str | int, int, list[int]]:
-        """What to hand `cv2.VideoCapture`: target, API preference and open parameters."""
+        """What to hand `cv2.VideoCapture`: target, API preference and open parameters (the first to try)."""
+        return self.capture_candidates()[0]
+
+    def capture_candidates(self) -> list[tuple[str | int, int, list[int]]]:
+        """Every way to open the source, in the order to try them (RTSP: H.264, then H.265)."""
+        uri, options = self._uri, self._options
+        if uri.kind == "rtsp" and self._gstreamer:
+            return [(pipeline, cv2.CAP_GSTREAMER, []) for pipeline in rtsp_pipelines(uri.location, options, self._jetson)]
+        return [self._capture_args()]
+
+    def _capture_args(self) -> tuple[str | int, int, list[int]]:
         uri, options = self._uri, self._options
         if uri.kind == "file":
             return uri.location, cv2.CAP_ANY, []
@@ -69,10 +79,12 @@ class OpenCVSource:
         # FFmpeg would print its own line ("moov atom not found") above the one-line error below;
         # read once, at OpenCV's first FFmpeg use. Set OPENCV_FFMPEG_LOGLEVEL to see FFmpeg's log.
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-        target, api, params = self.capture_args()
-        cap = cv2.VideoCapture(target, api, params)
-        if not cap.isOpened():
+        for target, api, params in self.capture_candidates():
+            cap = cv2.VideoCapture(target, api, params)
+            if cap.isOpened():
+                break
             cap.release()
+        else:
             raise UserError(self._why_not_open())
         if uri.kind == "v4l2" and api == cv2.CAP_V4L2:
             self._request_camera_mode(cap)
@@ -98,7 +110,8 @@ class OpenCVSource:
             return f"cannot open input {uri.original}: nvarguscamerasrc could not start sensor {uri.index}; check the camera cable and try `sudo systemctl restart nvargus-daemon`"
         if uri.kind == "v4l2":
             return f"cannot open input {uri.original}: camera {uri.location} is busy, unsupported or not permitted (is another program using it? is the user in the 'video' group?)"
-        return f"cannot open input {uri.original}: no stream within {NETWORK_TIMEOUT_MS // 1000} s (check the URL, credentials and that the camera is reachable)"
+        tried = " (tried H.264 and H.265; give --input-codec for another)" if len(self.capture_candidates()) > 1 else ""
+        return f"cannot open input {uri.original}: no stream within {NETWORK_TIMEOUT_MS // 1000} s{tried} (check the URL, credentials and that the camera is reachable)"
 
     def read(self) -> tuple[bool, np.ndarray | None]:
         if self._cap is None:

@@ -17,7 +17,7 @@ from runtime.capture import Backoff, CaptureThread, Log, log_to_stderr
 from runtime.pipeline import PipelineReport, run_pipeline
 from runtime.preprocess import Preprocessor
 from runtime.render import Renderer, RenderOptions
-from runtime.sinks import check_output, open_sink
+from runtime.sinks import FramePacer, check_output, open_sink
 from runtime.sources import open_source
 from runtime.uri import CaptureOptions, parse_input, parse_output
 
@@ -69,6 +69,8 @@ def run_stream(config: RunConfig, log: Log = log_to_stderr) -> PipelineReport:
         stack.callback(source.close)
         fps = config.capture.rate or source.fps or 30.0
         sink = stack.enter_context(open_sink(output_uri, fps, headless=config.headless, bitrate=config.bitrate))
+        # Dropped frames (--latest) would make a constant-rate video play too fast: pace it.
+        pacer = FramePacer(fps) if latest and output_uri.kind in ("video", "rtsp") else None
         capture = CaptureThread(
             source, latest=latest, loop=config.loop, stride=config.stride,
             rate=config.capture.rate, backoff=config.backoff, log=log,
@@ -81,6 +83,7 @@ def run_stream(config: RunConfig, log: Log = log_to_stderr) -> PipelineReport:
             on_frame=_frame_saver(*config.save_frame) if config.save_frame else None,
             show_fps=config.render.fps,
             log=log,
+            pacer=pacer,
         )
 
 

@@ -54,7 +54,7 @@ class CaptureOptions:
     width: int | None = None
     height: int | None = None
     rate: float | None = None
-    codec: Literal["h264", "h265", "mjpeg"] = "h264"
+    codec: Literal["auto", "h264", "h265", "mjpeg"] = "auto"   # auto: RTSP tries H.264, then H.265
     latency_ms: int = 200                # rtspsrc jitter buffer
 
 
@@ -165,9 +165,19 @@ def v4l2_pipeline(device: str, options: CaptureOptions) -> str:
     return f"{source} ! videoconvert ! video/x-raw,format=BGR ! {_APPSINK}"
 
 
-def rtsp_pipeline(url: str, options: CaptureOptions, jetson: bool) -> str:
+def rtsp_pipelines(url: str, options: CaptureOptions, jetson: bool) -> list[str]:
+    """The pipelines to try in order: the asked codec, or (auto) H.264 and then H.265.
+
+    Cameras stream either, and the depayloader must match: an H.264 pipeline never links to
+    an H.265 stream, it only times out.
+    """
+    codecs = ["h264", "h265"] if options.codec in ("auto", "mjpeg") else [options.codec]
+    return [rtsp_pipeline(url, options, jetson, codec) for codec in codecs]
+
+
+def rtsp_pipeline(url: str, options: CaptureOptions, jetson: bool, codec: str | None = None) -> str:
     """Low-latency RTSP client: hardware decoder on Jetson, libav elsewhere."""
-    codec = "h265" if options.codec == "h265" else "h264"
+    codec = codec or ("h265" if options.codec == "h265" else "h264")
     if jetson:
         decode = "nvv4l2decoder ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert"
     else:
@@ -178,9 +188,30 @@ def rtsp_pipeline(url: str, options: CaptureOptions, jetson: bool) -> str:
     )
 
 
-def rtsp_output_pipeline(url: str, bitrate: int, jetson: bool) -> str:
-    """Encode BGR frames to H.264 and push them to an RTSP server (e.g. mediamtx) at `url`."""
-    if jetson:
+def h264_encoder(jetson: bool, model: str = "", nvenc_device: bool = True) -> str:
+    """`nvv4l2h264enc` on a Jetson with NVENC, else `x264enc`.
+
+    Jetson Orin Nano has no hardware video encoder (NVENC), so there, and wherever the
+    encoder device node is missing, H.264 is encoded in software, as jetson-utils does.
+    """
+    if jetson and nvenc_device and "orin nano" not in model.lower():
+        return "nvv4l2h264enc"
+    return "x264enc"
+
+
+def detect_h264_encoder() -> str:
+    """`h264_encoder` for this machine (device-tree model, /dev/v4l2-nvenc)."""
+    jetson = is_jetson()
+    try:
+        model = Path("/proc/device-tree/model").read_text(errors="ignore").strip("\x00")
+    except OSError:
+        model = ""
+    return h264_encoder(jetson, model, Path("/dev/v4l2-nvenc").exists())
+
+
+def rtsp_output_pipeline(url: str, bitrate: int, encoder: str) -> str:
+    """Encode BGR frames to H.264 with `encoder` and push them to an RTSP server (e.g. mediamtx) at `url`."""
+    if encoder == "nvv4l2h264enc":
         encode = (
             "videoconvert ! video/x-raw,format=BGRx ! nvvidconv ! video/x-raw(memory:NVMM),format=NV12 ! "
             f"nvv4l2h264enc bitrate={bitrate} insert-sps-pps=1 idrinterval=30"

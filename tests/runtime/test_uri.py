@@ -1,7 +1,17 @@
 import pytest
 
 from common.errors import UserError
-from runtime.uri import CaptureOptions, csi_pipeline, parse_input, parse_output, rtsp_output_pipeline, rtsp_pipeline, v4l2_pipeline
+from runtime.uri import (
+    CaptureOptions,
+    csi_pipeline,
+    h264_encoder,
+    parse_input,
+    parse_output,
+    rtsp_output_pipeline,
+    rtsp_pipeline,
+    rtsp_pipelines,
+    v4l2_pipeline,
+)
 
 
 @pytest.mark.parametrize(
@@ -87,5 +97,23 @@ def test_rtsp_pipeline_picks_the_decoder_by_platform():
 
 
 def test_rtsp_output_pipeline():
-    assert "x264enc" in rtsp_output_pipeline("rtsp://h:8554/seg", 4_000_000, jetson=False)
-    assert "nvv4l2h264enc bitrate=4000000" in rtsp_output_pipeline("rtsp://h:8554/seg", 4_000_000, jetson=True)
+    assert "x264enc" in rtsp_output_pipeline("rtsp://h:8554/seg", 4_000_000, "x264enc")
+    assert "nvv4l2h264enc bitrate=4000000" in rtsp_output_pipeline("rtsp://h:8554/seg", 4_000_000, "nvv4l2h264enc")
+
+
+@pytest.mark.parametrize(("jetson", "model", "nvenc", "encoder"), [
+    (True, "NVIDIA Jetson AGX Orin Developer Kit", True, "nvv4l2h264enc"),
+    (True, "NVIDIA Jetson Orin NX Engineering Reference Developer Kit", True, "nvv4l2h264enc"),
+    (True, "NVIDIA Jetson Orin Nano Developer Kit", True, "x264enc"),     # no NVENC on Orin Nano
+    (True, "NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super", False, "x264enc"),
+    (True, "some Jetson without the encoder node", False, "x264enc"),
+    (False, "", False, "x264enc"),
+])
+def test_h264_encoder_falls_back_to_software_without_nvenc(jetson, model, nvenc, encoder):
+    assert h264_encoder(jetson, model, nvenc) == encoder
+
+
+def test_rtsp_input_tries_h264_then_h265():
+    auto = rtsp_pipelines("rtsp://cam/s", CaptureOptions(), jetson=False)
+    assert ["rtph264depay" in auto[0], "rtph265depay" in auto[1]] == [True, True]
+    assert len(rtsp_pipelines("rtsp://cam/s", CaptureOptions(codec="h265"), jetson=True)) == 1
