@@ -8,6 +8,7 @@ Writes are atomic: a killed run keeps the previous checkpoint intact.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from common.atomic import atomic_path
+from common.atomic import atomic_write_bytes
 from common.errors import UserError
 from common.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from common.file_kinds import require_kind
@@ -47,8 +48,11 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> None:
     payload = dataclasses.asdict(ckpt)
     payload["format_version"] = FORMAT_VERSION
     payload["kind"] = "uda-adapt-checkpoint"
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    # Serialised in memory first: torch's own file writer turns a full disk into a RuntimeError
+    # without errno, and atomic_write_bytes reports it as one (the previous checkpoint stays).
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:

@@ -11,6 +11,7 @@ import sys
 import click
 
 from common import __version__
+from common.atomic import WRITE_ERRNOS
 from common.errors import UserError
 
 
@@ -65,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("uda-adapt: interrupted", err=True)
         return 130
+    except OSError as exc:
+        # A full disk or read-only mount met outside the atomic writers (logs, TensorBoard, a video).
+        if debug or exc.errno not in WRITE_ERRNOS:
+            raise
+        click.echo(f"uda-adapt: error: cannot write {exc.filename or 'the output'}: {exc.strerror}; "
+                   "free some disk space or choose another output", err=True)
+        return 1
     return 0
 
 

@@ -7,12 +7,17 @@ manifests, exported models) goes through here: write to a temporary sibling, fsy
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from common.errors import UserError
+
+
+# Errors of the disk or file system, not of the program: a full disk, a quota, a read-only mount.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EIO}
 
 
 @contextlib.contextmanager
@@ -34,6 +39,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         # mkstemp makes the file owner-only; give it the permissions a plain open() would.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, final)
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        raise UserError(f"cannot write {final}: {exc.strerror}; free some disk space or choose another output "
+                        "(the previous file, if any, is unchanged)") from exc
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -98,6 +98,7 @@ class VideoFileSink(_SinkBase):
         self._writer: cv2.VideoWriter | None = None
         self._tmp: Path | None = None
         self._size: tuple[int, int] | None = None
+        self._failed = False            # a write failed: the video is cut short and is not kept
 
     def _open(self, width: int, height: int) -> None:
         # Not mkstemp: its 0600 mode would stick to the final video; O_EXCL keeps the name ours.
@@ -116,7 +117,12 @@ class VideoFileSink(_SinkBase):
         if (w, h) != self._size:
             # A video has one size; frames of an image folder may not.
             image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
-        self._writer.write(image)
+        try:
+            self._writer.write(image)
+        except OSError as exc:
+            self._failed = True
+            raise UserError(f"cannot write video {self.path}: {exc.strerror or exc}; free some disk space "
+                            "or choose another output") from exc
         self.frames += 1
         return True
 
@@ -125,10 +131,22 @@ class VideoFileSink(_SinkBase):
             return
         self._writer.release()      # writes the mp4 index: without it the file does not play
         self._writer = None
-        if self.frames:
+        # OpenCV's writer does not report failed writes: a full disk shows as no space left after.
+        cut_short = bool(self.frames) and not self._failed and _disk_full(self._tmp)
+        if self.frames and not self._failed and not cut_short:
             os.replace(self._tmp, self.path)
-        else:
-            self._tmp.unlink(missing_ok=True)
+            return
+        self._tmp.unlink(missing_ok=True)
+        if cut_short:
+            raise UserError(f"cannot write video {self.path}: the disk is full and the video was cut short; "
+                            "free some disk space or choose another output")
+
+
+def _disk_full(path: Path) -> bool:
+    try:
+        return os.statvfs(path).f_bavail == 0
+    except (OSError, AttributeError):   # no statvfs on Windows
+        return False
 
 
 class ImageSequenceSink(_SinkBase):
