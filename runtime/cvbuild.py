@@ -28,3 +28,17 @@ def has_gstreamer() -> bool:
 
 def has_gui() -> bool:
     return _feature("GUI")
+
+
+def no_gstreamer(what: str) -> str:
+    """The error for `what` (e.g. "input csi://0") on an OpenCV without GStreamer, with the fix.
+
+    Usually a PyPI wheel (opencv-python[-headless]) installed into the environment shadows
+    JetPack's GStreamer-enabled python3-opencv.
+    """
+    import cv2
+
+    return (f"{what} needs OpenCV built with GStreamer, and this OpenCV ({cv2.__version__}, {cv2.__file__}) has none; "
+            "on Jetson use JetPack's python3-opencv: `pip uninstall -y opencv-python opencv-python-headless` in a venv "
+            "made with --system-site-packages (install uda-adapt with the [jetson] extra, see samples/jetson.md); "
+            "check with `python3 -c \"import cv2; print(cv2.getBuildInformation())\" | grep GStreamer`")

@@ -199,7 +199,7 @@ class RtspSink(_SinkBase):
 
     def __init__(self, url: str, fps: float, bitrate: int = 4_000_000) -> None:
         if not cvbuild.has_gstreamer():
-            raise UserError(f"output {url} needs OpenCV built with GStreamer (JetPack's python3-opencv); this OpenCV has none, write a file instead")
+            raise UserError(cvbuild.no_gstreamer(f"output {url}") + "; or write a file instead")
         if "@" in url.split("://", 1)[1].split("/", 1)[0]:
             raise UserError(f"output {url}: serving RTSP is not built in; run an RTSP server (e.g. mediamtx) and push to rtsp://127.0.0.1:8554/seg")
         self.name = url
@@ -247,7 +247,7 @@ def check_output(output: OutputURI, *, headless: bool = False) -> None:
     elif output.kind == "images":
         ImageSequenceSink(output.location)
     elif output.kind == "rtsp" and not cvbuild.has_gstreamer():
-        raise UserError(f"output {output.location} needs OpenCV built with GStreamer (JetPack's python3-opencv); this OpenCV has none, write a file instead")
+        raise UserError(cvbuild.no_gstreamer(f"output {output.location}") + "; or write a file instead")
 
 
 def open_sink(output: OutputURI, fps: float | None, *, headless: bool = False, bitrate: int = 4_000_000) -> Sink:

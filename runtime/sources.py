@@ -56,7 +56,7 @@ class OpenCVSource:
             return uri.location, cv2.CAP_ANY, []
         if uri.kind == "csi":
             if not self._gstreamer:
-                raise UserError(f"input {uri.original} needs OpenCV built with GStreamer (JetPack's python3-opencv); this OpenCV has none")
+                raise UserError(cvbuild.no_gstreamer(f"input {uri.original}"))
             return csi_pipeline(uri.index or 0, options), cv2.CAP_GSTREAMER, []
         if uri.kind == "v4l2":
             if self._gstreamer:

@@ -91,3 +91,18 @@ def test_rtsp_output_needs_gstreamer(monkeypatch):
     monkeypatch.setattr(sinks.cvbuild, "has_gstreamer", lambda: False)
     with pytest.raises(UserError, match="GStreamer"):
         open_sink(parse_output("rtsp://127.0.0.1:8554/seg"), 30)
+
+
+def test_a_gstreamer_less_opencv_is_named_with_the_fix(monkeypatch):
+    from runtime import cvbuild
+    from runtime.sources import OpenCVSource
+    from runtime.uri import CaptureOptions, parse_input
+
+    monkeypatch.setattr(cvbuild, "_build_information", lambda: "  Video I/O:\n    GStreamer:                   NO\n")
+    assert not cvbuild.has_gstreamer()
+    for problem in (lambda: check_output(parse_output("rtsp://127.0.0.1:8554/seg")),
+                    lambda: OpenCVSource(parse_input("csi://0"), CaptureOptions()).capture_args()):
+        with pytest.raises(UserError, match=r"needs OpenCV built with GStreamer.*pip uninstall -y opencv-python.*system-site-packages"):
+            problem()
+    monkeypatch.setattr(cvbuild, "_build_information", lambda: "    GStreamer:                   YES (1.20.3)\n")
+    assert cvbuild.has_gstreamer()
