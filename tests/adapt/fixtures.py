@@ -7,6 +7,7 @@ plus noise, so a small network can actually learn it.
 from __future__ import annotations
 
 import json
+import re
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -149,3 +150,21 @@ def _write(path: Path, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), array):
         raise OSError(f"could not write fixture {path}")
+
+
+def assert_one_error_line(rc: int, err: str, *words: str) -> str:
+    """A user error as the CLI must show it: exit 1, one `uda-adapt: error:` line, last, no traceback.
+
+    Progress bars and `uda-adapt:` notes may come before it; every word in `words` must be on
+    the line (the culprit and the fix). Returns the line.
+    """
+    assert rc == 1, err[-2000:]
+    assert "Traceback" not in err, err[-2000:]
+    lines = [line for line in err.replace("\r", "\n").splitlines()
+             if line.strip() and not re.search(r"\d+%\|", line)]
+    errors = [line for line in lines if line.startswith("uda-adapt: error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], err[-2000:]
+    assert all(line.startswith("uda-adapt: ") for line in lines), err[-2000:]
+    for word in words:
+        assert word in errors[0], (word, errors[0])
+    return errors[0]
