@@ -79,3 +79,41 @@ def export(checkpoint, out_dir, size, dynamic, output, opset, exporter, simplify
     if result.engine is not None:
         click.echo(f"engine {result.engine}")
     click.echo(f"exported {result.out_dir / result.manifest.onnx_file}")
+
+
+@click.command("build")
+@click.argument("bundle", type=click.Path(file_okay=False, exists=True), metavar="BUNDLE")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+              help="[default: the bundle's precision-baked variant, else fp32]")
+@click.option("--dla-core", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Orin NX/AGX: run on DLA core N, layers the DLA lacks on the GPU (fp16 or int8; TensorRT 10.x).")
+@click.option("--workspace", "workspace_gib", type=float, default=4.0, show_default=True, metavar="GiB")
+@click.option("--timing-cache", type=click.Path(dir_okay=False), metavar="PATH",
+              help="TensorRT timing cache to reuse and update [default: BUNDLE/timing.cache].")
+@click.option("--legacy-precision-flags", is_flag=True,
+              help="TensorRT 10.x only: FP16/INT8 builder flags on the fp32 ONNX (int8 needs --calib-data).")
+@click.option("--calib-data", type=click.Path(), metavar="DIR", help="Target images for the legacy int8 calibrator.")
+@click.option("--calib-num", type=int, default=512, show_default=True, metavar="N")
+@click.option("--device", type=int, default=0, show_default=True, metavar="N", help="GPU index.")
+@click.option("--check/--no-check", "run_check", default=True, show_default=True,
+              help="Then compare the engine with the ONNX on the bundle's parity pictures (`uda-adapt check`).")
+def build(bundle, precision, dla_core, workspace_gib, timing_cache, legacy_precision_flags, calib_data, calib_num,
+          device, run_check) -> None:
+    """Build a TensorRT engine for this device from an export bundle (no checkpoint, no torch needed).
+
+    \b
+    uda-adapt build exports/orin                     # on the Jetson, after copying the bundle there
+    uda-adapt build exports/orin --dla-core 0        # Orin NX/AGX: the DLA, GPU fallback
+    """
+    from export.build import BuildConfig, build_from_bundle
+
+    echo = lambda message: click.echo(message, err=True)  # noqa: E731
+    config = BuildConfig(precision=precision, dla_core=dla_core, workspace_gib=workspace_gib, timing_cache=timing_cache,
+                         legacy_precision_flags=legacy_precision_flags, calib_data=calib_data, calib_num=calib_num,
+                         device=device)
+    spec = build_from_bundle(bundle, config, log=echo)
+    click.echo(f"engine {bundle}/{spec.file}")
+    if run_check:
+        from runtime.check import check_engine
+
+        check_engine(bundle, f"{bundle}/{spec.file}", device=device, log=echo)

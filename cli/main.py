@@ -25,7 +25,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     \b
     adapt:  uda-adapt data synth / train / eval
     export: uda-adapt export CKPT --out DIR [--trt]
-    run:    uda-adapt run MODEL INPUT [OUTPUT] / bench MODEL
+    device: uda-adapt build BUNDLE / check BUNDLE   (TensorRT, no torch needed)
+    run:    uda-adapt run MODEL|BUNDLE INPUT [OUTPUT] / bench MODEL
     """
     ctx.obj = {"debug": debug}
 
@@ -35,11 +36,11 @@ def _register_commands() -> None:
     # bodies), so `uda-adapt run` on a torch-free install never imports torch.
     from cli.data import data
     from cli.demo import demo
-    from cli.export import export
-    from cli.run import bench, run
+    from cli.export import build, export
+    from cli.run import bench, check, run
     from cli.train import evaluate, train
 
-    for command in (data, train, evaluate, export, run, bench, demo):
+    for command in (data, train, evaluate, export, build, run, check, bench, demo):
         cli.add_command(command)
 
 

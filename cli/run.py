@@ -51,7 +51,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 @click.command("run")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path(), metavar="MODEL|BUNDLE")
 @click.argument("input_uri", metavar="[INPUT]", required=False)
 @click.argument("output_uri", metavar="[OUTPUT]", required=False)
 @backend_option
@@ -82,6 +82,9 @@ def run(model, input_uri, output_uri, backend, device, threads, visualize, alpha
         input_width, input_height, input_rate, input_codec, input_latency, input_loop, vid_stride, latest, size,
         headless, max_frames, save_frame, bitrate, stats, json_path) -> None:
     """Segment a video stream and render it.
+
+    MODEL: .engine/.plan (TensorRT), .onnx (ONNX Runtime), .pt (PyTorch), or an export bundle
+    directory: its engine for this TensorRT and GPU when there is one, else its ONNX.
 
     \b
     INPUT:  file.mp4 | file://clip.mp4 | frames/ | "frames/*.png" | csi://0 | v4l2:///dev/video0 | 0 | rtsp://host/path
@@ -126,7 +129,7 @@ def run(model, input_uri, output_uri, backend, device, threads, visualize, alpha
 
 
 @click.command("bench")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path(), metavar="MODEL|BUNDLE")
 @backend_option
 @device_option
 @threads_option
@@ -152,3 +155,22 @@ def bench(model, backend, device, threads, size, batch, warmup, iters, pipeline,
     click.echo(format_bench(result))
     if json_path:
         write_json(json_path, result)
+
+
+@click.command("check")
+@click.argument("bundle", type=click.Path(file_okay=False, exists=True), metavar="BUNDLE")
+@click.option("--engine", type=click.Path(dir_okay=False, exists=True), default=None, metavar="FILE",
+              help="Engine to check [default: the bundle's engine for this TensorRT and GPU].")
+@device_option
+def check(bundle, engine, device) -> None:
+    """Compare a TensorRT engine with the bundle's ONNX on its parity pictures, on this device.
+
+    \b
+    uda-adapt check exports/orin              # after `uda-adapt build exports/orin`
+    """
+    from runtime.capture import log_to_stderr
+    from runtime.check import check_engine
+
+    report = check_engine(bundle, engine, device=device, log=log_to_stderr)
+    click.echo(f"{report['engine']}: {100 * report['pixel_agreement']:.3f} % pixel agreement with the ONNX "
+               f"({report['n_images']} pictures, {report['precision']} gate {100 * report['min_agreement']:.1f} %)")

@@ -61,6 +61,8 @@ from export.tensorrt_build import TensorRTUnavailable, build_engine, detect_gpu,
 from export.trt_check import Finding, check_tensorrt_compat, format_findings
 
 RANGE_END_IMAGES = 2  # images checked at each end of a dynamic range (the max end is the slow one)
+PARITY_DIR = "parity"          # the bundle's copies of compared pictures, for the on-device check
+PARITY_IMAGES_KEPT = 8         # ~1 MB each at 512x1024: enough pixels to see an engine drift
 
 
 @dataclasses.dataclass
@@ -134,7 +136,8 @@ def export_model(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, confi
         passed = all(c.passed for c in checks)
         summary_keys = ("file", "precision", "imgsz", "pixel_agreement", "miou_delta", "passed")
         manifest.parity = {"passed": passed, "data": samples.source["kind"], "n_images": len(samples.inputs),
-                           "checks": [{k: c.to_dict()[k] for k in summary_keys} for c in checks]}
+                           "checks": [{k: c.to_dict()[k] for k in summary_keys} for c in checks],
+                           "images": _keep_parity_images(stage, samples)}
 
         trt_problem = None
         if cfg.trt and passed:
@@ -168,6 +171,21 @@ def export_model(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, confi
                                   f"{command} (or run `uda-adapt export ... --trt` there to record it in model.json)")
     engine = out / manifest.engines[0].file if manifest.engines else None
     return ExportResult(out, manifest, checks, findings, engine)
+
+
+def _keep_parity_images(stage: Path, samples: ParitySamples) -> list[str]:
+    """A few of the compared pictures (PNG, export size), for `uda-adapt check` on the device."""
+    import cv2
+
+    folder = stage / PARITY_DIR
+    folder.mkdir(exist_ok=True)
+    names = []
+    for index, rgb in enumerate(samples.images[:PARITY_IMAGES_KEPT]):
+        name = f"{PARITY_DIR}/{index:03d}.png"
+        if not cv2.imwrite(str(stage / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+            raise UserError(f"cannot write {stage / name}")
+        names.append(name)
+    return names
 
 
 def _parity_gate(stage: Path, wrapper: DeployWrapper, files: dict[str, Path], samples: ParitySamples,

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -27,31 +28,26 @@ from common.atomic import atomic_write_text
 from common.errors import UserError
 from adapt.evaluation import ConfusionMatrix
 from export.onnx_export import INPUT_NAME
+from common.gates import GATES, Gate  # noqa: F401  (Gate: part of this module's interface)
 from common.manifest import InputSpec
 from common.preprocess import prepare_input
 from export.preprocess import resize_label, spread_indices
 
 
-@dataclasses.dataclass(frozen=True)
-class Gate:
-    min_agreement: float             # fraction of pixels whose class must match PyTorch's
-    max_miou_drop: float | None      # mIoU points the export may lose on labelled data; None: not gated
-
-
-GATES: dict[str, Gate] = {
-    "fp32": Gate(0.999, None),
-    "fp16": Gate(0.995, None),
-    "int8": Gate(0.98, 1.0),
-}
 
 
 @dataclasses.dataclass
 class ParitySamples:
-    """Normalised inputs (1, 3, H, W) float32, labels (H, W) uint8 or None, and where they came from."""
+    """Normalised inputs (1, 3, H, W) float32, labels (H, W) uint8 or None, and where they came from.
+
+    `images` are the RGB uint8 (H, W, 3) pictures at the export size the inputs were made
+    from; the bundle keeps a few (parity/) for the on-device engine check.
+    """
 
     inputs: list[np.ndarray]
     labels: list[np.ndarray | None]
     source: dict[str, Any]
+    images: list[np.ndarray] = dataclasses.field(default_factory=list)
 
     @property
     def labelled(self) -> bool:
@@ -160,16 +156,20 @@ def load_parity_samples(root: str | os.PathLike | None, kind: str, split: str, n
         raise UserError(f"--parity-num must be at least 1, got {num}")
     if root is None:
         rng = np.random.default_rng(0)
-        inputs = [prepare_input(rng.integers(0, 256, (*size, 3), dtype=np.uint8), spec, frame_order="RGB") for _ in range(num)]
+        images = [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(num)]
+        inputs = [prepare_input(rgb, spec, frame_order="RGB") for rgb in images]
         source = {"kind": "synthetic", "n_images": num,
                   "note": note or "no target data known; random images, no labels, no mIoU"}
-        return ParitySamples(inputs, [None] * num, source)
+        return ParitySamples(inputs, [None] * num, source, images)
     from adapt.data import open_dataset
 
     dataset = open_dataset(kind, root, split, require_labels=False)
-    inputs, labels = [], []
+    inputs, labels, images = [], [], []
     for index in spread_indices(len(dataset), num):
         rgb, label = dataset.load(index)
+        # Resized once here, so the picture kept in the bundle is exactly what was compared.
+        rgb = cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) if rgb.shape[:2] != size else rgb
+        images.append(rgb)
         inputs.append(prepare_input(rgb, spec, frame_order="RGB"))
         labels.append(None if label is None else resize_label(label, size))
     if not inputs:
@@ -178,7 +178,7 @@ def load_parity_samples(root: str | os.PathLike | None, kind: str, split: str, n
               "labelled": all(label is not None for label in labels)}
     if note:
         source["note"] = note
-    return ParitySamples(inputs, labels, source)
+    return ParitySamples(inputs, labels, source, images)
 
 
 def resample(samples: ParitySamples, size: tuple[int, int], count: int) -> ParitySamples:

@@ -19,6 +19,7 @@ import numpy as np
 from common.errors import UserError
 from runtime.backends import open_backend
 from runtime.backends.base import Backend
+from runtime.bundle import resolve_model
 from runtime.capture import CaptureThread, Log, log_to_stderr
 from runtime.pipeline import run_pipeline
 from runtime.preprocess import Preprocessor
@@ -137,6 +138,7 @@ def bench(
 ) -> dict[str, Any]:
     if warmup < 0 or iters < 2:
         raise UserError(f"--warmup must be 0 or more and --iters 2 or more, got {warmup} and {iters}")
+    model = str(resolve_model(model, backend, device, log))
     runner = open_backend(model, backend, threads=threads, device=device, input_size=size, log=log)
     try:
         shape = (batch, 3, *runner.input_size)

@@ -13,6 +13,7 @@ import numpy as np
 from common.atomic import atomic_path
 from common.errors import UserError
 from runtime.backends import backend_for, open_backend
+from runtime.bundle import resolve_model
 from runtime.capture import Backoff, CaptureThread, Log, log_to_stderr
 from runtime.pipeline import PipelineReport, run_pipeline
 from runtime.preprocess import Preprocessor
@@ -47,7 +48,8 @@ def run_stream(config: RunConfig, log: Log = log_to_stderr) -> PipelineReport:
     """Open everything, check it all before the first frame, run, and close in reverse order."""
     source_uri = parse_input(config.input)
     output_uri = parse_output(config.output if config.output or not config.headless else "null://")
-    backend_for(config.model, config.backend)          # missing or unknown model: fail first
+    model = resolve_model(config.model, config.backend, config.device, log)
+    backend_for(model, config.backend)                 # missing or unknown model: fail first
     check_output(output_uri, headless=config.headless)
     if config.save_frame is not None:
         index, path = config.save_frame
@@ -58,7 +60,7 @@ def run_stream(config: RunConfig, log: Log = log_to_stderr) -> PipelineReport:
     latest = source_uri.live if config.latest is None else config.latest
 
     with contextlib.ExitStack() as stack:
-        backend = open_backend(config.model, config.backend, threads=config.threads, device=config.device, input_size=config.size, log=log)
+        backend = open_backend(model, config.backend, threads=config.threads, device=config.device, input_size=config.size, log=log)
         stack.callback(backend.close)
         log(f"backend: {backend.describe()}")
         manifest = backend.manifest
