@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from cli.options import require_training_stack
+
 # A few iterations of everything: proves the whole chain works in about a minute.
 QUICK = [
     "source.iterations=30", "correlation.iterations=10", "self_train.rounds=1",
@@ -28,6 +30,7 @@ QUICK = [
 @click.pass_context
 def demo(ctx: click.Context, out: str, config_path: str | None, overrides: tuple[str, ...], quick: bool, frames: int | None) -> None:
     """Generate data, adapt, evaluate, export and segment a video, end to end."""
+    require_training_stack("demo")
     root = Path(out)
     data, run, export_dir, video_dir = root / "data", root / "run", root / "export", root / "video"
     sizes = ["--num-train", "24", "--num-val", "8"] if quick else []

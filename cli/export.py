@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.options import SIZE
+from cli.options import SIZE, require_training_stack
 from common.preprocess import DEFAULT_INPUT_SIZE
 from export.config import CALIBRATION_METHODS, EXPORTERS, OUTPUT_KINDS, PRECISIONS
 
@@ -59,6 +59,7 @@ def export(checkpoint, out_dir, size, dynamic, output, opset, exporter, simplify
     uda-adapt export runs/synthetic/best.pt --out exports/synthetic
     uda-adapt export best.pt --out exports/orin --trt --precision int8 --calib-data data/target/train/images
     """
+    require_training_stack("export")
     from export.api import export_model
     from export.config import ExportConfig
 

@@ -23,3 +23,22 @@ class SizeType(click.ParamType):
 
 
 SIZE = SizeType()
+
+
+def require_training_stack(command: str) -> None:
+    """Training, evaluation and export need torch: say how to get it on a runtime-only install."""
+    from common.errors import UserError
+
+    missing = [name for name in ("torch", "torchvision") if not _importable(name)]
+    if missing:
+        raise UserError(f"`uda-adapt {command}` needs the training install ({' and '.join(missing)} missing here): "
+                        "pip install 'uda-adapt[train]'; this install runs exported models only (run, bench, build, check)")
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cli.options import SIZE
+from cli.options import SIZE, require_training_stack
 
 
 @click.command()
@@ -17,6 +17,7 @@ from cli.options import SIZE
 @click.option("--init", "init", type=click.Path(dir_okay=False), help="Checkpoint the single --stage starts from (default: the previous stage in --out).")
 def train(config_path: str | None, overrides: tuple[str, ...], run_dir: str, stage: str | None, init: str | None) -> None:
     """Adapt a segmenter: source -> correlation -> self_train (or one --stage)."""
+    require_training_stack("train")
     from adapt.config import load_config
     from adapt.train.config import TrainConfig
     from adapt.train.runner import train as run_training
@@ -36,6 +37,7 @@ def train(config_path: str | None, overrides: tuple[str, ...], run_dir: str, sta
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Where to write the result (default: beside the checkpoint).")
 def evaluate(checkpoint: str, data_root: str, kind: str, split: str, size, device: str, json_path: str | None) -> None:
     """Per-class IoU and mIoU (19/16/13 protocols) of CHECKPOINT on a labelled split."""
+    require_training_stack("eval")
     from adapt.eval_checkpoint import evaluate_checkpoint
 
     result, out = evaluate_checkpoint(checkpoint, data_root, kind=kind, split=split, size=size, device=device, json_path=json_path)

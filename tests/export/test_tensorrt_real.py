@@ -24,7 +24,7 @@ def test_build_and_run_engine(precision, ckpt, target_data, tmp_path, reduced_pr
     import tensorrt as trt
     import torch
 
-    from export.tensorrt_build import check_engine_compatible
+    from common.engines import check_engine_compatible
 
     result = export_model(ckpt, tmp_path / "out", ExportConfig(size=(64, 128), trt=True, precision=precision, parity_data=target_data, parity_num=2, workspace_gib=1))
     [spec] = read_manifest(tmp_path / "out" / "model.json").engines
@@ -46,3 +46,29 @@ def test_build_and_run_engine(precision, ckpt, target_data, tmp_path, reduced_pr
 def test_int8_engine_from_qdq(ckpt, target_data, tmp_path, reduced_precision_gates_open):
     result = export_model(ckpt, tmp_path / "out", ExportConfig(size=(64, 128), dynamic=True, trt=True, precision="int8", calib_data=target_data / "train" / "images", calib_num=3, parity_data=target_data, parity_num=2, workspace_gib=1))
     assert result.engine is not None and result.engine.name.endswith(".int8.engine")
+
+
+def test_build_from_bundle_then_check_and_run(ckpt, target_data, tmp_path, reduced_precision_gates_open):
+    """The device path: export (fp16 variant), build from the bundle, check against the ONNX, run the bundle."""
+    from export.build import BuildConfig, build_from_bundle
+    from runtime.bundle import model_in_bundle
+    from runtime.check import check_engine
+
+    out = tmp_path / "out"
+    export_model(ckpt, out, ExportConfig(size=(64, 128), precision="fp16", parity_data=target_data, parity_num=3))
+    spec = build_from_bundle(out, BuildConfig(workspace_gib=1))
+    assert model_in_bundle(out) == out / spec.file
+    report = check_engine(out, out / spec.file)
+    assert report["passed"] and report["n_images"] == 3
+
+
+def test_legacy_int8_calibrator_feeds_device_memory(ckpt, target_data, tmp_path, reduced_precision_gates_open):
+    """--legacy-precision-flags --precision int8 (TensorRT 10.x): the calibrator's batches live on the GPU."""
+    import tensorrt as trt
+
+    if not hasattr(trt.BuilderFlag, "INT8"):
+        pytest.skip("TensorRT 11 has no legacy int8 flag")
+    result = export_model(ckpt, tmp_path / "out", ExportConfig(
+        size=(64, 128), trt=True, precision="int8", legacy_precision_flags=True, calib_data=target_data / "train" / "images",
+        calib_num=3, parity_data=target_data, parity_num=2, workspace_gib=1))
+    assert result.engine is not None and (tmp_path / "out" / "calib.cache").is_file()

@@ -77,3 +77,13 @@ def test_uda_adapt_run_works_without_torch(torch_free_env, small_onnx, clip_mp4,
     capture = cv2.VideoCapture(str(out))
     assert capture.isOpened() and capture.read()[0]
     capture.release()
+
+
+def test_training_commands_say_what_to_install(torch_free_env, tmp_path):
+    command = [sys.executable, "-c", "import sys; from cli.main import run; sys.argv[0] = 'uda-adapt'; run()",
+               "export", str(tmp_path / "x.pt"), "--out", str(tmp_path / "out")]
+    result = subprocess.run(command, env=torch_free_env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "uda-adapt: error: `uda-adapt export` needs the training install (torch and torchvision missing here): "
+        "pip install 'uda-adapt[train]'; this install runs exported models only (run, bench, build, check)"]
