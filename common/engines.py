@@ -36,6 +36,8 @@ def compatible_engine(manifest: Manifest, trt_version: str, compute_capability: 
                       precision: str | None = None) -> EngineSpec:
     """The manifest's engine for this TensorRT and GPU (and `precision`, if given)."""
     candidates = [e for e in manifest.engines if precision is None or e.precision == precision]
+    # A GPU engine before a DLA one: the DLA frees the GPU but is slower for a single stream.
+    candidates.sort(key=lambda e: e.dla_core is not None)
     if not candidates:
         option = f" --precision {precision}" if precision else ""
         raise UserError(f"the export has no {precision + ' ' if precision else ''}TensorRT engine; build one on "

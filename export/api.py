@@ -166,7 +166,8 @@ def export_model(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, confi
                         f"(model.json records the failure, details in {out / 'report' / 'parity.json'})")
     if trt_problem is not None:
         command = trtexec_command(out / files[precision].name, out / f"model.{precision}.engine", input_name=INPUT_NAME,
-                                  shapes=shapes, workspace_gib=cfg.workspace_gib, timing_cache=cfg.timing_cache)
+                                  shapes=shapes, workspace_gib=cfg.workspace_gib, timing_cache=cfg.timing_cache,
+                                  dla_core=cfg.dla_core)
         raise TensorRTUnavailable(f"{trt_problem}; the ONNX bundle is in {out}; build the engine on the device with: "
                                   f"{command} (or run `uda-adapt export ... --trt` there to record it in model.json)")
     engine = out / manifest.engines[0].file if manifest.engines else None

@@ -208,7 +208,7 @@ def _entropy_calibrator(trt: ModuleType, reader: Any, cache_path: Path, device: 
 
 def trtexec_command(onnx_file: str | os.PathLike, engine_file: str | os.PathLike, *, input_name: str,
                     shapes: dict[str, tuple[int, ...]] | None = None, workspace_gib: float = 4.0,
-                    timing_cache: str | os.PathLike | None = None) -> str:
+                    timing_cache: str | os.PathLike | None = None, dla_core: int | None = None) -> str:
     """The trtexec (TensorRT 10/11 syntax) line that builds the same engine on the device.
 
     Always from the precision-baked ONNX with --stronglyTyped: trtexec 11 has no --fp16/--int8,
@@ -221,4 +221,6 @@ def trtexec_command(onnx_file: str | os.PathLike, engine_file: str | os.PathLike
             parts.append(f"{flag}={input_name}:{'x'.join(str(d) for d in shapes[key])}")
     if timing_cache is not None:
         parts.append(f"--timingCacheFile={timing_cache}")
+    if dla_core is not None:
+        parts += [f"--useDLACore={dla_core}", "--allowGPUFallback"]
     return " ".join(parts)

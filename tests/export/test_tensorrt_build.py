@@ -237,3 +237,17 @@ def test_a_foreign_timing_cache_is_refused(onnx_file, tmp_path):
     trt = make_fake_tensorrt("10.3.0.26", timing_cache_ok=False)
     with pytest.raises(UserError, match="timing cache .*timing.cache was written by another TensorRT"):
         build_engine(trt, ORIN, onnx_file, tmp_path, precision="fp16", input_name="image", timing_cache=cache)
+
+
+def test_trtexec_command_for_the_dla():
+    command = trtexec_command("m.fp16.onnx", "m.engine", input_name="image", dla_core=1)
+    assert command.endswith("--useDLACore=1 --allowGPUFallback")
+
+
+def test_a_gpu_engine_is_preferred_to_a_dla_one():
+    from common.manifest import Manifest, OutputSpec
+
+    dla = EngineSpec("model.trt10.3.0.sm87.dla0.fp16.engine", "fp16", "10.3.0.26", "Orin", "8.7", dla_core=0)
+    gpu = EngineSpec("model.trt10.3.0.sm87.fp16.engine", "fp16", "10.3.0.26", "Orin", "8.7")
+    manifest = Manifest(classes=("a",), palette=((0, 0, 0),), input=InputSpec(), output=OutputSpec(), engines=[dla, gpu])
+    assert compatible_engine(manifest, "10.3.0", "8.7") is gpu
