@@ -6,7 +6,7 @@ argmax) and through the ONNX file in ONNX Runtime, alternating call by call so t
 the machine's speed hits both. Prints the medians, the ratio, and the parity figures.
 
     python benchmarks/export_latency.py                        # small, and lraspp_mobilenet_v3_large if present
-    python benchmarks/export_latency.py --models small --iters 30 --imgsz 512 1024
+    python benchmarks/export_latency.py --models small --iters 30 --size 512x1024
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from adapt.checkpoint import Checkpoint, build_model, load_checkpoint, save_chec
 from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE  # noqa: E402
 from adapt.models import MODEL_BUILDERS, build_segmenter  # noqa: E402
 from export.api import export_model  # noqa: E402
-from export.config import ExportConfig
+from common.preprocess import DEFAULT_INPUT_SIZE  # noqa: E402
+from export.config import ExportConfig  # noqa: E402
 from export.onnx_export import DeployWrapper  # noqa: E402
 
 
@@ -72,11 +73,16 @@ def bench_model(name: str, workdir: Path, size: tuple[int, int], iters: int, war
     }
 
 
+def _size(text: str) -> tuple[int, int]:
+    height, width = (int(v) for v in text.lower().split("x"))
+    return height, width
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     default_models = [m for m in ("small", "lraspp_mobilenet_v3_large") if m in MODEL_BUILDERS]
     parser.add_argument("--models", nargs="+", default=default_models, choices=sorted(MODEL_BUILDERS))
-    parser.add_argument("--imgsz", nargs=2, type=int, default=(512, 1024), metavar=("H", "W"))
+    parser.add_argument("--size", type=_size, default=DEFAULT_INPUT_SIZE, metavar="HxW", help="network input size")
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0,
@@ -89,11 +95,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), onnxruntime {ort.__version__} "
-          f"({args.threads or 'default'} threads), {args.iters} iterations after {args.warmup} warm-up, input {args.imgsz[0]}x{args.imgsz[1]}")
+          f"({args.threads or 'default'} threads), {args.iters} iterations after {args.warmup} warm-up, input {args.size[0]}x{args.size[1]}")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            row = bench_model(name, Path(tmp), tuple(args.imgsz), args.iters, args.warmup, args.threads)
+            row = bench_model(name, Path(tmp), tuple(args.size), args.iters, args.warmup, args.threads)
             results.append(row)
             agreement = ", ".join(f"{c['precision']} {100 * c['pixel_agreement']:.3f} %" for c in row["parity"])
             print(f"{name:>28}: PyTorch {row['pytorch_cpu_median_ms']:8.1f} ms   ORT {row['ort_cpu_median_ms']:8.1f} ms   "
