@@ -48,8 +48,22 @@ def correlation_fit_loss(
     return _masked_mean(per_pixel, labels != ignore_index)
 
 
+def weighted_segmentation_ce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
+                             ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Cross-entropy with a weight per pixel (B, H, W), mean over the labelled pixels (as DACS).
+
+    Mean-teacher training weighs pasted source pixels 1 and pseudo-labelled target pixels by the
+    teacher's confidence fraction; dividing by the pixel count, not the weight sum, is what lets
+    an unconfident teacher speak more quietly.
+    """
+    labels = labels.long()
+    per_pixel = F.cross_entropy(_to_size(logits, labels), labels, ignore_index=ignore_index, reduction="none")
+    return _masked_mean(per_pixel * weights, labels != ignore_index)
+
+
 def correlation_transfer_loss(
-    module: CorrelationModule, logits: torch.Tensor, teacher_logits: torch.Tensor | None = None
+    module: CorrelationModule, logits: torch.Tensor, teacher_logits: torch.Tensor | None = None,
+    valid: torch.Tensor | None = None, mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Stage 3 (target): KL(SA(p) || p) with p = softmax(logits), dense over every pixel.
 
@@ -60,13 +74,31 @@ def correlation_transfer_loss(
     The target q = SA(p) is computed under no_grad (module frozen, target detached); gradients
     reach the network through log p = log_softmax(logits) only. Computed at the logits'
     resolution, where the module runs. Value: sum over classes of q (log q - log p), mean over
-    the B*h*w pixels. `F.kl_div` takes the *log*-probabilities of the model as its input.
+    the pixels. `F.kl_div` takes the *log*-probabilities of the model as its input.
+
+    `valid` (B, h, w) bool, at the logits' resolution: pixels with image content. Padding is
+    left out of the module's attention and of the KL. `mask` (B, h, w) bool restricts the KL
+    further (e.g. to target pixels of a mixed image); None: every valid pixel.
     """
     with torch.no_grad():
         source = logits if teacher_logits is None else teacher_logits
-        target = module(torch.softmax(source.detach().float(), dim=1))
+        target = module(torch.softmax(source.detach().float(), dim=1), valid=valid)
     log_p = torch.log_softmax(logits, dim=1)
-    return F.kl_div(log_p, target, reduction="none").sum(dim=1).mean()
+    kl = F.kl_div(log_p, target, reduction="none").sum(dim=1)
+    if valid is not None:
+        mask = valid if mask is None else mask & valid
+    if mask is None:
+        return kl.mean()
+    return _masked_mean(kl, mask)
+
+
+def valid_mask_at(valid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Downsample a (B, H, W) bool pixel mask to (B, h, w): a cell is valid when all of it is."""
+    if tuple(valid.shape[-2:]) == tuple(size):
+        return valid
+    # Adaptive max-pool of the *invalid* mask: one invalid pixel invalidates its cell.
+    invalid = F.adaptive_max_pool2d((~valid).float().unsqueeze(1), size)
+    return invalid.squeeze(1) < 0.5
 
 
 def entropy_on_ignored(logits: torch.Tensor, pseudo_labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:

@@ -125,6 +125,18 @@ def class_balanced_pseudo_labels(
     return select_pseudo_labels(probs, state.thresholds, ignore_index=ignore_index), state
 
 
+def confidence_weight(confidence: torch.Tensor, threshold: float, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,) per image: the fraction of its (valid) pixels whose confidence (B, H, W) is >= threshold.
+
+    DACS's pseudo-label weight: one scalar per target image, so an image the teacher is unsure
+    about as a whole teaches less, while every pixel of it still gets a label.
+    """
+    sure = confidence >= threshold
+    if valid is None:
+        return sure.flatten(1).float().mean(dim=1)
+    return (sure & valid).flatten(1).sum(dim=1).float() / valid.flatten(1).sum(dim=1).clamp_min(1).float()
+
+
 def _percentile(values: torch.Tensor, q: float) -> torch.Tensor:
     """q-quantile (q in [0, 1]) of 1-D values, interpolating linearly between order statistics.
 

@@ -69,32 +69,38 @@ class CorrelationModule(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(())) if value == "learned" else None
         self.posenc_scale = nn.Parameter(torch.ones(())) if spatial == "posenc" else None
 
-    def attend(self, p: torch.Tensor) -> torch.Tensor:
-        """The raw attention output sum_j A_ij v_j, (B, C, h, w), with v = p or Wv p."""
+    def attend(self, p: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """The raw attention output sum_j A_ij v_j, (B, C, h, w), with v = p or Wv p.
+
+        `valid` (B, h, w) bool: pixels that may be attended to (False on padding, where there is
+        no image); None attends everywhere.
+        """
         b, c, h, w = p.shape
         q, k = self.query(p), self.key(p)
         if self.posenc_scale is not None:
             encoding = self.posenc_scale * sinusoidal_encoding_2d(self.dim, h, w, p.device, p.dtype)
             q, k = q + encoding, k + encoding
         v = p if self.value_proj is None else self.value_proj(p)
-        out = attention(to_tokens(q), to_tokens(k), to_tokens(v), scale=1.0 / (math.sqrt(self.dim) * self.temperature))
+        key_mask = None if valid is None else valid.reshape(b, 1, h * w)
+        out = attention(to_tokens(q), to_tokens(k), to_tokens(v), scale=1.0 / (math.sqrt(self.dim) * self.temperature),
+                        key_mask=key_mask)
         # contiguous(): this view has channels-last strides, which interpolate keeps and whose
         # gradient NLL's CPU backward rejects ("grad_input must be contiguous").
         return out.transpose(1, 2).reshape(b, c, h, w).contiguous()
 
-    def forward(self, p: torch.Tensor) -> torch.Tensor:
+    def forward(self, p: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         if self.value_proj is None:
-            return self.attend(p)
-        return torch.softmax(self._learned_logits(p), dim=1)
+            return self.attend(p, valid)
+        return torch.softmax(self._learned_logits(p, valid), dim=1)
 
-    def log_probs(self, p: torch.Tensor) -> torch.Tensor:
+    def log_probs(self, p: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """log of `forward(p)`, (B, C, h, w), finite everywhere (probabilities floored at PROB_EPS)."""
         if self.value_proj is None:
-            return torch.log(self.attend(p).clamp_min(PROB_EPS))
-        return torch.log_softmax(self._learned_logits(p), dim=1)
+            return torch.log(self.attend(p, valid).clamp_min(PROB_EPS))
+        return torch.log_softmax(self._learned_logits(p, valid), dim=1)
 
-    def _learned_logits(self, p: torch.Tensor) -> torch.Tensor:
-        return torch.log(p.clamp_min(PROB_EPS)) + self.gamma * self.attend(p)
+    def _learned_logits(self, p: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.log(p.clamp_min(PROB_EPS)) + self.gamma * self.attend(p, valid)
 
 
 def to_tokens(x: torch.Tensor) -> torch.Tensor:
@@ -102,8 +108,12 @@ def to_tokens(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+              key_mask: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(q k^T * scale) v for (B, N, Dq), (B, N, Dq), (B, N, Dv) -> (B, N, Dv), in O(N) memory.
+
+    `key_mask` (B, 1, N) bool: keys that may be attended to. It is passed as a (B, 1, 1, N)
+    additive bias that broadcasts over the queries, so no N x N matrix is built for it.
 
     Uses `scaled_dot_product_attention`. Its memory-saving kernels (flash on CPU, flash or
     memory-efficient on CUDA) need one head size for q, k and v; with different sizes PyTorch
@@ -117,13 +127,21 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -
     # a (B, D, h, w) map are not, and F.pad keeps the strides of its input.
     q, k = F.pad(q, (0, size - dq)).contiguous(), F.pad(k, (0, size - dq)).contiguous()
     v = F.pad(v, (0, size - dv)).contiguous()
-    out = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), scale=scale)
+    bias = None
+    if key_mask is not None:
+        # A large negative, not -inf: a row whose keys are all masked stays finite (uniform).
+        bias = torch.zeros(key_mask.shape, dtype=q.dtype, device=q.device).masked_fill(~key_mask, -1e9).unsqueeze(1)
+    out = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), attn_mask=bias, scale=scale)
     return out.squeeze(1)[..., :dv]
 
 
-def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+                    key_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Reference softmax(q k^T * scale) v that builds the (B, N, N) matrix: tests and benchmarks only."""
-    return torch.softmax(q @ k.transpose(1, 2) * scale, dim=-1) @ v
+    scores = q @ k.transpose(1, 2) * scale
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
 
 
 def sinusoidal_encoding_2d(dim: int, h: int, w: int, device=None, dtype=None) -> torch.Tensor:

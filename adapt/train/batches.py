@@ -1,13 +1,15 @@
 """An endless, resumable stream of training batches.
 
 Training counts iterations, not epochs, and must resume exactly where it stopped: the
-order of each epoch is a pure function of (seed, epoch), and the stream's position is a
-two-number state saved in every checkpoint.
+order of each epoch is a pure function of (seed, epoch), the random augmentation of each
+sample a pure function of (seed, epoch, position in the epoch), and the stream's position is a
+two-number state saved in every checkpoint. So a resumed stream yields the same batches as an
+uninterrupted one, with or without DataLoader workers, whatever else drew from torch's RNG.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -22,13 +24,44 @@ class StreamState:
     batches_done: int = 0   # batches already taken from `epoch`
 
 
+# An epoch's sample order: (generator, dataset size) -> indices; the default is a permutation.
+EpochOrder = Callable[[torch.Generator, int], list[int]]
+
+
+def random_permutation(generator: torch.Generator, size: int) -> list[int]:
+    return torch.randperm(size, generator=generator).tolist()
+
+
+class SeededSamples(Dataset):
+    """`dataset[index]` under torch's RNG seeded from (seed, epoch, position), the caller's RNG untouched.
+
+    Keys are (epoch, position, index) triples; the transforms of `dataset` draw from torch's
+    global RNG, which is forked for each sample.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int, int]):
+        epoch, position, index = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + epoch) * 1_000_033 + position)
+            return self.dataset[index]
+
+
 class BatchStream:
     """Yields (images, labels) batches forever; `state` says where the stream is."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0, state: StreamState | None = None) -> None:
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0, state: StreamState | None = None,
+                 order: EpochOrder = random_permutation) -> None:
         if len(dataset) == 0:
             raise UserError("a training split is empty; check the dataset root and split names in the config")
         self.dataset = dataset
+        self.samples = SeededSamples(dataset, seed)
+        self.order = order
         # Small datasets still give full batches: never more per batch than there are images.
         self.batch_size = max(1, min(batch_size, len(dataset)))
         self.seed = seed
@@ -36,11 +69,12 @@ class BatchStream:
         self.state = state or StreamState()
         self._iterator: Iterator | None = None
 
-    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+    def _epoch_batches(self, epoch: int) -> list[list[tuple[int, int, int]]]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        order = torch.randperm(len(self.dataset), generator=generator).tolist()
-        usable = len(order) - len(order) % self.batch_size  # drop the ragged last batch
-        return [order[i : i + self.batch_size] for i in range(0, usable, self.batch_size)]
+        order = self.order(generator, len(self.dataset))
+        keys = [(epoch, position, index) for position, index in enumerate(order)]
+        usable = len(keys) - len(keys) % self.batch_size  # drop the ragged last batch
+        return [keys[i : i + self.batch_size] for i in range(0, usable, self.batch_size)]
 
     def _start_epoch(self) -> None:
         batches = self._epoch_batches(self.state.epoch)[self.state.batches_done :]
@@ -49,7 +83,7 @@ class BatchStream:
             # (Creating a loader draws from torch's RNG, so an empty one would shift every later draw.)
             self.state = StreamState(self.state.epoch + 1, 0)
             batches = self._epoch_batches(self.state.epoch)
-        loader = DataLoader(self.dataset, batch_sampler=batches, num_workers=self.num_workers)
+        loader = DataLoader(self.samples, batch_sampler=batches, num_workers=self.num_workers)
         self._iterator = iter(loader)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+from torch.utils.data import Dataset
+
 from adapt.data import open_dataset
 from adapt.data.transforms import TrainTransform
 from common.errors import UserError
@@ -28,6 +31,29 @@ def labelled_train_set(spec: DatasetConfig, transform):
 def unlabelled_train_set(spec: DatasetConfig, transform=None):
     """The target train split as the adaptation sees it: images only, labels never read."""
     return open_dataset(spec.kind, spec.root, spec.train_split, require_labels=False, transform=transform)
+
+
+class _ValidPixels(Dataset):
+    """An unlabelled split whose "label" marks image pixels (0) so that padding (IGNORE_INDEX) shows.
+
+    The transform pads crops of scaled-down images with IGNORE_INDEX; with an all-zero label in,
+    `label != IGNORE_INDEX` is exactly where the crop has image content.
+    """
+
+    def __init__(self, base, transform) -> None:
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        image = self.base.load_image(index)
+        return self.transform(image, np.zeros(image.shape[:2], np.uint8))
+
+
+def target_crop_set(cfg: TrainConfig, mean, std) -> Dataset:
+    """Target train crops (geometric augmentation only) with a validity map in place of labels."""
+    return _ValidPixels(unlabelled_train_set(cfg.data.target), train_transform(cfg, mean, std, jitter=0.0))
 
 
 def check_same_classes(source, target) -> None:

@@ -30,6 +30,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def rng_state() -> dict:
+    """Python's, NumPy's and torch's global RNG states (CPU, and CUDA where present), for a checkpoint."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    # Plain types and tensors only: checkpoints load with torch.load(weights_only=True).
+    numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                   "has_gauss": int(has_gauss), "cached": float(cached)}
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict | None) -> None:
+    """Put back what `rng_state` saved (a checkpoint without one leaves the RNGs as they are)."""
+    if not state:
+        return
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
     """fp16 autocast on CUDA when `enabled`; a no-op elsewhere (CPU autocast is slower for convs)."""
     if enabled and device.type == "cuda":

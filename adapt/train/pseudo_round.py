@@ -37,8 +37,7 @@ def write_pseudo_labels(
 ) -> tuple[dict, ThresholdState]:
     """Predict every target train image, update the class thresholds, keep confident pixels.
 
-    Returns the round's statistics and the thresholds after the last image (they carry over
-    to the next round, as in IAST).
+    Returns the round's statistics and the thresholds after the last image.
 
     `dataset` yields (normalised image, label); labels, when the split has them, are used only
     to report pseudo-label accuracy in stats.json, never for selection.
@@ -74,6 +73,7 @@ def write_pseudo_labels(
         "alpha": alpha,
         # Diagnostic only, and only where the target train split happens to have labels.
         "accuracy_of_selected": float(correct.sum() / max(kept.sum(), 1)) if has_truth else None,
+        "per_class_accuracy": (correct / np.maximum(kept, 1)).round(4).tolist() if has_truth else None,
     }
     atomic_write_text(round_dir / "stats.json", json.dumps(stats, indent=2) + "\n")
     return stats, thresholds

@@ -1,6 +1,9 @@
 """Stage 3: self-training on the target with correlation transfer.
 
-Each round regenerates pseudo labels with class-balanced thresholds, then trains on
+`self_train.method` picks the self-training base: "mean_teacher" (online, EMA teacher and
+ClassMix: adapt/train/mean_teacher_stage.py) or "iast" (this module). With IAST, each round
+re-estimates the target BatchNorm statistics (`target_bn`), regenerates pseudo labels with
+class-balanced thresholds that restart at `init_threshold`, as IAST does, then trains on
     CE(logits_t, pseudo) + lambda_ct * KL(SA(p_t) || p_t)   (dense, all pixels)
     [+ source CE] [+ IAST entropy on ignored pixels] [+ IAST KL-to-uniform on labelled pixels]
 with the correlation module SA frozen. lambda_ct = 0 is plain self-training.
@@ -16,14 +19,17 @@ from adapt.checkpoint import Checkpoint
 from adapt.data import PseudoLabelDataset
 from adapt.data.transforms import EvalTransform
 from common.errors import UserError
-from adapt.losses import correlation_transfer_loss, entropy_on_ignored, kl_to_uniform_on_labelled, segmentation_ce
+from adapt.classes import IGNORE_INDEX
+from adapt.losses import correlation_transfer_loss, entropy_on_ignored, kl_to_uniform_on_labelled, segmentation_ce, valid_mask_at
 from adapt.models import build_segmenter, freeze_batchnorm
 from adapt.pseudo_labels import ThresholdState
 from adapt.train.batches import BatchStream, StreamState
 from adapt.train.config import per_round
 from adapt.train.correlation_stage import load_correlation_module
 from adapt.train.datasets import labelled_train_set, train_transform, unlabelled_train_set
-from adapt.train.environment import autocast, make_grad_scaler, seed_everything
+from adapt.train.batchnorm import reestimate_batchnorm
+from adapt.train.environment import autocast, make_grad_scaler, restore_rng, rng_state, seed_everything
+from adapt.train.mean_teacher_stage import ct_weight, mean_teacher
 from adapt.train.logbook import Logbook
 from adapt.train.loop import run_iterations
 from adapt.train.optim import make_optimizer, set_lr, poly_lr
@@ -32,6 +38,11 @@ from adapt.train.reporting import evaluate_stage, keep_best, network_fn
 from adapt.train.stage_io import RunContext, begin_stage, write_stage_checkpoint
 
 STAGE = "self_train"
+
+
+def final_tag(cfg) -> str:
+    """The tag of the stage's last evaluation (eval_<tag>.json): the last IAST round, or the mean teacher's end."""
+    return "mean_teacher" if cfg.self_train.method == "mean_teacher" else f"round{cfg.self_train.rounds}"
 
 
 def self_train(ctx: RunContext, init: Checkpoint) -> None:
@@ -48,6 +59,12 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
         if payload is None:
             raise UserError(f"self-training with lambda_ct={st.lambda_ct} needs a correlation checkpoint, but {init.stage!r} checkpoint has no correlation module; run the correlation stage first or set self_train.lambda_ct=0")
         module = load_correlation_module(payload, len(ctx.classes)).to(ctx.device).eval().requires_grad_(False)
+    if resume is not None and resume.extra.get("method", "iast") != st.method:
+        raise UserError(f"{last_path} was written by self_train.method={resume.extra.get('method', 'iast')!r} but the config says "
+                        f"{st.method!r}; use another --out, or delete {last_path.parent} to start this stage over")
+    if st.method == "mean_teacher":
+        mean_teacher(ctx, init, start_info, module)
+        return
 
     seed_everything(cfg.seed + 2)
     model = build_segmenter(init.model_name, len(ctx.classes), None)
@@ -60,43 +77,54 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
         source = labelled_train_set(cfg.data.source, train_transform(cfg, ctx.mean, ctx.std))
         source_stream = BatchStream(source, cfg.data.batch_size, cfg.seed + 3, cfg.data.num_workers)
 
-    thresholds = ThresholdState.initial(len(ctx.classes), st.pseudo.init_threshold)
     first_round, start, best = 0, 0, float("-inf")
-    saved_optimizer, saved_stream = None, None
+    saved_optimizer, saved_stream, saved_teacher = None, None, None
     if resume:
         first_round, start = resume.extra["round"], resume.extra["round_step"]
-        thresholds = ThresholdState(resume.extra["thresholds"].clone())
         best = resume.extra.get("best_miou", best)
         saved_optimizer, saved_stream = resume.extra.get("optimizer"), resume.extra.get("stream")
+        saved_teacher = resume.extra.get("round_teacher")
+        restore_rng(resume.extra.get("rng"))
         print(f"{STAGE}: resuming round {first_round + 1} at iteration {start} from {last_path}")
 
     log = Logbook(stage_dir, ctx.tensorboard_dir, tag=STAGE)
     try:
         for round_index in range(first_round, st.rounds):
             round_dir = stage_dir / f"round{round_index + 1}"
+            mid_round = start > 0
+            if st.target_bn and not mid_round:
+                # Before the round's pseudo labels: target statistics (a resumed round has them in its weights).
+                reestimate_batchnorm(model, target_plain, ctx.device, cfg.data.batch_size)
             if not pseudo_labels_ready(round_dir):
-                stats, thresholds = write_pseudo_labels(model, target_plain, round_dir, thresholds, st.pseudo,
-                                            per_round(st.pseudo.alpha, round_index), ctx.device)
-                log.write(round_index * st.iterations_per_round, pseudo_labelled_fraction=stats["labelled_fraction"])
+                thresholds = ThresholdState.initial(len(ctx.classes), st.pseudo.init_threshold)
+                stats, _ = write_pseudo_labels(model, target_plain, round_dir, thresholds, st.pseudo,
+                                               per_round(st.pseudo.alpha, round_index), ctx.device)
+                log.write(round_index * st.iterations_per_round, pseudo_labelled_fraction=stats["labelled_fraction"],
+                          **({"pseudo_label_accuracy": stats["accuracy_of_selected"]} if stats["accuracy_of_selected"] is not None else {}))
             lr = per_round(st.lrs, round_index)
             dataset = PseudoLabelDataset(unlabelled_train_set(cfg.data.target), round_dir / "pseudo",
                                          transform=train_transform(cfg, ctx.mean, ctx.std, jitter=0.0))
             stream = BatchStream(dataset, cfg.data.batch_size, cfg.seed * 1000 + round_index, cfg.data.num_workers)
-            optimizer = make_optimizer(model.parameters(), st.optim, lr=lr)
-            scaler = make_grad_scaler(ctx.device, cfg.amp)
-            if saved_optimizer is not None and start > 0:
-                optimizer.load_state_dict(saved_optimizer)
-                stream.state = StreamState(**saved_stream)
             teacher = None
-            if module is not None and st.ct_teacher == "round":
+            if module is not None and st.ct_teacher in ("round", "teacher"):
+                # The network as the round's pseudo labels saw it; a mid-round resume restores that copy.
                 teacher = copy.deepcopy(model).eval().requires_grad_(False)
+                if mid_round and saved_teacher is not None:
+                    teacher.load_state_dict(saved_teacher)
             model.train()
             if cfg.model.freeze_bn_in_adaptation:
                 freeze_batchnorm(model)
+            # After freezing: the optimizer holds exactly the parameters that train (a resumed one must match).
+            optimizer = make_optimizer(model.parameters(), st.optim, lr=lr)
+            scaler = make_grad_scaler(ctx.device, cfg.amp)
+            if saved_optimizer is not None and mid_round:
+                optimizer.load_state_dict(saved_optimizer)
+                stream.state = StreamState(**saved_stream)
 
             def step(i: int) -> dict[str, float]:
                 images, pseudo = stream.next()
                 images, pseudo = images.to(ctx.device, non_blocking=True), pseudo.to(ctx.device, non_blocking=True)
+                valid = images.abs().sum(dim=1) > 0   # crop padding is exactly zero after normalisation
                 set_lr(optimizer, poly_lr(lr, i, st.iterations_per_round, st.optim.poly_power))
                 losses: dict[str, torch.Tensor] = {}
                 with autocast(ctx.device, cfg.amp):
@@ -107,7 +135,10 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
                         if teacher is not None:
                             with torch.no_grad():
                                 teacher_logits = teacher(images)
-                        losses["ct_kl"] = st.lambda_ct * correlation_transfer_loss(module, logits.float(), teacher_logits)
+                        size = tuple(logits.shape[-2:])
+                        region = valid_mask_at(pseudo == IGNORE_INDEX, size) if st.ct_region == "unlabelled" else None
+                        losses["ct_kl"] = ct_weight(cfg, round_index * st.iterations_per_round + i) * correlation_transfer_loss(
+                            module, logits.float(), teacher_logits, valid=valid_mask_at(valid, size), mask=region)
                     if st.entropy_weight > 0:
                         losses["entropy"] = st.entropy_weight * entropy_on_ignored(logits, pseudo)
                     if st.kl_uniform_weight > 0:
@@ -129,7 +160,9 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
                     "stream": vars(stream.state).copy(),
                     "round": round_index,
                     "round_step": done,
-                    "thresholds": thresholds.thresholds.detach().cpu().clone(),
+                    "method": "iast",
+                    "rng": rng_state(),
+                    "round_teacher": None if teacher is None else {k: v.detach().cpu() for k, v in teacher.state_dict().items()},
                     "best_miou": best,
                     "complete": complete,
                     "correlation": init.extra.get("correlation"),
@@ -149,8 +182,7 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
             final = round_index + 1 == st.rounds
             # The round is over: the next resume starts the following round from scratch.
             write_stage_checkpoint(ctx, last_path, STAGE, model, done_steps, {
-                "round": round_index + 1, "round_step": 0,
-                "thresholds": thresholds.thresholds.detach().cpu().clone(),
+                "round": round_index + 1, "round_step": 0, "method": "iast", "rng": rng_state(),
                 "best_miou": best, "complete": final, "correlation": init.extra.get("correlation"),
             })
     finally:

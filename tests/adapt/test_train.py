@@ -18,7 +18,7 @@ from tests.adapt.fixtures import make_folder_dataset
 TINY = [
     "data.crop_size=[32, 64]", "data.batch_size=2", "data.scale_range=[0.9, 1.1]",
     "source.iterations=4", "correlation.iterations=2",
-    "self_train.rounds=2", "self_train.iterations_per_round=2",
+    "self_train.rounds=2", "self_train.iterations_per_round=2", "self_train.mean_teacher.iterations=2",
     "logging.log_every=1", "logging.checkpoint_every=2", "logging.num_overlays=1",
 ]
 
@@ -51,7 +51,7 @@ def test_schedule_then_eval_from_the_cli(data, tmp_path, capsys):
         assert ckpt.config["data"]["target"]["root"] == str(target)
         records = [json.loads(line) for line in (run / stage / "metrics.jsonl").read_text().splitlines()]
         assert records and all("step" in r for r in records)
-    assert (run / "self_train" / "round2" / "stats.json").is_file()
+    assert (run / "self_train" / "eval_mean_teacher.json").is_file()  # the default method
     assert list((run / "self_train" / "overlays").glob("*.jpg"))
     assert "correlation" in load_checkpoint(run / "self_train" / "last.pt").extra
     summary = json.loads((run / "summary.json").read_text())
@@ -63,9 +63,13 @@ def test_schedule_then_eval_from_the_cli(data, tmp_path, capsys):
     assert "mIoU" in capsys.readouterr().out
 
 
-def test_same_seed_same_weights_and_metrics(data, tmp_path):
-    cfg = tiny_config(data, "self_train.rounds=1")
+@pytest.mark.parametrize("method", ["iast", "mean_teacher"])
+def test_same_seed_same_weights_and_metrics(data, tmp_path, method):
+    cfg = tiny_config(data, "self_train.rounds=1", f"self_train.method={method}")
     train(cfg, tmp_path / "a")
+    if method == "iast":
+        stats = json.loads((tmp_path / "a" / "self_train" / "round1" / "stats.json").read_text())
+        assert 0.0 <= stats["labelled_fraction"] <= 1.0 and len(stats["per_class_pixels"]) == 19
     train(cfg, tmp_path / "b")
     for key, value in weights(tmp_path / "a" / "self_train" / "last.pt").items():
         assert torch.equal(value, weights(tmp_path / "b" / "self_train" / "last.pt")[key]), key

@@ -1,0 +1,43 @@
+"""The exponential-moving-average (mean) teacher of mean-teacher self-training.
+
+The teacher starts as a copy of the student and follows it slowly:
+    alpha_t = min(1 - 1 / (t + 1), alpha)          (t = update count from 0)
+    teacher = alpha_t * teacher + (1 - alpha_t) * student
+for every parameter and every floating-point buffer (BatchNorm running statistics, so the
+teacher normalises with statistics of the data the student now sees); integer buffers
+(BatchNorm's batch counter) are copied. The warm-up term 1 - 1/(t + 1) makes the teacher an
+exact running mean of the students while t < 1 / (1 - alpha): early students are not
+overweighted by a long average of the initial weights.
+
+The teacher runs in eval mode, without gradients, and never enters the optimizer.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def ema_alpha(step: int, alpha: float) -> float:
+    """The EMA momentum for update number `step` (0-based), as DACS/DAFormer."""
+    return min(1.0 - 1.0 / (step + 1), alpha)
+
+
+def make_teacher(student: nn.Module) -> nn.Module:
+    teacher = copy.deepcopy(student)
+    teacher.eval().requires_grad_(False)
+    return teacher
+
+
+@torch.no_grad()
+def update_teacher(teacher: nn.Module, student: nn.Module, alpha: float) -> None:
+    """teacher <- alpha * teacher + (1 - alpha) * student, in place (parameters and float buffers)."""
+    for t, s in zip(teacher.parameters(), student.parameters()):
+        t.mul_(alpha).add_(s.detach(), alpha=1.0 - alpha)
+    for t, s in zip(teacher.buffers(), student.buffers()):
+        if t.is_floating_point():
+            t.mul_(alpha).add_(s.detach(), alpha=1.0 - alpha)
+        else:
+            t.copy_(s)

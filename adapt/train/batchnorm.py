@@ -1,0 +1,46 @@
+"""BatchNorm statistics of the target domain (AdaBN), re-estimated without any gradient.
+
+A network trained on source normalises every layer with source means and variances; on the
+target those statistics are wrong before a single weight is wrong. Re-estimating them on target
+images (BN layers in train mode, running statistics reset, cumulative average over the images,
+no gradients) is the cheapest adaptation there is, and the floor every method must beat.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+
+def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, dataset, device: torch.device, batch_size: int = 8,
+                         description: str = "target BN statistics") -> int:
+    """Replace every BN layer's running mean/var by its cumulative average over `dataset`.
+
+    `dataset` yields (normalised image (3, H, W), anything); images of one batch must share a
+    size. Returns the number of BN layers updated (0: nothing to do, the model is left as is).
+    The model comes back in eval mode; weights and the rest of its state are untouched.
+    """
+    layers = batchnorm_layers(model)
+    if not layers:
+        return 0
+    saved_momentum = [layer.momentum for layer in layers]
+    model.eval()
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # None: a cumulative moving average, i.e. the mean over all batches
+        layer.train()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    try:
+        for images, _ in tqdm(loader, desc=description, unit="batch", disable=None):
+            model(images.to(device))
+    finally:
+        for layer, momentum in zip(layers, saved_momentum):
+            layer.momentum = momentum
+        model.eval()
+    return len(layers)

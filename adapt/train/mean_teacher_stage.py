@@ -1,0 +1,187 @@
+"""Stage 3, method "mean_teacher": online self-training with an EMA teacher and ClassMix (DACS).
+
+Each step:
+    source batch  -> CE(student(xs), ys)
+    target batch  -> teacher(xt) (un-augmented, eval mode) -> pseudo labels yt, confidence weight
+    ClassMix      -> xm = paste half of each source image's classes onto xt; ym likewise
+    strong aug    -> colour jitter + blur on xm
+    loss          += weighted CE(student(xm), ym)    (pasted pixels weigh 1, pseudo labels w_t)
+                   + lambda_ct * KL(SA(p_teacher(xt)) || p_student(xm))  on target pixels of the mix
+    teacher       <- EMA(teacher, student)
+
+Correlation transfer here follows the frozen module's view of the *teacher's* prediction: a
+target that moves slowly (like the pseudo labels themselves), not the student's own output.
+The student is what the stage saves and exports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from adapt.checkpoint import Checkpoint
+from adapt.classes import IGNORE_INDEX
+from adapt.data.rare_class import class_statistics, rare_class_order
+from adapt.data.transforms import EvalTransform
+from adapt.losses import correlation_transfer_loss, segmentation_ce, valid_mask_at, weighted_segmentation_ce
+from adapt.mixing import StrongAugmentation, classmix_masks, mix
+from adapt.models import build_segmenter, upsample_logits
+from adapt.models.correlation import CorrelationModule
+from adapt.pseudo_labels import confidence_weight
+from adapt.teacher import ema_alpha, make_teacher, update_teacher
+from adapt.train.batchnorm import reestimate_batchnorm
+from adapt.train.batches import BatchStream, StreamState, random_permutation
+from adapt.train.config import TrainConfig
+from adapt.train.datasets import labelled_train_set, target_crop_set, train_transform, unlabelled_train_set
+from adapt.train.environment import autocast, make_grad_scaler, restore_rng, rng_state, seed_everything
+from adapt.train.logbook import Logbook
+from adapt.train.loop import run_iterations
+from adapt.train.optim import make_optimizer, poly_lr, set_lr
+from adapt.train.reporting import evaluate_stage, keep_best, network_fn
+from adapt.train.stage_io import RunContext, StageStart, write_stage_checkpoint
+
+STAGE = "self_train"
+FINAL_TAG = "mean_teacher"
+
+
+@dataclass
+class MeanTeacherState:
+    """Everything one training step reads and changes (passed explicitly, saved in `last.pt`)."""
+
+    student: nn.Module
+    teacher: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    source: BatchStream
+    target: BatchStream
+    generator: torch.Generator          # ClassMix choices and strong augmentation
+    augment: StrongAugmentation
+    module: CorrelationModule | None
+
+
+def ct_weight(cfg: TrainConfig, step: int) -> float:
+    """lambda_ct at `step`, rising linearly over `ct_warmup` iterations."""
+    st = cfg.self_train
+    if st.ct_warmup <= 0:
+        return st.lambda_ct
+    return st.lambda_ct * min(1.0, (step + 1) / st.ct_warmup)
+
+
+def mean_teacher_step(state: MeanTeacherState, cfg: TrainConfig, step: int, device: torch.device) -> dict[str, float]:
+    mt = cfg.self_train.mean_teacher
+    set_lr(state.optimizer, poly_lr(mt.optim.lr, step, mt.iterations, mt.optim.poly_power))
+    src_images, src_labels = (t.to(device, non_blocking=True) for t in state.source.next())
+    tgt_images, tgt_valid_labels = (t.to(device, non_blocking=True) for t in state.target.next())
+    target_valid = tgt_valid_labels != IGNORE_INDEX    # False on crop padding
+
+    with torch.no_grad(), autocast(device, cfg.amp):
+        teacher_logits = state.teacher(tgt_images).float()
+    teacher_probs = torch.softmax(upsample_logits(teacher_logits, tuple(tgt_images.shape[-2:])), dim=1)
+    confidence, pseudo = teacher_probs.max(dim=1)
+    pseudo = pseudo.masked_fill(~target_valid, IGNORE_INDEX)
+    weight = confidence_weight(confidence, mt.confidence_threshold, target_valid)   # (B,)
+
+    paste = classmix_masks(src_labels, state.generator)
+    mixed_images = state.augment(mix(paste, src_images, tgt_images), state.generator)
+    mixed_labels = mix(paste, src_labels, pseudo)
+    pixel_weights = torch.where(paste, torch.ones_like(confidence), weight.view(-1, 1, 1).expand_as(confidence))
+
+    losses: dict[str, torch.Tensor] = {}
+    with autocast(device, cfg.amp):
+        losses["source_ce"] = segmentation_ce(state.student(src_images), src_labels)
+        mixed_logits = state.student(mixed_images)
+        losses["mixed_ce"] = weighted_segmentation_ce(mixed_logits, mixed_labels, pixel_weights)
+    lambda_ct = ct_weight(cfg, step)
+    if state.module is not None and lambda_ct > 0:
+        size = tuple(mixed_logits.shape[-2:])
+        valid = valid_mask_at(target_valid, size)
+        region = valid_mask_at(~paste & target_valid, size)   # target pixels of the mix
+        if cfg.self_train.ct_region == "unlabelled":
+            region &= valid_mask_at(confidence < mt.confidence_threshold, size)
+        losses["ct_kl"] = lambda_ct * correlation_transfer_loss(
+            state.module, mixed_logits.float(), teacher_logits, valid=valid, mask=region)
+    loss = sum(losses.values())
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(loss).backward()
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    update_teacher(state.teacher, state.student, ema_alpha(step, mt.ema_alpha))
+    return {"loss": loss.item(), "pseudo_weight": weight.mean().item(), **{k: v.item() for k, v in losses.items()}}
+
+
+def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, module: CorrelationModule | None) -> None:
+    """Run the mean-teacher stage from `init` (a source or correlation checkpoint), or resume it."""
+    cfg, mt = ctx.cfg, ctx.cfg.self_train.mean_teacher
+    stage_dir, last_path, resume = start_info.stage_dir, start_info.last_path, start_info.resume
+    seed_everything(cfg.seed + 2)
+
+    student = build_segmenter(init.model_name, len(ctx.classes), None).to(ctx.device)
+    target_plain = unlabelled_train_set(cfg.data.target, EvalTransform(size=None, mean=ctx.mean, std=ctx.std))
+    if resume:
+        student.load_state_dict(resume.state_dict)
+    else:
+        student.load_state_dict(init.state_dict)
+        if cfg.self_train.target_bn:
+            # The teacher's first pseudo labels come from target statistics, not source ones.
+            reestimate_batchnorm(student, target_plain, ctx.device, cfg.data.batch_size)
+    teacher = make_teacher(student)
+    if resume:
+        teacher.load_state_dict(resume.extra["teacher"])
+
+    source_set = labelled_train_set(cfg.data.source, train_transform(cfg, ctx.mean, ctx.std))
+    order = random_permutation
+    if mt.rare_class_sampling:
+        order = rare_class_order(class_statistics(source_set, len(ctx.classes)), mt.rcs_temperature)
+    state = MeanTeacherState(
+        student=student,
+        teacher=teacher,
+        optimizer=make_optimizer(student.parameters(), mt.optim),
+        scaler=make_grad_scaler(ctx.device, cfg.amp),
+        source=BatchStream(source_set, cfg.data.batch_size, cfg.seed + 3, cfg.data.num_workers, order=order),
+        target=BatchStream(target_crop_set(cfg, ctx.mean, ctx.std), cfg.data.batch_size, cfg.seed + 4, cfg.data.num_workers),
+        generator=torch.Generator().manual_seed(cfg.seed + 5),
+        augment=StrongAugmentation(ctx.mean, ctx.std, mt.jitter_strength, mt.jitter_p, mt.blur_p),
+        module=module,
+    )
+    start, best = 0, float("-inf")
+    if resume:
+        state.optimizer.load_state_dict(resume.extra["optimizer"])
+        state.source.state = StreamState(**resume.extra["source_stream"])
+        state.target.state = StreamState(**resume.extra["target_stream"])
+        state.generator.set_state(resume.extra["generator"])
+        restore_rng(resume.extra["rng"])
+        start, best = resume.step, resume.extra.get("best_miou", best)
+        print(f"{STAGE}: resuming mean teacher at iteration {start} from {last_path}")
+
+    def save(done: int, complete: bool = False) -> None:
+        write_stage_checkpoint(ctx, last_path, STAGE, student, done, {
+            "method": "mean_teacher",
+            "teacher": {k: v.detach().cpu() for k, v in teacher.state_dict().items()},
+            "optimizer": state.optimizer.state_dict(),
+            "source_stream": vars(state.source.state).copy(),
+            "target_stream": vars(state.target.state).copy(),
+            "generator": state.generator.get_state(),
+            "rng": rng_state(),
+            "best_miou": best,
+            "complete": complete,
+            "correlation": init.extra.get("correlation"),
+        })
+
+    log = Logbook(stage_dir, ctx.tensorboard_dir, tag=STAGE)
+    try:
+        student.train()
+        run_iterations(start=start, total=mt.iterations,
+                       step_fn=lambda i: mean_teacher_step(state, cfg, i, ctx.device), save_fn=save, log=log,
+                       log_every=cfg.logging.log_every, checkpoint_every=cfg.logging.checkpoint_every,
+                       description=f"{STAGE} (mean teacher)", last_good=last_path)
+        student.eval()
+        evaluate_stage(ctx, network_fn(teacher), stage_dir, "teacher", mt.iterations, log)   # diagnostic
+        result = evaluate_stage(ctx, network_fn(student), stage_dir, FINAL_TAG, mt.iterations, log)
+        best = keep_best(result, best, lambda: write_stage_checkpoint(
+            ctx, stage_dir / "best.pt", STAGE, student, mt.iterations, {"miou": result.miou, "complete": True}))
+        save(mt.iterations, complete=True)
+    finally:
+        log.close()

@@ -1,0 +1,149 @@
+"""Mean-teacher pieces: ClassMix, strong augmentation, the EMA teacher, confidence weights, RCS."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from adapt.classes import IGNORE_INDEX
+from adapt.data.rare_class import ClassStatistics, class_probabilities, rare_class_order
+from adapt.losses import weighted_segmentation_ce, segmentation_ce
+from adapt.mixing import StrongAugmentation, classmix_masks, gaussian_blur, kernel_size, mix
+from adapt.pseudo_labels import confidence_weight
+from adapt.teacher import ema_alpha, make_teacher, update_teacher
+from adapt.train.batchnorm import reestimate_batchnorm
+
+
+def test_classmix_pastes_half_of_each_images_classes_and_moves_labels_with_pixels():
+    source_labels = torch.tensor([[[0, 0, 1, 1], [2, 2, 3, IGNORE_INDEX]],
+                                  [[5, 5, 5, 5], [5, 5, 5, 5]]])
+    masks = classmix_masks(source_labels, torch.Generator().manual_seed(0))
+    first = torch.unique(source_labels[0][masks[0]])
+    assert first.numel() == 2 and IGNORE_INDEX not in first.tolist()
+    # A class is pasted whole or not at all, and ignore pixels never are.
+    for c in range(4):
+        pixels = masks[0][source_labels[0] == c]
+        assert pixels.all() or not pixels.any()
+    assert not masks[0][source_labels[0] == IGNORE_INDEX].any()
+    assert masks[1].all()  # one class: half rounded up is that class
+
+    source_images = torch.arange(2 * 3 * 2 * 4, dtype=torch.float32).view(2, 3, 2, 4)
+    target_images = -torch.ones(2, 3, 2, 4)
+    pseudo = torch.full((2, 2, 4), 9)
+    images, labels = mix(masks, source_images, target_images), mix(masks, source_labels, pseudo)
+    assert torch.equal(images[masks.unsqueeze(1).expand_as(images)], source_images[masks.unsqueeze(1).expand_as(images)])
+    assert (images[~masks.unsqueeze(1).expand_as(images)] == -1).all()
+    assert torch.equal(labels[masks], source_labels[masks]) and (labels[~masks] == 9).all()
+
+
+def test_classmix_is_reproducible_from_the_generator_state():
+    labels = torch.randint(0, 19, (4, 16, 16))
+    generator = torch.Generator().manual_seed(3)
+    state = generator.get_state()
+    first = classmix_masks(labels, generator)
+    generator.set_state(state)
+    assert torch.equal(first, classmix_masks(labels, generator))
+
+
+def test_strong_augmentation_keeps_shape_range_and_is_seeded():
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    images = (torch.rand(3, 3, 20, 30) - 0.5) / 0.25
+    augment = StrongAugmentation(mean, std, jitter_strength=0.4, jitter_p=1.0, blur_p=1.0)
+    out = augment(images, torch.Generator().manual_seed(1))
+    again = augment(images, torch.Generator().manual_seed(1))
+    assert out.shape == images.shape and torch.equal(out, again)
+    rgb = out * 0.25 + 0.5
+    assert rgb.min() >= -1e-5 and rgb.max() <= 1 + 1e-5
+    assert not torch.allclose(out, images)
+    off = StrongAugmentation(mean, std, jitter_p=0.0, blur_p=0.0)(images, torch.Generator().manual_seed(1))
+    assert torch.allclose(off, images, atol=1e-5)
+
+
+def test_gaussian_blur_preserves_constant_images_and_mass():
+    flat = torch.full((3, 9, 13), 0.3)
+    assert torch.allclose(gaussian_blur(flat, 1.0, 5), flat)
+    spike = torch.zeros(3, 21, 21)
+    spike[:, 10, 10] = 1.0
+    blurred = gaussian_blur(spike, 1.0, 7)
+    assert torch.allclose(blurred.sum(dim=(1, 2)), torch.ones(3), atol=1e-5)
+    assert blurred[0, 10, 10] < 1.0
+    assert kernel_size((128, 256)) == 13 and kernel_size((10, 10)) == 3
+
+
+def test_ema_alpha_warms_up_then_caps():
+    assert ema_alpha(0, 0.999) == 0.0
+    assert ema_alpha(1, 0.999) == 0.5
+    assert ema_alpha(9, 0.999) == pytest.approx(0.9)
+    assert ema_alpha(10_000, 0.999) == 0.999
+
+
+def test_update_teacher_is_the_exact_ema_of_parameters_and_float_buffers():
+    student = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    teacher = make_teacher(student)
+    assert not any(p.requires_grad for p in teacher.parameters()) and not teacher.training
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(torch.randn_like(p))
+    student.train()
+    student(torch.randn(2, 3, 8, 8))  # moves the running stats and the batch counter
+    after_student = student.state_dict()
+    update_teacher(teacher, student, 0.75)
+    for key, value in teacher.state_dict().items():
+        if value.is_floating_point():
+            expected = 0.75 * before[key] + 0.25 * after_student[key]
+            assert torch.allclose(value, expected, atol=1e-7), key
+        else:
+            assert torch.equal(value, after_student[key]), key
+
+
+def test_confidence_weight_is_the_fraction_of_sure_valid_pixels():
+    confidence = torch.tensor([[[0.99, 0.5], [0.97, 0.968]], [[0.1, 0.2], [0.3, 0.999]]])
+    assert torch.allclose(confidence_weight(confidence, 0.968), torch.tensor([0.75, 0.25]))
+    valid = torch.tensor([[[True, True], [False, False]], [[False, False], [False, True]]])
+    assert torch.allclose(confidence_weight(confidence, 0.968, valid), torch.tensor([0.5, 1.0]))
+    none_valid = torch.zeros_like(valid)
+    assert torch.equal(confidence_weight(confidence, 0.968, none_valid), torch.zeros(2))
+
+
+def test_weighted_ce_scales_each_pixel_and_reduces_to_plain_ce_at_weight_one():
+    logits = torch.randn(2, 5, 4, 4)
+    labels = torch.randint(0, 5, (2, 4, 4))
+    labels[0, 0, 0] = IGNORE_INDEX
+    ones = torch.ones(2, 4, 4)
+    assert torch.allclose(weighted_segmentation_ce(logits, labels, ones), segmentation_ce(logits, labels))
+    half = weighted_segmentation_ce(logits, labels, 0.5 * ones)
+    assert torch.allclose(half, 0.5 * segmentation_ce(logits, labels))
+    weights = torch.rand(2, 4, 4)
+    per_pixel = torch.nn.functional.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="none")
+    keep = labels != IGNORE_INDEX
+    assert torch.allclose(weighted_segmentation_ce(logits, labels, weights), (per_pixel * weights)[keep].sum() / keep.sum())
+
+
+def test_rare_class_sampling_favours_rare_classes_and_only_draws_images_that_have_them():
+    stats = ClassStatistics(frequency=np.array([0.90, 0.09, 0.01, 0.0]), images_with=[[0, 1, 2, 3], [1, 2], [3], []])
+    probabilities = class_probabilities(stats, temperature=0.01)
+    assert probabilities[3] == 0 and probabilities[2] > probabilities[1] > probabilities[0]
+    assert torch.isclose(probabilities.sum(), torch.tensor(1.0, dtype=torch.float64))
+    order = rare_class_order(stats, 0.01)
+    drawn = order(torch.Generator().manual_seed(0), 400)
+    assert len(drawn) == 400 and set(drawn) <= {0, 1, 2, 3}
+    assert drawn.count(3) > drawn.count(0)  # the image with the rarest class comes up most
+    assert drawn == order(torch.Generator().manual_seed(0), 400)
+
+
+def test_reestimate_batchnorm_uses_the_data_statistics_and_touches_no_weight():
+    model = nn.Sequential(nn.Conv2d(3, 2, 1, bias=False), nn.BatchNorm2d(2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.eye(2, 3).view(2, 3, 1, 1))
+    weights = {k: v.clone() for k, v in model.named_parameters()}
+    images = 3.0 + 2.0 * torch.randn(16, 3, 8, 8)
+    dataset = [(image, 0) for image in images]
+    assert reestimate_batchnorm(model, dataset, torch.device("cpu"), batch_size=4) == 1
+    bn = model[1]
+    assert torch.allclose(bn.running_mean, images[:, :2].mean(dim=(0, 2, 3)), atol=1e-4)
+    assert not model.training and bn.momentum == 0.1
+    for key, value in model.named_parameters():
+        assert torch.equal(value, weights[key])

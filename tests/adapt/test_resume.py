@@ -1,0 +1,106 @@
+"""Every stage survives SIGKILL: killed right after a checkpoint, resumed, it ends as an uninterrupted run.
+
+The killed run is a real process that dies by SIGKILL (no cleanup, no finally blocks) right
+after its N-th checkpoint of a stage is on disk; the resumed run is the same command again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from adapt.checkpoint import load_checkpoint
+from adapt.config import load_config
+from adapt.train.config import TrainConfig
+from adapt.train.runner import train
+from tests.adapt.fixtures import make_folder_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = [
+    "data.crop_size=[32, 64]", "data.batch_size=2", "data.scale_range=[0.7, 1.2]",
+    "source.iterations=4", "correlation.iterations=4",
+    "self_train.rounds=2", "self_train.iterations_per_round=4", "self_train.mean_teacher.iterations=4",
+    "logging.log_every=1", "logging.checkpoint_every=2", "logging.num_overlays=0",
+]
+
+# Runs `train` and SIGKILLs itself right after the N-th checkpoint of STAGE is written.
+KILLER = """
+import os, signal, sys
+import torch
+torch.set_num_threads(1)
+from adapt.config import load_config
+from adapt.train import stage_io
+from adapt.train.config import TrainConfig
+from adapt.train.runner import train
+
+stage, after, run_dir, *overrides = sys.argv[1:]
+real_save, count = stage_io.save_checkpoint, {"n": 0}
+
+def save_then_die(path, ckpt):
+    real_save(path, ckpt)
+    if ckpt.stage == stage and path.name == "last.pt":
+        count["n"] += 1
+        if count["n"] == int(after):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+stage_io.save_checkpoint = save_then_die
+train(load_config(TrainConfig, None, overrides), run_dir)
+"""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    return (make_folder_dataset(root / "source", num=4, size=(40, 80), seed=0),
+            make_folder_dataset(root / "target", num=4, size=(40, 80), seed=1))
+
+
+def overrides(data, *extra) -> list[str]:
+    source, target = data
+    return [f"data.source.root={source}", f"data.target.root={target}", *TINY, *extra]
+
+
+def final_state(run: Path) -> tuple[dict, dict]:
+    weights = {stage: load_checkpoint(run / stage / "last.pt").state_dict for stage in ("source", "correlation", "self_train")}
+    return weights, json.loads((run / "summary.json").read_text())
+
+
+CASES = {
+    # name: (stage to kill, its N-th last.pt, extra config)
+    "source mid-stage": ("source", 1, ["self_train.method=iast"]),
+    "correlation mid-stage": ("correlation", 1, ["self_train.method=iast"]),
+    "iast round 2 mid-round": ("self_train", 3, ["self_train.method=iast"]),
+    "iast round 2 with a round teacher": ("self_train", 3, ["self_train.method=iast", "self_train.ct_teacher=round"]),
+    "mean teacher mid-stage": ("self_train", 1, ["self_train.method=mean_teacher", "self_train.mean_teacher.rare_class_sampling=true"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_sigkill_at_a_checkpoint_then_resume_matches_an_uninterrupted_run(case, data, tmp_path):
+    stage, after, extra = CASES[case]
+    settings = overrides(data, *extra)
+    torch.set_num_threads(1)
+    train(load_config(TrainConfig, None, settings), tmp_path / "straight")
+
+    resumed = tmp_path / "resumed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    killed = subprocess.run([sys.executable, "-c", KILLER, stage, str(after), str(resumed), *settings],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    partial = load_checkpoint(resumed / stage / "last.pt")
+    assert not partial.extra["complete"]
+
+    train(load_config(TrainConfig, None, settings), resumed)
+    straight_weights, straight_summary = final_state(tmp_path / "straight")
+    resumed_weights, resumed_summary = final_state(resumed)
+    assert resumed_summary == straight_summary
+    for stage_name, state in straight_weights.items():
+        for key, value in state.items():
+            assert torch.equal(value, resumed_weights[stage_name][key]), f"{stage_name}: {key}"
