@@ -17,7 +17,8 @@ from cli.options import require_training_stack
 # A few iterations of everything: proves the whole chain works in about a minute.
 QUICK = [
     "source.iterations=30", "correlation.iterations=10", "self_train.rounds=1",
-    "self_train.iterations_per_round=10", "logging.log_every=5", "logging.num_overlays=2",
+    "self_train.iterations_per_round=10", "self_train.mean_teacher.iterations=10",
+    "logging.log_every=5", "logging.num_overlays=2",
 ]
 
 

@@ -10,7 +10,8 @@ from cli.main import main
 def test_demo_quick_runs_the_whole_chain(tmp_path, capsys):
     out = tmp_path / "demo"
     rc = main(["demo", "--out", str(out), "--quick", "--frames", "24",
-               "--set", "source.iterations=6", "--set", "self_train.iterations_per_round=4"])
+               "--set", "source.iterations=6", "--set", "self_train.iterations_per_round=4",
+               "--set", "self_train.mean_teacher.iterations=4"])
     assert rc == 0, capsys.readouterr().err[-2000:]
     assert (out / "run" / "self_train" / "last.pt").is_file()
     parity = json.loads((out / "export" / "report" / "parity.json").read_text())
