@@ -85,6 +85,8 @@ RULES: tuple[Rule, ...] = tuple(Rule(pattern, *check) for pattern, check in (
     ("*.gamma", NON_NEGATIVE),
     ("*temperature*", POSITIVE),
     ("*prob*", PROBABILITY),                        # probabilities of augmentations
+    ("*_p", PROBABILITY),                           # jitter_p, blur_p
+    ("*_strength", NON_NEGATIVE),
     # Augmentation.
     ("*.scale_range", POSITIVE),
     ("*.jitter", _range(0.0, 1.0, high_open=True)),
