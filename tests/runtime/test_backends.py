@@ -63,7 +63,7 @@ def test_onnx_that_is_not_a_model_is_a_user_error(tmp_path, small_onnx):
     bad = tmp_path / "model.onnx"
     bad.write_bytes(b"not a protobuf")
     shutil.copy(manifest_for(small_onnx), tmp_path / "model.json")
-    with pytest.raises(UserError, match="onnxruntime cannot load"):
+    with pytest.raises(UserError, match="is not an ONNX model .*re-export it"):
         open_backend(bad)
 
 
