@@ -1,13 +1,21 @@
-"""The ablation on the embedded benchmark: does correlation transfer help self-training?
+"""The ablation on the embedded benchmark: what does each piece of adaptation buy?
 
-Rows, on the same data and the same seeds (mean +- std of the *last* checkpoint of each run):
-  source only          the source stage
-  self-training        lambda_ct = 0, started from the same source network
-  self-training + CT   lambda_ct = the config's value (and each --lambdas value)
-  oracle               the source stage trained on the labelled target train split
-  network + module     diagnostic: the source network followed by the correlation module at test time
+Rows, on the same data and the same seeds (the *last* checkpoint of each run):
+  source only              the source stage
+  source + AdaBN           the same network with target BatchNorm statistics, no training (the floor)
+  IAST                     self_train.method=iast, lambda_ct=0
+  IAST + CT                the same with correlation transfer (the config's lambda_ct, or --iast-lambda)
+  mean teacher             self_train.method=mean_teacher, lambda_ct=0
+  mean teacher + CT        the same with correlation transfer
+  oracle                   the source stage trained on the labelled target train split
+  network + module         diagnostic: the source network followed by the correlation module
 
-    python benchmarks/ablation.py --data data/synthetic --out runs/ablation --seeds 0 1 2
+Every self-training row starts from the same correlation-stage checkpoint of its seed. The
+report gives mean +- std, the paired per-seed delta of each "+ CT" row against its base (seed
+variance would hide a 1-point difference without pairing) and the gap closed,
+(row - source) / (oracle - source).
+
+    python benchmarks/ablation.py --data data/synthetic --out runs/ablation --seeds 0 1 2 --tune runs/tune
 
 With --tune DIR (a labelled folder dataset generated with another seed, e.g. by
 `uda-adapt data synth --out DIR --domain real --split val --num 100 --seed 1000`), every run is also
@@ -29,12 +37,17 @@ from pathlib import Path
 
 import numpy as np
 
-from common.atomic import atomic_write_text
 from adapt.config import load_config
 from adapt.train.config import TrainConfig
 from adapt.train.runner import train
+from adapt.train.self_train_stage import final_tag
+from common.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
+SOURCE, ADABN, ORACLE = "source only", "source + AdaBN", "oracle (target labels)"
+# "+ CT" rows and the row each is paired with.
+PAIRS = {"IAST + CT": "IAST", "mean teacher + CT": "mean teacher"}
+REPORT_ORDER = [SOURCE, ADABN, "IAST", "IAST + CT", "mean teacher", "mean teacher + CT"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,10 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(ROOT / "samples/configs/synthetic.yaml"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--lambdas", type=float, nargs="*", default=[], help="extra lambda_ct values to compare")
+    parser.add_argument("--iast-lambda", type=float, default=None, help="lambda_ct of the IAST + CT row [default: the config's]")
     parser.add_argument("--extra", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
                         help="another self-training row from the same correlation checkpoint, e.g. "
-                             "'round_teacher:self_train.ct_teacher=round' (repeatable)")
+                             "'MT + CT, region unlabelled:self_train.ct_region=unlabelled' (repeatable)")
+    parser.add_argument("--rows", nargs="+", default=None, help="train only these rows (names as in the report)")
     parser.add_argument("--tune", default=None, help="labelled folder dataset for model selection (scored on its val split)")
     parser.add_argument("--no-oracle", action="store_true")
     parser.add_argument("--report-only", action="store_true",
@@ -65,6 +79,20 @@ def main(argv: list[str] | None = None) -> int:
     ensure_benchmark(data)
     overrides = [f"data.source.root={data / 'source'}", f"data.target.root={data / 'target'}", *args.overrides]
     default_lambda = load_config(TrainConfig, args.config, overrides).self_train.lambda_ct
+    iast_lambda = default_lambda if args.iast_lambda is None else args.iast_lambda
+    # Trained in this order (the strongest base first); reported in REPORT_ORDER.
+    self_train_rows = {
+        "mean teacher": ["self_train.method=mean_teacher", "self_train.lambda_ct=0"],
+        "mean teacher + CT": ["self_train.method=mean_teacher", f"self_train.lambda_ct={default_lambda}"],
+        "IAST": ["self_train.method=iast", "self_train.lambda_ct=0"],
+        "IAST + CT": ["self_train.method=iast", f"self_train.lambda_ct={iast_lambda}"],
+    }
+    for spec in args.extra:
+        name, _, settings = spec.partition(":")
+        self_train_rows[name] = [item for item in settings.split(",") if item]
+
+    def wanted(name: str) -> bool:
+        return not args.report_only and (args.rows is None or name in args.rows)
 
     rows: dict[str, list[dict]] = {}
     for seed in args.seeds:
@@ -72,31 +100,62 @@ def main(argv: list[str] | None = None) -> int:
         base = seed_dir / "base"
         cfg = load_config(TrainConfig, args.config, [*overrides, f"seed={seed}"])
         if not args.report_only:
-            train(cfg, base)
+            train(cfg, base, stage="source")
+            train(cfg, base, stage="correlation")
         corr = base / "correlation" / "last.pt"
-        add_row(rows, "source only", score(base / "source", "source", args.tune))
-        add_row(rows, "self-training (lambda_ct=0)",
-            run_self_train(args, overrides, seed, seed_dir / "lambda0", corr, 0.0))
-        add_row(rows, f"self-training + CT (lambda_ct={default_lambda:g})",
-            score(base / "self_train", last_round_tag(cfg), args.tune))
-        for value in args.lambdas:
-            if value in (0.0, default_lambda):
-                continue
-            add_row(rows, f"self-training + CT (lambda_ct={value:g})",
-                run_self_train(args, overrides, seed, seed_dir / f"lambda{value:g}", corr, value))
-        for spec in args.extra:
-            name, _, settings = spec.partition(":")
-            extra = [item for item in settings.split(",") if item]
-            add_row(rows, f"self-training + CT ({name})",
-                run_self_train(args, overrides, seed, seed_dir / name, corr, None, extra))
+        add_row(rows, SOURCE, score(base / "source", "source", args.tune))
+        if wanted(ADABN):
+            adabn_scores(base / "source" / "last.pt", cfg, seed_dir / "adabn", args.tune)
+        add_row(rows, ADABN, read_score(seed_dir / "adabn" / "eval.json", seed_dir / "adabn"))
+        for name, settings in self_train_rows.items():
+            run_cfg = load_config(TrainConfig, args.config, [*overrides, f"seed={seed}", *settings])
+            run_dir = seed_dir / slug(name)
+            if wanted(name):
+                train(run_cfg, run_dir, stage="self_train", init=corr)
+            add_row(rows, name, score(run_dir / "self_train", final_tag(run_cfg), args.tune))
         if not args.no_oracle:
             oracle_cfg = load_config(TrainConfig, args.config, [*overrides, f"seed={seed}", f"data.source.root={data / 'target'}"])
-            if not args.report_only:
+            if wanted(ORACLE):
                 train(oracle_cfg, seed_dir / "oracle", stage="source")
-            add_row(rows, "oracle (target labels)", score(seed_dir / "oracle" / "source", "source", args.tune))
+            add_row(rows, ORACLE, score(seed_dir / "oracle" / "source", "source", args.tune))
         add_row(rows, "diagnostic: network + module", score(base / "correlation", "network+module", None))
         write_report(out, rows, args)
     return 0
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def adabn_scores(checkpoint: Path, cfg: TrainConfig, out_dir: Path, tune: str | None) -> None:
+    """Source network + target BatchNorm statistics: target val (and tune) mIoU, written once."""
+    if (out_dir / "eval.json").is_file():
+        return
+    import torch
+
+    from adapt.checkpoint import build_model, load_checkpoint
+    from adapt.data import open_dataset
+    from adapt.data.transforms import EvalTransform
+    from adapt.evaluation import evaluate
+    from adapt.train.batchnorm import reestimate_batchnorm
+
+    ckpt = load_checkpoint(checkpoint)
+    transform = EvalTransform(mean=ckpt.mean, std=ckpt.std)
+    model = build_model(ckpt)
+    target = cfg.data.target
+    reestimate_batchnorm(model, open_dataset(target.kind, target.root, target.train_split, require_labels=False, transform=transform),
+                         torch.device("cpu"), cfg.data.batch_size)
+    result = evaluate(model, open_dataset(target.kind, target.root, target.val_split, require_labels=True, transform=transform), progress=False)
+    payload = {"miou": result.miou, "per_class_iou": result.to_dict()["per_class_iou"]}
+    if tune:
+        payload["tune_miou"] = evaluate(model, open_dataset("folder", tune, "val", require_labels=True, transform=transform), progress=False).miou
+    atomic_write_text(out_dir / "eval.json", json.dumps(payload, indent=2) + "\n")
+
+
+def read_score(path: Path, run: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    return {**json.loads(path.read_text()), "run": str(run)}
 
 
 def add_row(rows: dict[str, list[dict]], name: str, entry: dict | None) -> None:
@@ -112,18 +171,6 @@ def ensure_benchmark(data: Path) -> None:
     from adapt.data.synth import write_benchmark
 
     write_benchmark(data)
-
-
-def run_self_train(args, overrides, seed: int, run_dir: Path, init: Path, lambda_ct: float | None, extra=()) -> dict:
-    settings = [] if lambda_ct is None else [f"self_train.lambda_ct={lambda_ct}"]
-    cfg = load_config(TrainConfig, args.config, [*overrides, f"seed={seed}", *settings, *extra])
-    if not args.report_only:
-        train(cfg, run_dir, stage="self_train", init=init)
-    return score(run_dir / "self_train", last_round_tag(cfg), args.tune)
-
-
-def last_round_tag(cfg: TrainConfig) -> str:
-    return f"round{cfg.self_train.rounds}"
 
 
 def score(stage_dir: Path, tag: str, tune: str | None) -> dict | None:
@@ -148,21 +195,50 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def paired_deltas(rows: dict[str, list[dict]], row: str, base: str) -> list[tuple[int, float]]:
+    """(seed, row - base) for every seed both rows have, in mIoU points."""
+    base_by_seed = {e["seed"]: e["miou"] for e in rows.get(base, [])}
+    return [(e["seed"], 100 * (e["miou"] - base_by_seed[e["seed"]])) for e in rows.get(row, []) if e["seed"] in base_by_seed]
+
+
+def gap_closed(rows: dict[str, list[dict]], row: str) -> float:
+    """Mean over seeds of (row - source) / (oracle - source)."""
+    source = {e["seed"]: e["miou"] for e in rows.get(SOURCE, [])}
+    oracle = {e["seed"]: e["miou"] for e in rows.get(ORACLE, [])}
+    fractions = [(e["miou"] - source[e["seed"]]) / (oracle[e["seed"]] - source[e["seed"]])
+                 for e in rows.get(row, []) if e["seed"] in source and e["seed"] in oracle and oracle[e["seed"]] != source[e["seed"]]]
+    return statistics.fmean(fractions) if fractions else float("nan")
+
+
 def write_report(out: Path, rows: dict[str, list[dict]], args) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    rank = {name: i for i, name in enumerate(REPORT_ORDER)}
+    rows = dict(sorted(rows.items(), key=lambda item: (rank.get(item[0], len(rank) + (item[0] == ORACLE) + 2 * item[0].startswith("diagnostic")))))
     command = "python benchmarks/ablation.py " + " ".join(sys.argv[1:])
-    lines = [f"Seeds {args.seeds}; mIoU (%) on the target val split, last checkpoint of each run, mean +- std.",
+    lines = [f"Seeds {args.seeds}; mIoU (%) on the target val split, last checkpoint of each run, mean +- std; "
+             "gap closed = (row - source only) / (oracle - source only), mean over seeds.",
              f"Command: `{command}`", ""]
-    header = "| method | mIoU | per seed |" + (" tune mIoU |" if args.tune else "")
-    lines += [header, "|---|---|---|" + ("---|" if args.tune else "")]
+    header = "| method | mIoU | gap closed | per seed |" + (" tune mIoU |" if args.tune else "")
+    lines += [header, "|---|---|---|---|" + ("---|" if args.tune else "")]
     for name, entries in rows.items():
         m, s = mean_std([e["miou"] for e in entries])
         seeds = ", ".join(f"s{e['seed']}: {100 * e['miou']:.1f}" for e in entries)
-        line = f"| {name} | {100 * m:.1f} +- {100 * s:.1f} | {seeds} |"
+        closed = gap_closed(rows, name)
+        closed_cell = "-" if math.isnan(closed) or name in (SOURCE, ORACLE) or name.startswith("diagnostic") else f"{100 * closed:.0f} %"
+        line = f"| {name} | {100 * m:.1f} +- {100 * s:.1f} | {closed_cell} | {seeds} |"
         if args.tune:
             tm, ts = mean_std([e.get("tune_miou") for e in entries])
             line += f" {100 * tm:.1f} +- {100 * ts:.1f} |" if not math.isnan(tm) else " - |"
         lines.append(line)
+    lines += ["", "Paired per-seed delta of correlation transfer (mIoU points, same seed, same starting checkpoint):", "",
+              "| comparison | mean +- std | per seed |", "|---|---|---|"]
+    pairs = {**PAIRS, **{name: "mean teacher" for name in rows if name not in PAIRS and name not in PAIRS.values()
+                         and name not in (SOURCE, ADABN, ORACLE) and not name.startswith("diagnostic")}}
+    for row, base in pairs.items():
+        deltas = paired_deltas(rows, row, base)
+        if deltas:
+            m, s = mean_std([d / 100 for _, d in deltas])
+            lines.append(f"| {row} - {base} | {100 * m:+.2f} +- {100 * s:.2f} | " + ", ".join(f"s{seed}: {d:+.2f}" for seed, d in deltas) + " |")
     rows = {name: entries for name, entries in rows.items() if entries}
     classes = list(next(iter(rows.values()))[0]["per_class_iou"])
     names = list(rows)

@@ -53,6 +53,7 @@ def demo(ctx: click.Context, out: str, config_path: str | None, overrides: tuple
     _step(ctx, ["run", str(export_dir / "model.onnx"), str(clip), str(video_dir / "overlay.mp4"),
                 "--buffered", "--headless", "--save-frame", str(min(20, (frames or 30) - 1)), str(video_dir / "overlay_frame.png"),
                 "--json", str(video_dir / "run_report.json")])
+    click.echo(f"\n{adaptation_gain(run)}")
     click.echo(
         f"\ndemo finished:\n"
         f"  adapted checkpoint  {checkpoint}\n"
@@ -61,6 +62,21 @@ def demo(ctx: click.Context, out: str, config_path: str | None, overrides: tuple
         f"  overlay video       {video_dir / 'overlay.mp4'}\n"
         f"  still frame         {video_dir / 'overlay_frame.png'}"
     )
+
+
+def adaptation_gain(run: Path) -> str:
+    """What adaptation bought: target val mIoU of the source stage against the adapted network."""
+    import json
+
+    source = run / "source" / "eval_source.json"
+    adapted = sorted((run / "self_train").glob("eval_*.json"), key=lambda p: p.stat().st_mtime)
+    adapted = [p for p in adapted if p.stem != "eval_teacher"]
+    if not source.is_file() or not adapted:
+        return "target val has no labels: no mIoU to compare"
+    before = 100 * json.loads(source.read_text())["miou"]
+    after = 100 * json.loads(adapted[-1].read_text())["miou"]
+    return (f"target val mIoU: source only {before:.2f} -> adapted {after:.2f} "
+            f"({after - before:+.2f} points, {adapted[-1].stem.removeprefix('eval_')})")
 
 
 def _step(ctx: click.Context, args: list[str]) -> None:

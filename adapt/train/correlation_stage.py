@@ -14,7 +14,8 @@ from adapt.models import build_segmenter
 from adapt.models.correlation import CorrelationModule
 from adapt.train.batches import BatchStream, StreamState
 from adapt.train.datasets import labelled_train_set, train_transform
-from adapt.train.environment import autocast, seed_everything
+from adapt.mixing import StrongAugmentation
+from adapt.train.environment import autocast, restore_rng, rng_state, seed_everything
 from adapt.train.logbook import Logbook
 from adapt.train.loop import run_iterations
 from adapt.train.optim import make_optimizer
@@ -63,16 +64,24 @@ def fit_correlation(ctx: RunContext, init: Checkpoint) -> None:
     dataset = labelled_train_set(cfg.data.source, train_transform(cfg, ctx.mean, ctx.std))
     stream = BatchStream(dataset, cfg.data.batch_size, cfg.seed + 1, cfg.data.num_workers)
     optimizer = make_optimizer(module.parameters(), stage_cfg.optim)
+    perturb = None
+    if stage_cfg.fit_perturbation > 0:
+        perturb = StrongAugmentation(ctx.mean, ctx.std, jitter_strength=stage_cfg.fit_perturbation, jitter_p=1.0, blur_p=0.5)
+    generator = torch.Generator().manual_seed(cfg.seed + 6)
     start = 0
     if resume:
         optimizer.load_state_dict(resume.extra["optimizer"])
         stream.state = StreamState(**resume.extra["stream"])
+        generator.set_state(resume.extra["generator"])
+        restore_rng(resume.extra.get("rng"))
         start = resume.step
         print(f"{STAGE}: resuming at iteration {start} from {last_path}")
 
     def step(i: int) -> dict[str, float]:
         images, labels = stream.next()
         images, labels = images.to(ctx.device, non_blocking=True), labels.to(ctx.device, non_blocking=True)
+        if perturb is not None:
+            images = perturb(images, generator)
         with torch.no_grad(), autocast(ctx.device, cfg.amp):
             logits = network(images)
         loss = correlation_fit_loss(module, logits.float(), labels)
@@ -85,6 +94,8 @@ def fit_correlation(ctx: RunContext, init: Checkpoint) -> None:
         write_stage_checkpoint(ctx, last_path, STAGE, network, done, {
             "optimizer": optimizer.state_dict(),
             "stream": vars(stream.state).copy(),
+            "generator": generator.get_state(),
+            "rng": rng_state(),
             "correlation": correlation_payload(ctx, module),
             "complete": complete,
         })

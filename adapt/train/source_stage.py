@@ -7,7 +7,7 @@ from adapt.losses import segmentation_ce
 from adapt.models import build_segmenter
 from adapt.train.batches import BatchStream, StreamState
 from adapt.train.datasets import labelled_train_set, train_transform
-from adapt.train.environment import autocast, make_grad_scaler, seed_everything
+from adapt.train.environment import autocast, make_grad_scaler, restore_rng, rng_state, seed_everything
 from adapt.train.logbook import Logbook
 from adapt.train.loop import run_iterations
 from adapt.train.optim import make_optimizer, poly_lr, set_lr
@@ -39,11 +39,7 @@ def train_source(ctx: RunContext, init: Checkpoint | None = None) -> None:
     if resume:
         optimizer.load_state_dict(resume.extra["optimizer"])
         stream.state = StreamState(**resume.extra["stream"])
-        torch_rng = resume.extra.get("rng")
-        if torch_rng is not None:
-            import torch
-
-            torch.set_rng_state(torch_rng)
+        restore_rng(resume.extra.get("rng"))
         start, best = resume.step, resume.extra.get("best_miou", best)
         print(f"{STAGE}: resuming at iteration {start} from {last_path}")
 
@@ -60,12 +56,10 @@ def train_source(ctx: RunContext, init: Checkpoint | None = None) -> None:
         return {"loss": loss.item()}  # .item() syncs with the GPU once per step; fine at this granularity
 
     def save(done: int, complete: bool = False) -> None:
-        import torch
-
         write_stage_checkpoint(ctx, last_path, STAGE, model, done, {
             "optimizer": optimizer.state_dict(),
             "stream": vars(stream.state).copy(),
-            "rng": torch.get_rng_state(),
+            "rng": rng_state(),
             "best_miou": best,
             "complete": complete,
         })

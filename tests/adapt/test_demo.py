@@ -12,8 +12,13 @@ def test_demo_quick_runs_the_whole_chain(tmp_path, capsys):
     rc = main(["demo", "--out", str(out), "--quick", "--frames", "24",
                "--set", "source.iterations=6", "--set", "self_train.iterations_per_round=4",
                "--set", "self_train.mean_teacher.iterations=4"])
-    assert rc == 0, capsys.readouterr().err[-2000:]
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err[-2000:]
     assert (out / "run" / "self_train" / "last.pt").is_file()
+    # The demo ends by saying what adaptation bought, from the two evaluations it wrote.
+    source = 100 * json.loads((out / "run" / "source" / "eval_source.json").read_text())["miou"]
+    adapted = 100 * json.loads((out / "run" / "self_train" / "eval_mean_teacher.json").read_text())["miou"]
+    assert f"source only {source:.2f} -> adapted {adapted:.2f} ({adapted - source:+.2f} points, mean_teacher)" in captured.out
     parity = json.loads((out / "export" / "report" / "parity.json").read_text())
     assert parity["passed"] is True
     manifest = json.loads((out / "export" / "model.json").read_text())
