@@ -1,0 +1,44 @@
+"""The README's defaults table says what the code does: every row equals the config's default."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from adapt.config import to_dict
+from adapt.train.config import TrainConfig
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+ROW = re.compile(r"^\| `(?P<key>[a-z_.]+)` \| `(?P<value>[^`]*)` \|")
+# Optimizer plumbing that the table leaves out (each stage's Adam defaults).
+UNLISTED = re.compile(r"\.optim\.(optimizer|weight_decay|momentum|poly_power)$")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def readme_defaults() -> dict:
+    section = README.read_text().split("## The method and its defaults", 1)[1].split("\n## ", 1)[0]
+    return {m["key"]: yaml.safe_load(m["value"]) for line in section.splitlines() if (m := ROW.match(line))}
+
+
+def test_readme_defaults_table_equals_the_config():
+    table = readme_defaults()
+    config = flatten(to_dict(TrainConfig()))
+    assert table, "no defaults table found in the README"
+    for key, value in table.items():
+        assert key in config, f"README lists {key}, which is not a config key"
+        expected = list(config[key]) if isinstance(config[key], tuple) else config[key]
+        assert value == expected, f"README says {key} = {value!r}, the config says {expected!r}"
+    method_keys = {k for k in config if k.split(".")[0] in ("correlation", "self_train") and not UNLISTED.search(k)}
+    missing = sorted(method_keys - set(table))
+    assert not missing, f"the README's defaults table lacks {missing}"
