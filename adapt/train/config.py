@@ -18,6 +18,9 @@ class DatasetConfig:
     root: str = ""
     train_split: str = "train"
     val_split: str = "val"
+    # Resize (H, W) before random scaling, per domain (GTA5 1052x1914 -> 720x1280, Cityscapes
+    # 1024x2048 -> 512x1024); also the network input for this domain's pseudo labels. None: as is.
+    base_size: tuple[int, int] | None = None
 
 
 @dataclass
@@ -25,7 +28,6 @@ class DataConfig:
     source: DatasetConfig = field(default_factory=lambda: DatasetConfig(root="data/synthetic/source"))
     target: DatasetConfig = field(default_factory=lambda: DatasetConfig(root="data/synthetic/target"))
     crop_size: tuple[int, int] = (128, 256)               # (H, W) of training crops
-    base_size: tuple[int, int] | None = None              # resize (H, W) before random scaling; None keeps the image size
     scale_range: tuple[float, float] = (0.75, 1.25)       # random rescale before cropping
     flip: bool = True
     jitter: float = 0.2                                   # colour jitter strength on source images
@@ -44,11 +46,12 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    optimizer: Literal["adam", "sgd"] = "adam"
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
     momentum: float = 0.9                  # sgd only
-    poly_power: float = 0.0                # 0 = constant lr (IAST), 0.9 = DeepLab poly decay
+    poly_power: float = 0.0                # 0 = constant lr (IAST), 0.9 = DeepLab poly decay (DAFormer: 1.0)
+    warmup: int = 0                        # linear warm-up iterations from 1e-6 x lr (DAFormer: 1500)
 
 
 @dataclass

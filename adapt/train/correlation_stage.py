@@ -61,7 +61,7 @@ def fit_correlation(ctx: RunContext, init: Checkpoint) -> None:
         module = load_correlation_module(resume.extra["correlation"], len(ctx.classes))
     module.to(ctx.device).train()
 
-    dataset = labelled_train_set(cfg.data.source, train_transform(cfg, ctx.mean, ctx.std))
+    dataset = labelled_train_set(cfg.data.source, train_transform(cfg, cfg.data.source, ctx.mean, ctx.std))
     stream = BatchStream(dataset, cfg.data.batch_size, cfg.seed + 1, cfg.data.num_workers)
     optimizer = make_optimizer(module.parameters(), stage_cfg.optim)
     perturb = None

@@ -11,12 +11,13 @@ from common.errors import UserError
 from adapt.train.config import DatasetConfig, TrainConfig
 
 
-def train_transform(cfg: TrainConfig, mean, std, jitter: float | None = None) -> TrainTransform:
+def train_transform(cfg: TrainConfig, spec: DatasetConfig, mean, std, jitter: float | None = None) -> TrainTransform:
+    """Training crops of the domain `spec` (its own base size; crop, scales and flip shared)."""
     data = cfg.data
     return TrainTransform(
         crop_size=tuple(data.crop_size),
         scale_range=tuple(data.scale_range),
-        base_size=tuple(data.base_size) if data.base_size else None,
+        base_size=tuple(spec.base_size) if spec.base_size else None,
         flip=data.flip,
         jitter=data.jitter if jitter is None else jitter,
         mean=mean,
@@ -53,7 +54,7 @@ class _ValidPixels(Dataset):
 
 def target_crop_set(cfg: TrainConfig, mean, std) -> Dataset:
     """Target train crops (geometric augmentation only) with a validity map in place of labels."""
-    return _ValidPixels(unlabelled_train_set(cfg.data.target), train_transform(cfg, mean, std, jitter=0.0))
+    return _ValidPixels(unlabelled_train_set(cfg.data.target), train_transform(cfg, cfg.data.target, mean, std, jitter=0.0))
 
 
 def check_same_classes(source, target) -> None:

@@ -72,7 +72,7 @@ def ct_weight(cfg: TrainConfig, step: int) -> float:
 
 def mean_teacher_step(state: MeanTeacherState, cfg: TrainConfig, step: int, device: torch.device) -> dict[str, float]:
     mt = cfg.self_train.mean_teacher
-    set_lr(state.optimizer, poly_lr(mt.optim.lr, step, mt.iterations, mt.optim.poly_power))
+    set_lr(state.optimizer, poly_lr(mt.optim.lr, step, mt.iterations, mt.optim.poly_power, mt.optim.warmup))
     src_images, src_labels = (t.to(device, non_blocking=True) for t in state.source.next())
     tgt_images, tgt_valid_labels = (t.to(device, non_blocking=True) for t in state.target.next())
     target_valid = tgt_valid_labels != IGNORE_INDEX    # False on crop padding
@@ -119,7 +119,7 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
     seed_everything(cfg.seed + 2)
 
     student = build_segmenter(init.model_name, len(ctx.classes), None).to(ctx.device)
-    target_plain = unlabelled_train_set(cfg.data.target, EvalTransform(size=None, mean=ctx.mean, std=ctx.std))
+    target_plain = unlabelled_train_set(cfg.data.target, EvalTransform(size=cfg.data.target.base_size, mean=ctx.mean, std=ctx.std))
     if resume:
         student.load_state_dict(resume.state_dict)
     else:
@@ -131,7 +131,7 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
     if resume:
         teacher.load_state_dict(resume.extra["teacher"])
 
-    source_set = labelled_train_set(cfg.data.source, train_transform(cfg, ctx.mean, ctx.std))
+    source_set = labelled_train_set(cfg.data.source, train_transform(cfg, cfg.data.source, ctx.mean, ctx.std))
     order = random_permutation
     if mt.rare_class_sampling:
         order = rare_class_order(class_statistics(source_set, len(ctx.classes)), mt.rcs_temperature)

@@ -71,10 +71,10 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
     model.load_state_dict((resume or init).state_dict)
     model.to(ctx.device)
 
-    target_plain = unlabelled_train_set(cfg.data.target, EvalTransform(size=None, mean=ctx.mean, std=ctx.std))
+    target_plain = unlabelled_train_set(cfg.data.target, EvalTransform(size=cfg.data.target.base_size, mean=ctx.mean, std=ctx.std))
     source_stream = None
     if st.source_ce_weight > 0:
-        source = labelled_train_set(cfg.data.source, train_transform(cfg, ctx.mean, ctx.std))
+        source = labelled_train_set(cfg.data.source, train_transform(cfg, cfg.data.source, ctx.mean, ctx.std))
         source_stream = BatchStream(source, cfg.data.batch_size, cfg.seed + 3, cfg.data.num_workers)
 
     first_round, start, best = 0, 0, float("-inf")
@@ -103,7 +103,7 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
                           **({"pseudo_label_accuracy": stats["accuracy_of_selected"]} if stats["accuracy_of_selected"] is not None else {}))
             lr = per_round(st.lrs, round_index)
             dataset = PseudoLabelDataset(unlabelled_train_set(cfg.data.target), round_dir / "pseudo",
-                                         transform=train_transform(cfg, ctx.mean, ctx.std, jitter=0.0))
+                                         transform=train_transform(cfg, cfg.data.target, ctx.mean, ctx.std, jitter=0.0))
             stream = BatchStream(dataset, cfg.data.batch_size, cfg.seed * 1000 + round_index, cfg.data.num_workers)
             teacher = None
             if module is not None and st.ct_teacher in ("round", "teacher"):
@@ -125,7 +125,7 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
                 images, pseudo = stream.next()
                 images, pseudo = images.to(ctx.device, non_blocking=True), pseudo.to(ctx.device, non_blocking=True)
                 valid = images.abs().sum(dim=1) > 0   # crop padding is exactly zero after normalisation
-                set_lr(optimizer, poly_lr(lr, i, st.iterations_per_round, st.optim.poly_power))
+                set_lr(optimizer, poly_lr(lr, i, st.iterations_per_round, st.optim.poly_power, st.optim.warmup))
                 losses: dict[str, torch.Tensor] = {}
                 with autocast(ctx.device, cfg.amp):
                     logits = model(images)

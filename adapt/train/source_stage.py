@@ -31,7 +31,7 @@ def train_source(ctx: RunContext, init: Checkpoint | None = None) -> None:
         model.load_state_dict((resume or init).state_dict)
     model.to(ctx.device).train()
 
-    dataset = labelled_train_set(cfg.data.source, train_transform(cfg, ctx.mean, ctx.std))
+    dataset = labelled_train_set(cfg.data.source, train_transform(cfg, cfg.data.source, ctx.mean, ctx.std))
     stream = BatchStream(dataset, cfg.data.batch_size, cfg.seed, cfg.data.num_workers)
     optimizer = make_optimizer(model.parameters(), stage_cfg.optim)
     scaler = make_grad_scaler(ctx.device, cfg.amp)
@@ -46,7 +46,7 @@ def train_source(ctx: RunContext, init: Checkpoint | None = None) -> None:
     def step(i: int) -> dict[str, float]:
         images, labels = stream.next()
         images, labels = images.to(ctx.device, non_blocking=True), labels.to(ctx.device, non_blocking=True)
-        set_lr(optimizer, poly_lr(stage_cfg.optim.lr, i, stage_cfg.iterations, stage_cfg.optim.poly_power))
+        set_lr(optimizer, poly_lr(stage_cfg.optim.lr, i, stage_cfg.iterations, stage_cfg.optim.poly_power, stage_cfg.optim.warmup))
         with autocast(ctx.device, cfg.amp):
             loss = segmentation_ce(model(images), labels)
         optimizer.zero_grad(set_to_none=True)

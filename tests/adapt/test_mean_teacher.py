@@ -147,3 +147,55 @@ def test_reestimate_batchnorm_uses_the_data_statistics_and_touches_no_weight():
     assert not model.training and bn.momentum == 0.1
     for key, value in model.named_parameters():
         assert torch.equal(value, weights[key])
+
+
+def test_poly_lr_warms_up_linearly_then_decays():
+    from adapt.train.optim import poly_lr
+
+    assert poly_lr(1.0, 0, 100, 1.0, warmup=10) == pytest.approx(1e-6)
+    assert poly_lr(1.0, 5, 100, 1.0, warmup=10) == pytest.approx(0.5, rel=1e-5)
+    assert poly_lr(1.0, 10, 100, 1.0, warmup=10) == pytest.approx(0.9)
+    assert poly_lr(1.0, 50, 100, 0.0) == 1.0
+
+
+def test_correlation_attention_ignores_masked_keys():
+    from adapt.models.correlation import CorrelationModule, attention, naive_attention
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 12, 5), torch.randn(2, 12, 5), torch.randn(2, 12, 3)
+    keep = torch.rand(2, 1, 12) > 0.3
+    keep[..., 0] = True
+    assert torch.allclose(attention(q, k, v, 0.5, key_mask=keep), naive_attention(q, k, v, 0.5, key_mask=keep), atol=1e-5)
+    # Changing what a masked key holds changes nothing.
+    v2 = v.clone()
+    v2[~keep.squeeze(1)] = 100.0
+    assert torch.allclose(attention(q, k, v, 0.5, key_mask=keep), attention(q, k, v2, 0.5, key_mask=keep), atol=1e-5)
+    module = CorrelationModule(4, dim=8, value="learned", spatial="none")
+    with torch.no_grad():
+        module.gamma.fill_(1.0)
+    p = torch.softmax(torch.randn(1, 4, 3, 4), dim=1)
+    valid = torch.ones(1, 3, 4, dtype=torch.bool)
+    valid[:, :, 3] = False
+    noisy = p.clone()
+    noisy[:, :, :, 3] = torch.softmax(torch.randn(1, 4, 3), dim=1)
+    # What lies under the padding (column 3) reaches no valid pixel once it is masked.
+    out, out_noisy = module(p, valid)[..., :3], module(noisy, valid)[..., :3]
+    assert not torch.allclose(module(p)[..., :3], module(noisy)[..., :3])
+    assert torch.allclose(out, out_noisy, atol=1e-6)
+
+
+def test_correlation_transfer_loss_counts_only_masked_valid_pixels():
+    from adapt.losses import correlation_transfer_loss, valid_mask_at
+    from adapt.models.correlation import CorrelationModule
+
+    module = CorrelationModule(3, dim=8, value="learned", spatial="none").eval()
+    logits, teacher = torch.randn(1, 3, 2, 2), torch.randn(1, 3, 2, 2)
+    valid = torch.tensor([[[True, True], [True, False]]])
+    region = torch.tensor([[[True, False], [True, True]]])
+    loss = correlation_transfer_loss(module, logits, teacher, valid=valid, mask=region)
+    target = module(torch.softmax(teacher, 1), valid=valid)
+    kl = (target * (torch.log(target) - torch.log_softmax(logits, 1))).sum(1)
+    assert torch.allclose(loss, kl[0][(valid & region)[0]].mean(), atol=1e-6)
+    pixels = torch.ones(1, 8, 8, dtype=torch.bool)
+    pixels[0, 7, 7] = False  # one padded pixel invalidates its 4x4 cell, no other
+    assert valid_mask_at(pixels, (2, 2)).tolist() == [[[True, True], [True, False]]]
