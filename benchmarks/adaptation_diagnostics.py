@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tune", required=True, help="labelled tune folder dataset (its val split)")
     parser.add_argument("--scales", type=float, nargs="+", default=[0.75, 1.0, 1.25])
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.9, 0.968])
+    parser.add_argument("--teacher", action="store_true", help="a mean-teacher checkpoint: measure its EMA teacher")
+    parser.add_argument("--no-adabn", action="store_true", help="only the checkpoint's own BatchNorm statistics")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     torch.set_grad_enabled(False)
@@ -87,12 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     target_train = open_dataset("folder", args.data, "train", require_labels=False, transform=transform)
     labelled_train = open_dataset("folder", args.data, "train", require_labels=True, transform=transform)
     source_bn = build_model(ckpt).eval()
-    target_bn = copy.deepcopy(source_bn)
-    reestimate_batchnorm(target_bn, target_train, torch.device("cpu"))
+    if args.teacher:
+        source_bn.load_state_dict(ckpt.extra["teacher"])
+    models = {"own_bn" if args.teacher else "source_bn": source_bn}
+    if not args.no_adabn:
+        models["target_bn"] = copy.deepcopy(source_bn)
+        reestimate_batchnorm(models["target_bn"], target_train, torch.device("cpu"))
     num_classes = len(ckpt.classes)
 
-    report: dict = {"checkpoint": args.checkpoint, "miou": {}, "pseudo_labels": {}}
-    for bn_name, model in (("source_bn", source_bn), ("target_bn", target_bn)):
+    report: dict = {"checkpoint": args.checkpoint, "teacher": args.teacher, "miou": {}, "pseudo_labels": {}}
+    for bn_name, model in models.items():
         for factor in args.scales:
             for split, dataset in splits.items():
                 result = evaluate(scaled(model, factor), dataset, progress=False)

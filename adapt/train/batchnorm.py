@@ -8,6 +8,9 @@ no gradients) is the cheapest adaptation there is, and the floor every method mu
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -15,6 +18,30 @@ from tqdm import tqdm
 
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@contextlib.contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
+    """Run `model` with its BN layers normalising by each batch's own statistics, nothing else changed.
+
+    The mean teacher labels a batch of target crops: with the batch's statistics it sees target
+    statistics even though its running ones are an average over source and mixed batches. The
+    running statistics are left untouched (momentum 0) and every other layer keeps its mode.
+    """
+    layers = batchnorm_layers(model)
+    saved = [(layer.training, layer.momentum, None if layer.num_batches_tracked is None else layer.num_batches_tracked.clone())
+             for layer in layers]
+    for layer in layers:
+        layer.train()
+        layer.momentum = 0.0
+    try:
+        yield model
+    finally:
+        for layer, (training, momentum, count) in zip(layers, saved):
+            layer.train(training)
+            layer.momentum = momentum
+            if count is not None:
+                layer.num_batches_tracked.copy_(count)
 
 
 @torch.no_grad()

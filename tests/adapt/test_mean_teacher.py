@@ -199,3 +199,20 @@ def test_correlation_transfer_loss_counts_only_masked_valid_pixels():
     pixels = torch.ones(1, 8, 8, dtype=torch.bool)
     pixels[0, 7, 7] = False  # one padded pixel invalidates its 4x4 cell, no other
     assert valid_mask_at(pixels, (2, 2)).tolist() == [[[True, True], [True, False]]]
+
+
+def test_batch_statistics_normalises_by_the_batch_and_leaves_running_stats_alone():
+    from adapt.train.batchnorm import batch_statistics
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Dropout(0.5)).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    images = 5.0 + 3.0 * torch.randn(4, 3, 6, 6)
+    with torch.no_grad(), batch_statistics(model):
+        out = model(images)
+        assert not model[2].training  # only BatchNorm switches mode
+    features = model[0](images)
+    expected = torch.nn.functional.batch_norm(features, None, None, model[1].weight, model[1].bias, training=True)
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert not model.training and not model[1].training and model[1].momentum == 0.1
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key

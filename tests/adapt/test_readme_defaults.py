@@ -13,7 +13,7 @@ from adapt.train.config import TrainConfig
 README = Path(__file__).resolve().parents[2] / "README.md"
 ROW = re.compile(r"^\| `(?P<key>[a-z_.]+)` \| `(?P<value>[^`]*)` \|")
 # Optimizer plumbing that the table leaves out (each stage's Adam defaults).
-UNLISTED = re.compile(r"\.optim\.(optimizer|weight_decay|momentum|poly_power)$")
+UNLISTED = re.compile(r"\.optim\.(optimizer|weight_decay|momentum|poly_power|warmup)$")
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
