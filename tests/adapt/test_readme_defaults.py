@@ -1,4 +1,4 @@
-"""The README's defaults table says what the code does: every row equals the config's default."""
+"""The README says what the code does: its defaults table equals the config, its ablation tables the results files."""
 
 from __future__ import annotations
 
@@ -42,3 +42,13 @@ def test_readme_defaults_table_equals_the_config():
     method_keys = {k for k in config if k.split(".")[0] in ("correlation", "self_train") and not UNLISTED.search(k)}
     missing = sorted(method_keys - set(table))
     assert not missing, f"the README's defaults table lacks {missing}"
+
+
+def test_readme_ablation_tables_are_the_committed_results():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("update_readme", README.parent / "benchmarks" / "update_readme.py")
+    update_readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(update_readme)
+    assert update_readme.readme_block() == update_readme.ablation_block(), \
+        "README's ablation tables differ from benchmarks/results/ablation.md; run python benchmarks/update_readme.py"
