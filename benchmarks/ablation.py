@@ -180,11 +180,13 @@ def score(stage_dir: Path, tag: str, tune: str | None) -> dict | None:
     result = json.loads((stage_dir / f"eval_{tag}.json").read_text())
     entry = {"miou": result["miou"], "per_class_iou": result["per_class_iou"], "run": str(stage_dir)}
     if tune:
-        from adapt.eval_checkpoint import evaluate_checkpoint
+        ckpt, tuned = stage_dir / "last.pt", stage_dir / f"tune_{tag}.json"
+        if tuned.is_file() and tuned.stat().st_mtime >= ckpt.stat().st_mtime:
+            entry["tune_miou"] = json.loads(tuned.read_text())["miou"]   # scored already, same checkpoint
+        else:
+            from adapt.eval_checkpoint import evaluate_checkpoint
 
-        ckpt = stage_dir / "last.pt"
-        tuned, _ = evaluate_checkpoint(ckpt, tune, split="val", json_path=stage_dir / f"tune_{tag}.json")
-        entry["tune_miou"] = tuned.miou
+            entry["tune_miou"] = evaluate_checkpoint(ckpt, tune, split="val", json_path=tuned)[0].miou
     return entry
 
 
