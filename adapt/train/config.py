@@ -100,9 +100,10 @@ class MeanTeacherConfig:
     blur_p: float = 0.5                    # Gaussian blur, sigma ~ U(0.15, 1.15) (DACS)
     rare_class_sampling: bool = False      # draw source images by rare classes (DAFormer RCS)
     rcs_temperature: float = 0.01          # RCS: P(class) = softmax((1 - frequency) / T) (DAFormer)
-    # BatchNorm statistics the teacher labels a target batch with: "batch" (that target batch's
-    # own) or "running" (its EMA of the student's, an average over source and mixed batches).
-    teacher_bn: Literal["batch", "running"] = "batch"
+    # BatchNorm statistics the teacher labels a target batch with: "running" (its EMA of the
+    # student's, an average over source and mixed batches) or "batch" (that target batch's own).
+    # "running" scored 31.8 against 29.7 on the tune split (seed 0; README).
+    teacher_bn: Literal["batch", "running"] = "running"
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-4))
 
 
