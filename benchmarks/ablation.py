@@ -46,8 +46,26 @@ from common.atomic import atomic_write_text
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE, ADABN, ORACLE = "source only", "source + AdaBN", "oracle (target labels)"
 # "+ CT" rows and the row each is paired with.
-PAIRS = {"IAST + CT": "IAST", "mean teacher + CT": "mean teacher"}
-REPORT_ORDER = [SOURCE, ADABN, "IAST", "IAST + CT", "mean teacher", "mean teacher + CT"]
+IAST, MT = "IAST", "mean teacher"
+# A row named "<base> + CT..." is paired with <base>; the report lists rows in this order.
+REPORT_ORDER = [SOURCE, ADABN, IAST, f"{IAST} + CT", MT, f"{MT} + CT"]
+
+
+def base_of(row: str) -> str | None:
+    """The row a "+ CT" row is paired with (None for any other row)."""
+    for base in (IAST, MT):
+        if row.startswith(f"{base} + CT"):
+            return base
+    return None
+
+
+def report_rank(row: str) -> tuple[int, str]:
+    if row.startswith("diagnostic"):
+        return len(REPORT_ORDER) + 2, row
+    if row == ORACLE:
+        return len(REPORT_ORDER) + 1, row
+    prefixes = [i for i, name in enumerate(REPORT_ORDER) if row == name or (name.endswith("+ CT") and row.startswith(name))]
+    return (prefixes[-1] if prefixes else len(REPORT_ORDER)), row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(ROOT / "samples/configs/synthetic.yaml"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--iast-lambda", type=float, default=None, help="lambda_ct of the IAST + CT row [default: the config's]")
+    parser.add_argument("--ct-lambda", type=float, default=None,
+                        help="lambda_ct of the mean teacher + CT row [default: the config's, or 1 where that is 0]")
+    parser.add_argument("--iast-lambda", type=float, default=None, help="lambda_ct of the IAST + CT row [default: --ct-lambda]")
     parser.add_argument("--extra", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
                         help="another self-training row from the same correlation checkpoint, e.g. "
                              "'MT + CT, region unlabelled:self_train.ct_region=unlabelled' (repeatable)")
@@ -78,18 +98,20 @@ def main(argv: list[str] | None = None) -> int:
     data, out = Path(args.data), Path(args.out)
     ensure_benchmark(data)
     overrides = [f"data.source.root={data / 'source'}", f"data.target.root={data / 'target'}", *args.overrides]
-    default_lambda = load_config(TrainConfig, args.config, overrides).self_train.lambda_ct
-    iast_lambda = default_lambda if args.iast_lambda is None else args.iast_lambda
-    # Trained in this order (the strongest base first); reported in REPORT_ORDER.
+    ct_lambda = args.ct_lambda
+    if ct_lambda is None:
+        ct_lambda = load_config(TrainConfig, args.config, overrides).self_train.lambda_ct or 1.0
+    iast_lambda = ct_lambda if args.iast_lambda is None else args.iast_lambda
+    # name: (run folder, settings). Trained in this order (the strongest base first).
     self_train_rows = {
-        "mean teacher": ["self_train.method=mean_teacher", "self_train.lambda_ct=0"],
-        "mean teacher + CT": ["self_train.method=mean_teacher", f"self_train.lambda_ct={default_lambda}"],
-        "IAST": ["self_train.method=iast", "self_train.lambda_ct=0"],
-        "IAST + CT": ["self_train.method=iast", f"self_train.lambda_ct={iast_lambda}"],
+        MT: ("mean_teacher", ["self_train.method=mean_teacher", "self_train.lambda_ct=0"]),
+        f"{MT} + CT (lambda_ct={ct_lambda:g})": ("mean_teacher_ct", ["self_train.method=mean_teacher", f"self_train.lambda_ct={ct_lambda}"]),
+        IAST: ("iast", ["self_train.method=iast", "self_train.lambda_ct=0"]),
+        f"{IAST} + CT (lambda_ct={iast_lambda:g})": ("iast_ct", ["self_train.method=iast", f"self_train.lambda_ct={iast_lambda}"]),
     }
     for spec in args.extra:
         name, _, settings = spec.partition(":")
-        self_train_rows[name] = [item for item in settings.split(",") if item]
+        self_train_rows[name] = (slug(name), [item for item in settings.split(",") if item])
 
     def wanted(name: str) -> bool:
         return not args.report_only and (args.rows is None or name in args.rows)
@@ -107,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         if wanted(ADABN):
             adabn_scores(base / "source" / "last.pt", cfg, seed_dir / "adabn", args.tune)
         add_row(rows, ADABN, read_score(seed_dir / "adabn" / "eval.json", seed_dir / "adabn"))
-        for name, settings in self_train_rows.items():
+        for name, (folder, settings) in self_train_rows.items():
             run_cfg = load_config(TrainConfig, args.config, [*overrides, f"seed={seed}", *settings])
-            run_dir = seed_dir / slug(name)
+            run_dir = seed_dir / folder
             if wanted(name):
                 train(run_cfg, run_dir, stage="self_train", init=corr)
             add_row(rows, name, score(run_dir / "self_train", final_tag(run_cfg), args.tune))
@@ -214,8 +236,7 @@ def gap_closed(rows: dict[str, list[dict]], row: str) -> float:
 
 def write_report(out: Path, rows: dict[str, list[dict]], args) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    rank = {name: i for i, name in enumerate(REPORT_ORDER)}
-    rows = dict(sorted(rows.items(), key=lambda item: (rank.get(item[0], len(rank) + (item[0] == ORACLE) + 2 * item[0].startswith("diagnostic")))))
+    rows = dict(sorted(rows.items(), key=lambda item: report_rank(item[0])))
     command = "python benchmarks/ablation.py " + " ".join(sys.argv[1:])
     lines = [f"Seeds {args.seeds}; mIoU (%) on the target val split, last checkpoint of each run, mean +- std; "
              "gap closed = (row - source only) / (oracle - source only), mean over seeds.",
@@ -234,8 +255,7 @@ def write_report(out: Path, rows: dict[str, list[dict]], args) -> None:
         lines.append(line)
     lines += ["", "Paired per-seed delta of correlation transfer (mIoU points, same seed, same starting checkpoint):", "",
               "| comparison | mean +- std | per seed |", "|---|---|---|"]
-    pairs = {**PAIRS, **{name: "mean teacher" for name in rows if name not in PAIRS and name not in PAIRS.values()
-                         and name not in (SOURCE, ADABN, ORACLE) and not name.startswith("diagnostic")}}
+    pairs = {name: base_of(name) for name in rows if base_of(name)}
     for row, base in pairs.items():
         deltas = paired_deltas(rows, row, base)
         if deltas:
