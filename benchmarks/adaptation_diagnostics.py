@@ -4,6 +4,8 @@ For a checkpoint (usually the source stage's), on the tune split (choose setting
 target val split (report only):
   - mIoU with source BatchNorm statistics and with target statistics (AdaBN on target train);
   - mIoU with the network input rescaled by a few factors (the target camera is narrower);
+  - with --module, the network followed by the correlation module (does its output beat the
+    network's own, i.e. is it worth following?);
   - pseudo labels on target train: the fraction of pixels that get one and their accuracy,
     overall and per class, for a confidence threshold (target train labels are read for this
     diagnostic only; training never sees them).
@@ -29,6 +31,7 @@ from adapt.data import open_dataset
 from adapt.data.transforms import EvalTransform
 from adapt.evaluation import evaluate
 from adapt.train.batchnorm import reestimate_batchnorm
+from adapt.train.correlation_stage import load_correlation_module
 from common.atomic import atomic_write_text
 
 
@@ -39,6 +42,13 @@ def scaled(model, factor: float):
             h, w = images.shape[-2:]
             images = F.interpolate(images, size=(round(h * factor), round(w * factor)), mode="bilinear", align_corners=False)
         return model(images)
+    return run
+
+
+def with_module(model, module):
+    """The network followed by the correlation module, as log-probabilities."""
+    def run(images: torch.Tensor) -> torch.Tensor:
+        return torch.log(module(torch.softmax(model(images), dim=1)).clamp_min(1e-8))
     return run
 
 
@@ -78,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.9, 0.968])
     parser.add_argument("--teacher", action="store_true", help="a mean-teacher checkpoint: measure its EMA teacher")
     parser.add_argument("--no-adabn", action="store_true", help="only the checkpoint's own BatchNorm statistics")
+    parser.add_argument("--module", action="store_true",
+                        help="also score the network followed by the checkpoint's correlation module: would following it help?")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     torch.set_grad_enabled(False)
@@ -88,12 +100,12 @@ def main(argv: list[str] | None = None) -> int:
               "target_val": open_dataset("folder", args.data, "val", require_labels=True, transform=transform)}
     target_train = open_dataset("folder", args.data, "train", require_labels=False, transform=transform)
     labelled_train = open_dataset("folder", args.data, "train", require_labels=True, transform=transform)
-    source_bn = build_model(ckpt).eval()
+    network = build_model(ckpt).eval()
     if args.teacher:
-        source_bn.load_state_dict(ckpt.extra["teacher"])
-    models = {"own_bn" if args.teacher else "source_bn": source_bn}
+        network.load_state_dict(ckpt.extra["teacher"])
+    models = {"own_bn": network}   # the checkpoint's own statistics (a source checkpoint: source ones)
     if not args.no_adabn:
-        models["target_bn"] = copy.deepcopy(source_bn)
+        models["target_bn"] = copy.deepcopy(network)
         reestimate_batchnorm(models["target_bn"], target_train, torch.device("cpu"))
     num_classes = len(ckpt.classes)
 
@@ -104,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
                 result = evaluate(scaled(model, factor), dataset, progress=False)
                 report["miou"][f"{bn_name} scale {factor:g} {split}"] = round(100 * result.miou, 2)
                 print(f"{bn_name:9s} scale {factor:<5g} {split:10s} mIoU {100 * result.miou:.2f}", flush=True)
+        if args.module:
+            module = load_correlation_module(ckpt.extra["correlation"], num_classes).eval()
+            for split, dataset in splits.items():
+                result = evaluate(with_module(model, module), dataset, progress=False)
+                report["miou"][f"{bn_name} + module {split}"] = round(100 * result.miou, 2)
+                print(f"{bn_name:9s} + module   {split:10s} mIoU {100 * result.miou:.2f}", flush=True)
         for threshold in args.thresholds:
             quality = pseudo_label_quality(model, labelled_train, threshold, num_classes)
             report["pseudo_labels"][f"{bn_name} >= {threshold:g}"] = quality
