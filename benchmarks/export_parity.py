@@ -75,13 +75,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="A uda-adapt checkpoint (default: the tests' untrained network).")
     parser.add_argument("--data", type=Path, help="A folder dataset with train/images and val (default: generated).")
-    parser.add_argument("--imgsz", nargs=2, type=int, default=(64, 128), metavar=("H", "W"))
+    parser.add_argument("--size", default="64x128", metavar="HxW", help="network input size, as on the command line")
     parser.add_argument("--calib-num", type=int, default=8)
     parser.add_argument("--parity-num", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     args = parser.parse_args()
-    size = tuple(args.imgsz)
+    size = tuple(int(v) for v in args.size.lower().split("x"))
 
     import onnxruntime as ort
 
