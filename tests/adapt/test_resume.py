@@ -77,8 +77,10 @@ CASES = {
     "source mid-stage": ("source", 1, ["self_train.method=iast"]),
     "correlation mid-stage": ("correlation", 1, ["self_train.method=iast"]),
     "iast round 2 mid-round": ("self_train", 3, ["self_train.method=iast"]),
-    "iast round 2 with a round teacher": ("self_train", 3, ["self_train.method=iast", "self_train.ct_teacher=round"]),
-    "mean teacher mid-stage": ("self_train", 1, ["self_train.method=mean_teacher", "self_train.mean_teacher.rare_class_sampling=true"]),
+    "iast round 2 with a round teacher": ("self_train", 3, ["self_train.method=iast", "self_train.lambda_ct=0.1",
+                                                            "self_train.ct_teacher=round"]),
+    "mean teacher mid-stage": ("self_train", 1, ["self_train.method=mean_teacher", "self_train.lambda_ct=0.1",
+                                                 "self_train.mean_teacher.rare_class_sampling=true"]),
 }
 
 

@@ -65,7 +65,7 @@ def test_schedule_then_eval_from_the_cli(data, tmp_path, capsys):
 
 @pytest.mark.parametrize("method", ["iast", "mean_teacher"])
 def test_same_seed_same_weights_and_metrics(data, tmp_path, method):
-    cfg = tiny_config(data, "self_train.rounds=1", f"self_train.method={method}")
+    cfg = tiny_config(data, "self_train.rounds=1", f"self_train.method={method}", "self_train.lambda_ct=0.1")
     train(cfg, tmp_path / "a")
     if method == "iast":
         stats = json.loads((tmp_path / "a" / "self_train" / "round1" / "stats.json").read_text())
@@ -120,9 +120,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path, monke
     assert all(torch.isfinite(v).all() for v in good.state_dict.values() if v.is_floating_point())
 
 
-def test_self_train_without_correlation_checkpoint_is_refused(data, tmp_path):
+@pytest.mark.parametrize("method", ["iast", "mean_teacher"])
+def test_self_train_without_correlation_checkpoint_is_refused(data, tmp_path, method):
     with pytest.raises(UserError, match="correlation"):
-        train(tiny_config(data), tmp_path / "run", stage="self_train")
+        train(tiny_config(data, "self_train.lambda_ct=0.1", f"self_train.method={method}"), tmp_path / "run", stage="self_train")
 
 
 def test_checkpoint_of_another_architecture_is_refused(data, tmp_path, capsys):
