@@ -31,6 +31,7 @@ import argparse
 import json
 import math
 import re
+import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -237,7 +238,7 @@ def gap_closed(rows: dict[str, list[dict]], row: str) -> float:
 def write_report(out: Path, rows: dict[str, list[dict]], args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = dict(sorted(rows.items(), key=lambda item: report_rank(item[0])))
-    command = "python benchmarks/ablation.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/ablation.py " + shlex.join(sys.argv[1:])
     lines = [f"Seeds {args.seeds}; mIoU (%) on the target val split, last checkpoint of each run, mean +- std; "
              "gap closed = (row - source only) / (oracle - source only), mean over seeds.",
              f"Command: `{command}`", ""]
