@@ -4,9 +4,11 @@
 ClassMix: adapt/train/mean_teacher_stage.py) or "iast" (this module). With IAST, each round
 re-estimates the target BatchNorm statistics (`target_bn`), regenerates pseudo labels with
 class-balanced thresholds that restart at `init_threshold`, as IAST does, then trains on
-    CE(logits_t, pseudo) + lambda_ct * KL(SA(p_t) || p_t)   (dense, all pixels)
+    CE(logits_t, pseudo) + lambda_ct * KL(SA(p_round) || p_t)   (every image pixel, or only unlabelled ones)
     [+ source CE] [+ IAST entropy on ignored pixels] [+ IAST KL-to-uniform on labelled pixels]
-with the correlation module SA frozen. lambda_ct = 0 is plain self-training.
+with the correlation module SA frozen and p_round the prediction of the network as the round's
+pseudo labels saw it (`ct_teacher=round`/`teacher`; `online`: the network's own current one).
+lambda_ct = 0 is plain self-training.
 """
 
 from __future__ import annotations
