@@ -126,7 +126,6 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
             def step(i: int) -> dict[str, float]:
                 images, pseudo = stream.next()
                 images, pseudo = images.to(ctx.device, non_blocking=True), pseudo.to(ctx.device, non_blocking=True)
-                valid = images.abs().sum(dim=1) > 0   # crop padding is exactly zero after normalisation
                 set_lr(optimizer, poly_lr(lr, i, st.iterations_per_round, st.optim.poly_power, st.optim.warmup))
                 losses: dict[str, torch.Tensor] = {}
                 with autocast(ctx.device, cfg.amp):
@@ -138,6 +137,10 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
                             with torch.no_grad():
                                 teacher_logits = teacher(images)
                         size = tuple(logits.shape[-2:])
+                        # Pseudo labels mark padding and unlabelled pixels alike; the image tells them
+                        # apart: padding is exactly 0 after normalisation, which no pixel value
+                        # (x / 255 - mean) / std can be, since no ImageNet mean is a multiple of 1/255.
+                        valid = images.abs().sum(dim=1) > 0
                         region = valid_mask_at(pseudo == IGNORE_INDEX, size) if st.ct_region == "unlabelled" else None
                         losses["ct_kl"] = ct_weight(cfg, round_index * st.iterations_per_round + i) * correlation_transfer_loss(
                             module, logits.float(), teacher_logits, valid=valid_mask_at(valid, size), mask=region)
