@@ -104,7 +104,7 @@ def fit_correlation(ctx: RunContext, init: Checkpoint) -> None:
     try:
         run_iterations(start=start, total=stage_cfg.iterations, step_fn=step, save_fn=save, log=log,
                        log_every=cfg.logging.log_every, checkpoint_every=cfg.logging.checkpoint_every,
-                       description=STAGE, last_good=last_path)
+                       description=STAGE, last_good=last_path, images_per_step=stream.batch_size)
         module.eval()
         # Diagnostic only: the network followed by the module at test time. The deployed
         # model is the network alone; this shows what the module would teach on the target.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,14 +25,17 @@ def run_iterations(
     description: str,
     last_good: Path,
     step_offset: int = 0,
+    images_per_step: int = 0,
 ) -> None:
     """Run `step_fn(i)` for i in [start, total); `save_fn(i + 1)` writes a resume point.
 
     A non-finite loss stops training before anything is saved, so the last checkpoint on
-    disk is always a good one.
+    disk is always a good one. With `images_per_step`, each log record also carries the
+    training throughput since the previous record (`images_per_second`, wall clock).
     """
     running: dict[str, float] = {}
     count = 0
+    since = time.perf_counter()
     with tqdm(total=total, initial=start, desc=description, unit="it", dynamic_ncols=True, disable=None) as bar:
         for i in range(start, total):
             losses = step_fn(i)
@@ -47,6 +51,10 @@ def run_iterations(
             done = i + 1
             if done % log_every == 0 or done == total:
                 means = {k: v / count for k, v in running.items()}
+                now = time.perf_counter()
+                if images_per_step:
+                    means["images_per_second"] = images_per_step * count / max(now - since, 1e-9)
+                since = now
                 log.write(step_offset + done, **means)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()})
                 running, count = {}, 0

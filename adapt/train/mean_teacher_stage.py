@@ -178,7 +178,8 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
         run_iterations(start=start, total=mt.iterations,
                        step_fn=lambda i: mean_teacher_step(state, cfg, i, ctx.device), save_fn=save, log=log,
                        log_every=cfg.logging.log_every, checkpoint_every=cfg.logging.checkpoint_every,
-                       description=f"{STAGE} (mean teacher)", last_good=last_path)
+                       description=f"{STAGE} (mean teacher)", last_good=last_path,
+                       images_per_step=state.source.batch_size + state.target.batch_size)
         student.eval()
         if cfg.self_train.target_bn:
             # Training left running statistics averaged over source and mixed batches; the

@@ -177,7 +177,8 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
             run_iterations(start=start, total=st.iterations_per_round, step_fn=step, save_fn=save, log=log,
                            log_every=cfg.logging.log_every, checkpoint_every=cfg.logging.checkpoint_every,
                            description=f"{STAGE} {tag}/{st.rounds}", last_good=last_path,
-                           step_offset=round_index * st.iterations_per_round)
+                           step_offset=round_index * st.iterations_per_round,
+                           images_per_step=stream.batch_size + (source_stream.batch_size if source_stream else 0))
             model.eval()
             done_steps = (round_index + 1) * st.iterations_per_round
             result = evaluate_stage(ctx, network_fn(model), stage_dir, tag, done_steps, log)

@@ -68,7 +68,7 @@ def train_source(ctx: RunContext, init: Checkpoint | None = None) -> None:
     try:
         run_iterations(start=start, total=stage_cfg.iterations, step_fn=step, save_fn=save, log=log,
                        log_every=cfg.logging.log_every, checkpoint_every=cfg.logging.checkpoint_every,
-                       description=STAGE, last_good=last_path)
+                       description=STAGE, last_good=last_path, images_per_step=stream.batch_size)
         model.eval()
         result = evaluate_stage(ctx, network_fn(model), stage_dir, STAGE, stage_cfg.iterations, log)
         best = keep_best(result, best, lambda: write_stage_checkpoint(
