@@ -54,6 +54,15 @@ class ConfusionMatrix:
         self._counts = self._counts.to(counts.device) + counts
 
     @property
+    def counts(self) -> torch.Tensor:
+        """The flat (num_classes**2,) int64 counts, to sum matrices across processes."""
+        return self._counts
+
+    @counts.setter
+    def counts(self, value: torch.Tensor) -> None:
+        self._counts = value
+
+    @property
     def matrix(self) -> np.ndarray:
         """(num_classes, num_classes) int64; [i, j] = pixels of class i predicted as j."""
         return self._counts.cpu().numpy().reshape(self.num_classes, self.num_classes)
@@ -149,6 +158,13 @@ def evaluate(model_fn: ModelFn, dataset: SegmentationDataset, *, device: str | t
     bilinearly to the label's size before the argmax. Batch size is 1 because full-resolution
     labels may differ in size from image to image.
     """
+    return EvalResult.from_confusion(confusion_of(model_fn, dataset, device=device, progress=progress, num_workers=num_workers),
+                                     dataset.classes, len(dataset))
+
+
+def confusion_of(model_fn: ModelFn, dataset: SegmentationDataset, *, device: str | torch.device = "cpu", progress: bool = True,
+                 num_workers: int = 0) -> ConfusionMatrix:
+    """The confusion matrix behind `evaluate` (partial matrices of disjoint splits add up)."""
     if not dataset.has_labels:
         raise UserError(f"evaluation needs labels, but this {type(dataset).__name__} split has none; "
                         "point evaluation at a labelled split")
@@ -164,7 +180,7 @@ def evaluate(model_fn: ModelFn, dataset: SegmentationDataset, *, device: str | t
                                 f"{num_classes} classes; evaluate with a model trained on this class set")
             logits = F.interpolate(logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)
             confusion.update(logits.argmax(1), label)
-    return EvalResult.from_confusion(confusion, dataset.classes, len(dataset))
+    return confusion
 
 
 def _default_names(num_classes: int) -> list[str]:

@@ -7,7 +7,10 @@ same mask, so a pasted car keeps its car label. The mixed image then gets colour
 Gaussian blur, so the student cannot match the teacher by copying its input statistics.
 
 Every random choice draws from an explicit `torch.Generator`, whose state a checkpoint saves:
-a resumed run makes the same choices as an uninterrupted one.
+a resumed run makes the same choices as an uninterrupted one. The choices are drawn for a whole
+batch before any pixel moves (`choose_classes`, `StrongAugmentation.draw`), so that in
+data-parallel training every rank draws the global batch's choices, in the single-process
+order, and applies its own part: each rank mixes its images as one process would have.
 
 Shapes: images (B, 3, H, W) normalised with `mean`/`std`; labels (B, H, W) long.
 """
@@ -24,23 +27,46 @@ import torch.nn.functional as F
 from adapt.classes import IGNORE_INDEX
 
 
+def class_presence(labels: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """(B, num_classes) bool: which classes each label map (B, H, W) contains."""
+    presence = torch.zeros(labels.shape[0], num_classes, dtype=torch.bool, device=labels.device)
+    for b, label in enumerate(labels):
+        classes = torch.unique(label)
+        presence[b, classes[(classes != ignore_index) & (classes < num_classes)]] = True
+    return presence
+
+
+def choose_classes(presence: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
+    """Per image, the class ids to paste: half of those present, rounded up (DACS: `(n + n % 2) / 2`).
+
+    An image with one class pastes it; one with no labelled pixel pastes nothing.
+    """
+    chosen = []
+    for row in presence:
+        classes = row.nonzero().flatten()
+        if classes.numel():
+            count = (classes.numel() + 1) // 2
+            classes = classes[torch.randperm(classes.numel(), generator=generator)[:count].to(classes.device)]
+        chosen.append(classes)
+    return chosen
+
+
+def paste_masks(labels: torch.Tensor, chosen: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(B, H, W) bool: the pixels of each label map whose class was chosen for it."""
+    masks = torch.zeros_like(labels, dtype=torch.bool)
+    for b, (label, classes) in enumerate(zip(labels, chosen)):
+        if classes.numel():
+            masks[b] = torch.isin(label, classes.to(label.device))
+    return masks
+
+
 def classmix_masks(source_labels: torch.Tensor, generator: torch.Generator,
                    ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """(B, H, W) bool: the pixels of half of the classes present in each source label.
-
-    Half is rounded up (DACS: `(n + n % 2) / 2`), so an image with one class pastes it. An image
-    with no labelled pixel pastes nothing.
-    """
-    masks = torch.zeros_like(source_labels, dtype=torch.bool)
-    for b, label in enumerate(source_labels):
-        classes = torch.unique(label)
-        classes = classes[classes != ignore_index]
-        if classes.numel() == 0:
-            continue
-        count = (classes.numel() + 1) // 2
-        order = torch.randperm(classes.numel(), generator=generator)[:count].to(classes.device)
-        masks[b] = torch.isin(label, classes[order])
-    return masks
+    """(B, H, W) bool: the pixels of half of the classes present in each source label."""
+    labelled = source_labels[source_labels != ignore_index]
+    num_classes = int(labelled.max()) + 1 if labelled.numel() else 1
+    presence = class_presence(source_labels, num_classes, ignore_index)
+    return paste_masks(source_labels, choose_classes(presence, generator))
 
 
 def mix(mask: torch.Tensor, pasted: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
@@ -48,6 +74,14 @@ def mix(mask: torch.Tensor, pasted: torch.Tensor, base: torch.Tensor) -> torch.T
     if pasted.ndim == mask.ndim + 1:
         mask = mask.unsqueeze(1)
     return torch.where(mask, pasted, base)
+
+
+@dataclass(frozen=True)
+class ImageAugmentation:
+    """The random choices for one image: jitter (brightness, contrast, saturation, hue) and blur sigma, or None."""
+
+    jitter: tuple[float, float, float, float] | None
+    blur_sigma: float | None
 
 
 @dataclass
@@ -66,19 +100,36 @@ class StrongAugmentation:
     blur_p: float = 0.5
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.apply(images, self.draw(len(images), generator))
+
+    def draw(self, count: int, generator: torch.Generator) -> list[ImageAugmentation]:
+        """The choices for `count` images, in order (what `__call__` would draw for a batch of `count`)."""
+        plans = []
+        for _ in range(count):
+            draws = torch.rand(6, generator=generator).tolist()
+            jitter = None
+            if draws[0] < self.jitter_p:
+                s = self.jitter_strength
+                brightness, contrast, saturation = (1 - s + 2 * s * v for v in draws[1:4])
+                jitter = (brightness, contrast, saturation, (draws[4] - 0.5) * s / 2)
+            sigma = None
+            if torch.rand((), generator=generator).item() < self.blur_p:
+                sigma = 0.15 + torch.rand((), generator=generator).item()
+            plans.append(ImageAugmentation(jitter, sigma))
+        return plans
+
+    def apply(self, images: torch.Tensor, plans: Sequence[ImageAugmentation]) -> torch.Tensor:
+        """`images` (B, 3, H, W) normalised, each augmented by its plan."""
         mean = torch.as_tensor(self.mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
         std = torch.as_tensor(self.std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
         rgb = images * std + mean
         out = []
-        for image in rgb:
-            draws = torch.rand(6, generator=generator).tolist()
-            if draws[0] < self.jitter_p:
-                s = self.jitter_strength
-                factors = [1 - s + 2 * s * v for v in draws[1:4]]
-                image = colour_jitter(image, *factors, hue=(draws[4] - 0.5) * s / 2)
-            if torch.rand((), generator=generator).item() < self.blur_p:
-                sigma = 0.15 + torch.rand((), generator=generator).item()
-                image = gaussian_blur(image, sigma, kernel_size(image.shape[-2:]))
+        for image, plan in zip(rgb, plans, strict=True):
+            if plan.jitter is not None:
+                brightness, contrast, saturation, hue = plan.jitter
+                image = colour_jitter(image, brightness, contrast, saturation, hue=hue)
+            if plan.blur_sigma is not None:
+                image = gaussian_blur(image, plan.blur_sigma, kernel_size(image.shape[-2:]))
             out.append(image)
         return (torch.stack(out) - mean) / std
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -24,7 +25,8 @@ def train(config_path: str | None, overrides: tuple[str, ...], run_dir: str, sta
 
     cfg = load_config(TrainConfig, config_path, overrides)
     final = run_training(cfg, run_dir, stage=stage, init=init)
-    click.echo(f"done: {final}")
+    if os.environ.get("RANK", "0") == "0":   # under torchrun, one line for the whole job
+        click.echo(f"done: {final}")
 
 
 @click.command(name="eval")

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from adapt.train.distributed import SINGLE_PROCESS, Distributed, average_batchnorm_statistics
+
 
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -46,12 +48,14 @@ def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
 
 @torch.no_grad()
 def reestimate_batchnorm(model: nn.Module, dataset, device: torch.device, batch_size: int = 8,
-                         description: str = "target BN statistics") -> int:
+                         description: str = "target BN statistics", dist: Distributed = SINGLE_PROCESS) -> int:
     """Replace every BN layer's running mean/var by its cumulative average over `dataset`.
 
     `dataset` yields (normalised image (3, H, W), anything); images of one batch must share a
     size. Returns the number of BN layers updated (0: nothing to do, the model is left as is).
     The model comes back in eval mode; weights and the rest of its state are untouched.
+    Distributed, rank r takes batches r, r + N, ... and the per-rank averages are then averaged,
+    weighted by batch count: the same statistics as one process over every batch.
     """
     layers = batchnorm_layers(model)
     if not layers:
@@ -62,10 +66,13 @@ def reestimate_batchnorm(model: nn.Module, dataset, device: torch.device, batch_
         layer.reset_running_stats()
         layer.momentum = None  # None: a cumulative moving average, i.e. the mean over all batches
         layer.train()
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    batches = [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
+    mine = batches[dist.rank::dist.world_size]
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=mine, num_workers=0)
     try:
-        for images, _ in tqdm(loader, desc=description, unit="batch", disable=None):
+        for images, _ in tqdm(loader, desc=description, unit="batch", disable=None if dist.is_main else True):
             model(images.to(device))
+        average_batchnorm_statistics(layers, len(mine), dist)
     finally:
         for layer, momentum in zip(layers, saved_momentum):
             layer.momentum = momentum

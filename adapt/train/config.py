@@ -34,6 +34,7 @@ class DataConfig:
     eval_size: tuple[int, int] | None = None              # network input size for evaluation; labels stay full resolution
     batch_size: int = 8
     num_workers: int = 0                                   # DataLoader workers; 0 keeps 2-core machines responsive
+    pin_memory: bool = True                                # page-locked batches for faster host-to-GPU copies (CUDA only)
     val_limit: int = 0                                     # evaluate on the first N val images only (0 = all)
 
 
@@ -147,10 +148,25 @@ class LoggingConfig:
 
 
 @dataclass
+class DistributedConfig:
+    """Multi-process training under torchrun (ignored in a single process)."""
+
+    # Normalise each BatchNorm layer over the global batch, not each GPU's part of it (CUDA only:
+    # PyTorch has no CPU SyncBatchNorm, so CPU ranks normalise over their own part).
+    sync_batchnorm: bool = True
+    timeout_minutes: float = 30.0          # how long a collective waits for a lost rank before failing
+
+
+@dataclass
 class TrainConfig:
     seed: int = 0
-    device: str = "auto"                   # auto | cpu | cuda | cuda:N
-    amp: bool = False                      # mixed precision on CUDA
+    device: str = "auto"                   # auto | cpu | cuda | cuda:N (under torchrun: auto | cpu | cuda)
+    # Mixed precision on CUDA: "auto" is bf16 where the GPU supports it, else fp16 with a loss
+    # scaler; "fp32" turns it off. The CPU always trains in fp32.
+    amp: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    channels_last: bool = True             # NHWC memory layout on CUDA (faster convolutions with AMP)
+    compile: bool = False                  # torch.compile the training network (first steps are slow to compile)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     source: SourceStageConfig = field(default_factory=SourceStageConfig)

@@ -63,6 +63,7 @@ RULES: tuple[Rule, ...] = tuple(Rule(pattern, *check) for pattern, check in (
     ("*.batch_size", AT_LEAST_ONE),
     ("*.num_*", NON_NEGATIVE),                      # num_workers, num_overlays
     ("*_limit", NON_NEGATIVE),                      # val_limit: 0 = all
+    ("*timeout*", POSITIVE),
     ("*.dim", AT_LEAST_ONE),
     ("*_size", POSITIVE),                           # crop_size, base_size, eval_size (each side)
     # Optimisation.

@@ -12,10 +12,10 @@ from adapt.checkpoint import Checkpoint
 from adapt.losses import correlation_fit_loss
 from adapt.models import build_segmenter
 from adapt.models.correlation import CorrelationModule
-from adapt.train.batches import BatchStream, StreamState
+from adapt.train.batches import StreamState
 from adapt.train.datasets import labelled_train_set, train_transform
 from adapt.mixing import StrongAugmentation
-from adapt.train.environment import autocast, restore_rng, rng_state, seed_everything
+from adapt.train.environment import autocast, restore_rng, rng_state, seed_everything, training_network
 from adapt.train.logbook import Logbook
 from adapt.train.loop import run_iterations
 from adapt.train.optim import make_optimizer
@@ -62,7 +62,8 @@ def fit_correlation(ctx: RunContext, init: Checkpoint) -> None:
     module.to(ctx.device).train()
 
     dataset = labelled_train_set(cfg.data.source, train_transform(cfg, cfg.data.source, ctx.mean, ctx.std))
-    stream = BatchStream(dataset, cfg.data.batch_size, cfg.seed + 1, cfg.data.num_workers)
+    stream = ctx.batch_stream(dataset, cfg.seed + 1)
+    trained_module = training_network(module, cfg, ctx.device, ctx.dist)
     optimizer = make_optimizer(module.parameters(), stage_cfg.optim)
     perturb = None
     if stage_cfg.fit_perturbation > 0:
@@ -75,16 +76,18 @@ def fit_correlation(ctx: RunContext, init: Checkpoint) -> None:
         generator.set_state(resume.extra["generator"])
         restore_rng(resume.extra.get("rng"))
         start = resume.step
-        print(f"{STAGE}: resuming at iteration {start} from {last_path}")
+        if ctx.dist.is_main:
+            print(f"{STAGE}: resuming at iteration {start} from {last_path}")
 
     def step(i: int) -> dict[str, float]:
         images, labels = stream.next()
         images, labels = images.to(ctx.device, non_blocking=True), labels.to(ctx.device, non_blocking=True)
         if perturb is not None:
-            images = perturb(images, generator)
+            # Drawn for the global batch, applied to this rank's part (adapt/mixing.py).
+            images = perturb.apply(images, perturb.draw(stream.batch_size, generator)[ctx.dist.local_slice(stream.batch_size)])
         with torch.no_grad(), autocast(ctx.device, cfg.amp):
             logits = network(images)
-        loss = correlation_fit_loss(module, logits.float(), labels)
+        loss = correlation_fit_loss(trained_module, logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -100,11 +103,12 @@ def fit_correlation(ctx: RunContext, init: Checkpoint) -> None:
             "complete": complete,
         })
 
-    log = Logbook(stage_dir, ctx.tensorboard_dir, tag=STAGE)
+    log = Logbook(stage_dir, ctx.tensorboard_dir, tag=STAGE, enabled=ctx.dist.is_main)
     try:
         run_iterations(start=start, total=stage_cfg.iterations, step_fn=step, save_fn=save, log=log,
                        log_every=cfg.logging.log_every, checkpoint_every=cfg.logging.checkpoint_every,
-                       description=STAGE, last_good=last_path, images_per_step=stream.batch_size)
+                       description=STAGE, last_good=last_path, images_per_step=stream.batch_size,
+                       dist=ctx.dist, device=ctx.device)
         module.eval()
         # Diagnostic only: the network followed by the module at test time. The deployed
         # model is the network alone; this shows what the module would teach on the target.

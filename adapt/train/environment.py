@@ -1,4 +1,4 @@
-"""Device choice, seeding and mixed precision: the few global switches training flips."""
+"""Device choice, seeding, mixed precision and the network the training step calls."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import random
 
 import numpy as np
 import torch
+from torch import nn
 
 from common.errors import UserError
+from adapt.train.distributed import Distributed, wrap_for_training
 
 
 def resolve_device(name: str) -> torch.device:
@@ -54,12 +56,36 @@ def restore_rng(state: dict | None) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """fp16 autocast on CUDA when `enabled`; a no-op elsewhere (CPU autocast is slower for convs)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
+def amp_dtype(device: torch.device, mode: str) -> torch.dtype | None:
+    """The autocast dtype for config `amp` on `device`; None: full fp32 (always on the CPU, where
+    autocast makes convolutions slower)."""
+    if device.type != "cuda" or mode == "fp32":
+        return None
+    bf16 = torch.cuda.is_bf16_supported()
+    if mode == "bf16" and not bf16:
+        raise UserError(f"amp=bf16 was requested but {torch.cuda.get_device_name(device)} has no bf16; use --set amp=fp16 (or auto)")
+    if mode == "auto":
+        return torch.bfloat16 if bf16 else torch.float16
+    return torch.bfloat16 if mode == "bf16" else torch.float16
 
 
-def make_grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
-    return torch.amp.GradScaler("cuda", enabled=enabled and device.type == "cuda")
+def autocast(device: torch.device, mode: str) -> contextlib.AbstractContextManager:
+    """Autocast for config `amp` (auto | bf16 | fp16 | fp32) on `device`; a no-op for fp32 and on the CPU."""
+    dtype = amp_dtype(device, mode)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def make_grad_scaler(device: torch.device, mode: str) -> torch.amp.GradScaler:
+    """A loss scaler for fp16 only: bf16 has fp32's range and needs none."""
+    return torch.amp.GradScaler("cuda", enabled=amp_dtype(device, mode) == torch.float16)
+
+
+def training_network(model: nn.Module, cfg, device: torch.device, dist: Distributed) -> nn.Module:
+    """What the training step calls: `model` in channels-last layout (CUDA), under DDP when
+    distributed, compiled when `cfg.compile`. Parameters stay `model`'s own: checkpoints save it."""
+    if cfg.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    network = wrap_for_training(model, dist, device, cfg.distributed.sync_batchnorm)
+    if cfg.compile:
+        network = torch.compile(network)
+    return network

@@ -7,9 +7,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from common.errors import UserError
+from adapt.train.distributed import SINGLE_PROCESS, Distributed, mean_over_ranks
 from adapt.train.logbook import Logbook
 
 
@@ -26,19 +28,25 @@ def run_iterations(
     last_good: Path,
     step_offset: int = 0,
     images_per_step: int = 0,
+    dist: Distributed = SINGLE_PROCESS,
+    device: torch.device = torch.device("cpu"),
 ) -> None:
     """Run `step_fn(i)` for i in [start, total); `save_fn(i + 1)` writes a resume point.
 
     A non-finite loss stops training before anything is saved, so the last checkpoint on
     disk is always a good one. With `images_per_step`, each log record also carries the
     training throughput since the previous record (`images_per_second`, wall clock).
+
+    Distributed, the losses of each step are averaged over ranks before anything else, so every
+    rank logs, checks for non-finite values and stops on the same numbers.
     """
     running: dict[str, float] = {}
     count = 0
     since = time.perf_counter()
-    with tqdm(total=total, initial=start, desc=description, unit="it", dynamic_ncols=True, disable=None) as bar:
+    with tqdm(total=total, initial=start, desc=description, unit="it", dynamic_ncols=True,
+              disable=None if dist.is_main else True) as bar:
         for i in range(start, total):
-            losses = step_fn(i)
+            losses = mean_over_ranks(step_fn(i), dist, device)
             bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
             if bad:
                 name, value = next(iter(bad.items()))

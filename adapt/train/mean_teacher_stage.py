@@ -12,6 +12,11 @@ Each step:
 Correlation transfer here follows the frozen module's view of the *teacher's* prediction: a
 target that moves slowly (like the pseudo labels themselves), not the student's own output.
 The student is what the stage saves and exports.
+
+Data-parallel: the student runs under DDP (`network`); each rank labels its own target images
+with its own teacher, and the teachers stay identical because the students' parameters are
+(DDP) and their BatchNorm buffers are made so (rank 0's) before every EMA update. ClassMix and
+the strong augmentation are drawn for the global batch and applied per rank.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from adapt.classes import IGNORE_INDEX
 from adapt.data.rare_class import class_statistics, rare_class_order
 from adapt.data.transforms import EvalTransform
 from adapt.losses import correlation_transfer_loss, segmentation_ce, valid_mask_at, weighted_segmentation_ce
-from adapt.mixing import StrongAugmentation, classmix_masks, mix
+from adapt.mixing import StrongAugmentation, choose_classes, class_presence, mix, paste_masks
 from adapt.models import build_segmenter, upsample_logits
 from adapt.models.correlation import CorrelationModule
 from adapt.pseudo_labels import confidence_weight
@@ -37,7 +42,8 @@ from adapt.train.batchnorm import batch_statistics, reestimate_batchnorm
 from adapt.train.batches import BatchStream, StreamState, random_permutation
 from adapt.train.config import TrainConfig
 from adapt.train.datasets import labelled_train_set, target_crop_set, train_transform, unlabelled_train_set
-from adapt.train.environment import autocast, make_grad_scaler, restore_rng, rng_state, seed_everything
+from adapt.train.distributed import Distributed, broadcast_buffers, gather_batch, revert_sync_batchnorm
+from adapt.train.environment import autocast, make_grad_scaler, restore_rng, rng_state, seed_everything, training_network
 from adapt.train.logbook import Logbook
 from adapt.train.loop import run_iterations
 from adapt.train.optim import make_optimizer, poly_lr, set_lr
@@ -53,6 +59,7 @@ class MeanTeacherState:
     """Everything one training step reads and changes (passed explicitly, saved in `last.pt`)."""
 
     student: nn.Module
+    network: nn.Module                  # what the step calls: the student, under DDP when distributed
     teacher: nn.Module
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
@@ -61,6 +68,8 @@ class MeanTeacherState:
     generator: torch.Generator          # ClassMix choices and strong augmentation
     augment: StrongAugmentation
     module: CorrelationModule | None
+    num_classes: int
+    dist: Distributed
 
 
 def ct_weight(cfg: TrainConfig, step: int) -> float:
@@ -86,15 +95,19 @@ def mean_teacher_step(state: MeanTeacherState, cfg: TrainConfig, step: int, devi
     pseudo = pseudo.masked_fill(~target_valid, IGNORE_INDEX)
     weight = confidence_weight(confidence, mt.confidence_threshold, target_valid)   # (B,)
 
-    paste = classmix_masks(src_labels, state.generator)
-    mixed_images = state.augment(mix(paste, src_images, tgt_images), state.generator)
+    # The global batch's random choices, in the single-process order; this rank applies its part.
+    global_batch, mine = state.source.batch_size, state.dist.local_slice(state.source.batch_size)
+    presence = gather_batch(class_presence(src_labels, state.num_classes), state.dist)
+    paste = paste_masks(src_labels, choose_classes(presence, state.generator)[mine])
+    plans = state.augment.draw(global_batch, state.generator)[mine]
+    mixed_images = state.augment.apply(mix(paste, src_images, tgt_images), plans)
     mixed_labels = mix(paste, src_labels, pseudo)
     pixel_weights = torch.where(paste, torch.ones_like(confidence), weight.view(-1, 1, 1).expand_as(confidence))
 
     losses: dict[str, torch.Tensor] = {}
     with autocast(device, cfg.amp):
-        losses["source_ce"] = segmentation_ce(state.student(src_images), src_labels)
-        mixed_logits = state.student(mixed_images)
+        losses["source_ce"] = segmentation_ce(state.network(src_images), src_labels)
+        mixed_logits = state.network(mixed_images)
         losses["mixed_ce"] = weighted_segmentation_ce(mixed_logits, mixed_labels, pixel_weights)
     lambda_ct = ct_weight(cfg, step)
     if state.module is not None and lambda_ct > 0:
@@ -110,6 +123,7 @@ def mean_teacher_step(state: MeanTeacherState, cfg: TrainConfig, step: int, devi
     state.scaler.scale(loss).backward()
     state.scaler.step(state.optimizer)
     state.scaler.update()
+    broadcast_buffers(state.student, state.dist)
     update_teacher(state.teacher, state.student, ema_alpha(step, mt.ema_alpha))
     return {"loss": loss.item(), "pseudo_weight": weight.mean().item(), **{k: v.item() for k, v in losses.items()}}
 
@@ -128,7 +142,7 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
         student.load_state_dict(init.state_dict)
         if cfg.self_train.target_bn:
             # The teacher's first pseudo labels come from target statistics, not source ones.
-            reestimate_batchnorm(student, target_plain, ctx.device, cfg.data.batch_size)
+            reestimate_batchnorm(student, target_plain, ctx.device, cfg.data.batch_size, dist=ctx.dist)
     teacher = make_teacher(student)
     if resume:
         teacher.load_state_dict(resume.extra["teacher"])
@@ -139,14 +153,17 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
         order = rare_class_order(class_statistics(source_set, len(ctx.classes)), mt.rcs_temperature)
     state = MeanTeacherState(
         student=student,
+        network=training_network(student, cfg, ctx.device, ctx.dist),
         teacher=teacher,
         optimizer=make_optimizer(student.parameters(), mt.optim),
         scaler=make_grad_scaler(ctx.device, cfg.amp),
-        source=BatchStream(source_set, cfg.data.batch_size, cfg.seed + 3, cfg.data.num_workers, order=order),
-        target=BatchStream(target_crop_set(cfg, ctx.mean, ctx.std), cfg.data.batch_size, cfg.seed + 4, cfg.data.num_workers),
+        source=ctx.batch_stream(source_set, cfg.seed + 3, order=order),
+        target=ctx.batch_stream(target_crop_set(cfg, ctx.mean, ctx.std), cfg.seed + 4),
         generator=torch.Generator().manual_seed(cfg.seed + 5),
         augment=StrongAugmentation(ctx.mean, ctx.std, mt.jitter_strength, mt.jitter_p, mt.blur_p),
         module=module,
+        num_classes=len(ctx.classes),
+        dist=ctx.dist,
     )
     start, best = 0, float("-inf")
     if resume:
@@ -156,7 +173,8 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
         state.generator.set_state(resume.extra["generator"])
         restore_rng(resume.extra["rng"])
         start, best = resume.step, resume.extra.get("best_miou", best)
-        print(f"{STAGE}: resuming mean teacher at iteration {start} from {last_path}")
+        if ctx.dist.is_main:
+            print(f"{STAGE}: resuming mean teacher at iteration {start} from {last_path}")
 
     def save(done: int, complete: bool = False) -> None:
         write_stage_checkpoint(ctx, last_path, STAGE, student, done, {
@@ -172,20 +190,21 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
             "correlation": init.extra.get("correlation"),
         })
 
-    log = Logbook(stage_dir, ctx.tensorboard_dir, tag=STAGE)
+    log = Logbook(stage_dir, ctx.tensorboard_dir, tag=STAGE, enabled=ctx.dist.is_main)
     try:
         student.train()
         run_iterations(start=start, total=mt.iterations,
                        step_fn=lambda i: mean_teacher_step(state, cfg, i, ctx.device), save_fn=save, log=log,
                        log_every=cfg.logging.log_every, checkpoint_every=cfg.logging.checkpoint_every,
                        description=f"{STAGE} (mean teacher)", last_good=last_path,
-                       images_per_step=state.source.batch_size + state.target.batch_size)
-        student.eval()
+                       images_per_step=state.source.batch_size + state.target.batch_size,
+                       dist=ctx.dist, device=ctx.device)
+        revert_sync_batchnorm(student).eval()
         if cfg.self_train.target_bn:
             # Training left running statistics averaged over source and mixed batches; the
             # exported network sees the target only (+6 to 7 mIoU on the synthetic benchmark).
-            reestimate_batchnorm(student, target_plain, ctx.device, cfg.data.batch_size)
-            reestimate_batchnorm(teacher, target_plain, ctx.device, cfg.data.batch_size)
+            reestimate_batchnorm(student, target_plain, ctx.device, cfg.data.batch_size, dist=ctx.dist)
+            reestimate_batchnorm(teacher, target_plain, ctx.device, cfg.data.batch_size, dist=ctx.dist)
         evaluate_stage(ctx, network_fn(teacher), stage_dir, "teacher", mt.iterations, log)   # diagnostic
         result = evaluate_stage(ctx, network_fn(student), stage_dir, FINAL_TAG, mt.iterations, log)
         best = keep_best(result, best, lambda: write_stage_checkpoint(

@@ -2,6 +2,12 @@
 
 Pseudo labels are PNGs under RUN_DIR/self_train/round<k>/pseudo/, written atomically, with a
 `stats.json` written last: its presence means the round's labels are complete.
+
+Data-parallel, rank r predicts images r, r + N, ... IAST's thresholds move image by image in
+dataset order, so within each group of N images the ranks take turns: rank k updates the
+thresholds with its image and broadcasts them before rank k + 1 updates. Every rank ends with
+the same thresholds, and every image is labelled with exactly the thresholds one process would
+have used; only the predictions run in parallel.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from common.atomic import atomic_write_text, ensure_writable_dir
 from adapt.classes import IGNORE_INDEX
 from adapt.images import write_label
 from adapt.models import upsample_logits
-from adapt.pseudo_labels import ThresholdState, class_balanced_pseudo_labels, select_pseudo_labels
+from adapt.pseudo_labels import ThresholdState, select_pseudo_labels, update_thresholds
 from adapt.train.config import PseudoLabelConfig
+from adapt.train.distributed import SINGLE_PROCESS, Distributed, all_reduce_sum, barrier, broadcast_tensor
 
 
 def pseudo_labels_ready(round_dir: Path) -> bool:
@@ -34,6 +41,7 @@ def write_pseudo_labels(
     cfg: PseudoLabelConfig,
     alpha: float,
     device: torch.device,
+    dist: Distributed = SINGLE_PROCESS,
 ) -> tuple[dict, ThresholdState]:
     """Predict every target train image, update the class thresholds, keep confident pixels.
 
@@ -48,13 +56,31 @@ def write_pseudo_labels(
     kept = np.zeros(num_classes, dtype=np.int64)
     correct = np.zeros(num_classes, dtype=np.int64)
     total_pixels = 0
-    for index in tqdm(range(len(dataset)), desc=f"pseudo labels ({round_dir.name})", unit="img", disable=None):
-        image, truth = dataset[index]
-        logits = model(image.unsqueeze(0).to(device)).float()
-        probs = torch.softmax(upsample_logits(logits, tuple(truth.shape[-2:])), dim=1)
+    n, ranks = len(dataset), dist.world_size
+    groups = tqdm(range(0, n, ranks), desc=f"pseudo labels ({round_dir.name})", unit="img" if ranks == 1 else f"x{ranks} img",
+                  disable=None if dist.is_main else True)
+    for first in groups:
+        index = first + dist.rank
+        probs = None
+        if index < n:
+            image, truth = dataset[index]
+            logits = model(image.unsqueeze(0).to(device)).float()
+            probs = torch.softmax(upsample_logits(logits, tuple(truth.shape[-2:])), dim=1)
         if cfg.mode == "iast":
-            labels, thresholds = class_balanced_pseudo_labels(probs, thresholds, alpha=alpha, beta=cfg.beta, gamma=cfg.gamma)
+            # IAST's order: update the thresholds with the image, then label it with them.
+            for turn in range(min(ranks, n - first)):
+                if turn == dist.rank:
+                    thresholds = update_thresholds(thresholds, probs, alpha=alpha, beta=cfg.beta, gamma=cfg.gamma)
+                    own = thresholds.thresholds
+                if dist.enabled:
+                    shared = broadcast_tensor(thresholds.thresholds.to(device), dist, src=turn)
+                    thresholds = ThresholdState(shared.cpu())
+            if probs is None:
+                continue
+            labels = select_pseudo_labels(probs, own)
         else:
+            if probs is None:
+                continue
             labels = select_pseudo_labels(probs, torch.full((num_classes,), cfg.fixed_threshold, device=probs.device))
         label = labels[0].cpu().numpy().astype(np.uint8)
         write_label(pseudo_dir / f"{dataset.stems[index]}.png", label)
@@ -64,6 +90,9 @@ def write_pseudo_labels(
         hit = selected & (truth_np == label)
         correct += np.bincount(label[hit], minlength=num_classes)[:num_classes]
         total_pixels += label.size
+    counts = torch.from_numpy(np.concatenate([kept, correct, [total_pixels]])).to(device)
+    counts = all_reduce_sum(counts, dist).cpu().numpy()
+    kept, correct, total_pixels = counts[:num_classes], counts[num_classes: 2 * num_classes], int(counts[-1])
     has_truth = bool((dataset.has_labels))
     stats = {
         "images": len(dataset),
@@ -75,5 +104,8 @@ def write_pseudo_labels(
         "accuracy_of_selected": float(correct.sum() / max(kept.sum(), 1)) if has_truth else None,
         "per_class_accuracy": (correct / np.maximum(kept, 1)).round(4).tolist() if has_truth else None,
     }
-    atomic_write_text(round_dir / "stats.json", json.dumps(stats, indent=2) + "\n")
+    barrier(dist)   # every rank's labels are on disk before stats.json says the round is complete
+    if dist.is_main:
+        atomic_write_text(round_dir / "stats.json", json.dumps(stats, indent=2) + "\n")
+    barrier(dist)
     return stats, thresholds

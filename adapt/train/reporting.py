@@ -13,9 +13,10 @@ from torch import nn
 from common.atomic import atomic_write_text
 from adapt.data import open_dataset
 from adapt.data.transforms import EvalTransform
-from adapt.evaluation import EvalResult, evaluate
+from adapt.evaluation import EvalResult, confusion_of
 from adapt.images import write_rgb
 from adapt.models import upsample_logits
+from adapt.train.distributed import all_reduce_sum
 from adapt.train.logbook import Logbook
 from adapt.train.stage_io import RunContext
 from adapt.visualize import comparison_strip
@@ -31,13 +32,21 @@ def evaluate_stage(ctx: RunContext, model_fn, stage_dir: Path, tag: str, step: i
     """Evaluate on the labelled target val split (if it has labels) and write eval.json + overlays.
 
     Returns None when the target val split has no labels: there is nothing honest to report.
+    Distributed, rank r scores images r, r + N, ... and the confusion matrices are summed; every
+    rank gets the result, rank 0 alone writes files.
     """
     dataset = target_val_dataset(ctx)
     if not dataset.has_labels:
         return None
     if ctx.cfg.data.val_limit:
-        dataset = _limited(dataset, ctx.cfg.data.val_limit)
-    result = evaluate(model_fn, dataset, device=ctx.device, progress=True)
+        dataset = _Subset(dataset, range(min(ctx.cfg.data.val_limit, len(dataset))))
+    dist = ctx.dist
+    mine = _Subset(dataset, range(dist.rank, len(dataset), dist.world_size))
+    confusion = confusion_of(model_fn, mine, device=ctx.device, progress=dist.is_main)
+    confusion.counts = all_reduce_sum(confusion.counts.to(ctx.device), dist)
+    result = EvalResult.from_confusion(confusion, dataset.classes, len(dataset))
+    if not dist.is_main:
+        return result
     payload = {"tag": tag, "step": step, **result.to_dict()}
     atomic_write_text(stage_dir / f"eval_{tag}.json", json.dumps(payload, indent=2) + "\n")
     log.write(step, miou=result.miou, pixel_accuracy=result.pixel_accuracy)
@@ -73,19 +82,19 @@ def keep_best(result: EvalResult | None, best_so_far: float, save_best) -> float
     return result.miou
 
 
-class _limited(torch.utils.data.Dataset):
-    """The first `limit` items of a dataset, keeping its load/stems interface."""
+class _Subset(torch.utils.data.Dataset):
+    """Some items of a dataset, in order, keeping its load/stems/classes interface."""
 
-    def __init__(self, base, limit: int) -> None:
-        self.base, self.limit = base, min(limit, len(base))
-        self.stems = base.stems[: self.limit]
+    def __init__(self, base, indices) -> None:
+        self.base, self.indices = base, list(indices)
+        self.stems = [base.stems[i] for i in self.indices]
         self.has_labels, self.classes, self.palette = base.has_labels, base.classes, base.palette
 
     def __len__(self) -> int:
-        return self.limit
+        return len(self.indices)
 
     def __getitem__(self, index: int):
-        return self.base[index]
+        return self.base[self.indices[index]]
 
     def load(self, index: int):
-        return self.base.load(index)
+        return self.base.load(self.indices[index])

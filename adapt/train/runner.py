@@ -3,7 +3,8 @@
     source -> correlation -> self_train
 
 Re-running the same command on the same RUN_DIR skips finished stages and resumes an
-interrupted one from its last checkpoint.
+interrupted one from its last checkpoint. Started by torchrun, every stage trains data-parallel
+(adapt/train/distributed.py); a run can resume on another number of processes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from common.errors import UserError
 from adapt.train.config import STAGES, TrainConfig
 from adapt.train.correlation_stage import fit_correlation
 from adapt.train.datasets import check_same_classes, labelled_train_set, unlabelled_train_set
+from adapt.train import distributed
 from adapt.train.environment import resolve_device
 from adapt.train.self_train_stage import self_train
 from adapt.train.source_stage import train_source
@@ -35,18 +37,30 @@ def train(cfg: TrainConfig, run_dir: str | Path, stage: str | None = None, init:
     """
     if stage is not None and stage not in STAGES:
         raise UserError(f"unknown stage {stage!r}; valid stages: {', '.join(STAGES)}")
+    with distributed.session(cfg.device, cfg.distributed.timeout_minutes, run_dir) as (dist, device):
+        return _train(cfg, run_dir, stage, init, dist, device or resolve_device(cfg.device))
+
+
+def _train(cfg: TrainConfig, run_dir: str | Path, stage: str | None, init: str | Path | None,
+           dist: distributed.Distributed, device) -> Path:
+    dist.local_batch_size(cfg.data.batch_size)   # a global batch the processes cannot split stops here
     run = ensure_writable_dir(run_dir)
+    distributed.check_shared_directory(dist, run)
     source = labelled_train_set(cfg.data.source, None)
     target = unlabelled_train_set(cfg.data.target)
     check_same_classes(source, target)
-    ctx = RunContext(cfg=cfg, run_dir=run, device=resolve_device(cfg.device), classes=tuple(source.classes),
-                     palette=tuple(tuple(c) for c in source.palette), mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    atomic_write_text(run / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    print(f"run directory {run} on {ctx.device}; {len(source)} source / {len(target)} target train images, {len(ctx.classes)} classes")
+    ctx = RunContext(cfg=cfg, run_dir=run, device=device, classes=tuple(source.classes),
+                     palette=tuple(tuple(c) for c in source.palette), mean=IMAGENET_MEAN, std=IMAGENET_STD, dist=dist)
+    if dist.is_main:
+        atomic_write_text(run / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        processes = f" x {dist.world_size} processes" if dist.enabled else ""
+        print(f"run directory {run} on {ctx.device}{processes}; {len(source)} source / {len(target)} target train images, "
+              f"{len(ctx.classes)} classes")
 
     stages = STAGES if stage is None else (stage,)
     init_ckpt = load_checkpoint(init) if init else None
     for name in stages:
+        distributed.barrier(dist)   # the previous stage's checkpoints are on disk for every rank
         if name == "source":
             train_source(ctx, init_ckpt if stage == "source" else None)
         elif name == "correlation":
@@ -54,7 +68,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, stage: str | None = None, init:
         else:
             self_train(ctx, init_ckpt if stage == "self_train" and init_ckpt else _self_train_start(run, cfg))
     final = last_checkpoint(run, stages[-1])
-    _write_summary(run)
+    distributed.barrier(dist)
+    if dist.is_main:
+        _write_summary(run)
     return final
 
 

@@ -25,12 +25,13 @@ from adapt.classes import IGNORE_INDEX
 from adapt.losses import correlation_transfer_loss, entropy_on_ignored, kl_to_uniform_on_labelled, segmentation_ce, valid_mask_at
 from adapt.models import build_segmenter, freeze_batchnorm
 from adapt.pseudo_labels import ThresholdState
-from adapt.train.batches import BatchStream, StreamState
+from adapt.train.batches import StreamState
 from adapt.train.config import per_round
 from adapt.train.correlation_stage import load_correlation_module
 from adapt.train.datasets import labelled_train_set, train_transform, unlabelled_train_set
 from adapt.train.batchnorm import reestimate_batchnorm
-from adapt.train.environment import autocast, make_grad_scaler, restore_rng, rng_state, seed_everything
+from adapt.train.distributed import revert_sync_batchnorm
+from adapt.train.environment import autocast, make_grad_scaler, restore_rng, rng_state, seed_everything, training_network
 from adapt.train.mean_teacher_stage import ct_weight, mean_teacher
 from adapt.train.logbook import Logbook
 from adapt.train.loop import run_iterations
@@ -77,7 +78,7 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
     source_stream = None
     if st.source_ce_weight > 0:
         source = labelled_train_set(cfg.data.source, train_transform(cfg, cfg.data.source, ctx.mean, ctx.std))
-        source_stream = BatchStream(source, cfg.data.batch_size, cfg.seed + 3, cfg.data.num_workers)
+        source_stream = ctx.batch_stream(source, cfg.seed + 3)
 
     first_round, start, best = 0, 0, float("-inf")
     saved_optimizer, saved_stream, saved_teacher = None, None, None
@@ -87,26 +88,27 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
         saved_optimizer, saved_stream = resume.extra.get("optimizer"), resume.extra.get("stream")
         saved_teacher = resume.extra.get("round_teacher")
         restore_rng(resume.extra.get("rng"))
-        print(f"{STAGE}: resuming round {first_round + 1} at iteration {start} from {last_path}")
+        if ctx.dist.is_main:
+            print(f"{STAGE}: resuming round {first_round + 1} at iteration {start} from {last_path}")
 
-    log = Logbook(stage_dir, ctx.tensorboard_dir, tag=STAGE)
+    log = Logbook(stage_dir, ctx.tensorboard_dir, tag=STAGE, enabled=ctx.dist.is_main)
     try:
         for round_index in range(first_round, st.rounds):
             round_dir = stage_dir / f"round{round_index + 1}"
             mid_round = start > 0
             if st.target_bn and not mid_round:
                 # Before the round's pseudo labels: target statistics (a resumed round has them in its weights).
-                reestimate_batchnorm(model, target_plain, ctx.device, cfg.data.batch_size)
+                reestimate_batchnorm(model, target_plain, ctx.device, cfg.data.batch_size, dist=ctx.dist)
             if not pseudo_labels_ready(round_dir):
                 thresholds = ThresholdState.initial(len(ctx.classes), st.pseudo.init_threshold)
                 stats, _ = write_pseudo_labels(model, target_plain, round_dir, thresholds, st.pseudo,
-                                               per_round(st.pseudo.alpha, round_index), ctx.device)
+                                               per_round(st.pseudo.alpha, round_index), ctx.device, ctx.dist)
                 log.write(round_index * st.iterations_per_round, pseudo_labelled_fraction=stats["labelled_fraction"],
                           **({"pseudo_label_accuracy": stats["accuracy_of_selected"]} if stats["accuracy_of_selected"] is not None else {}))
             lr = per_round(st.lrs, round_index)
             dataset = PseudoLabelDataset(unlabelled_train_set(cfg.data.target), round_dir / "pseudo",
                                          transform=train_transform(cfg, cfg.data.target, ctx.mean, ctx.std, jitter=0.0))
-            stream = BatchStream(dataset, cfg.data.batch_size, cfg.seed * 1000 + round_index, cfg.data.num_workers)
+            stream = ctx.batch_stream(dataset, cfg.seed * 1000 + round_index)
             teacher = None
             if module is not None and st.ct_teacher in ("round", "teacher"):
                 # The network as the round's pseudo labels saw it; a mid-round resume restores that copy.
@@ -116,7 +118,8 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
             model.train()
             if cfg.model.freeze_bn_in_adaptation:
                 freeze_batchnorm(model)
-            # After freezing: the optimizer holds exactly the parameters that train (a resumed one must match).
+            # After freezing: the optimizer (and DDP) hold exactly the parameters that train (a resumed one must match).
+            network = training_network(model, cfg, ctx.device, ctx.dist)
             optimizer = make_optimizer(model.parameters(), st.optim, lr=lr)
             scaler = make_grad_scaler(ctx.device, cfg.amp)
             if saved_optimizer is not None and mid_round:
@@ -129,7 +132,7 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
                 set_lr(optimizer, poly_lr(lr, i, st.iterations_per_round, st.optim.poly_power, st.optim.warmup))
                 losses: dict[str, torch.Tensor] = {}
                 with autocast(ctx.device, cfg.amp):
-                    logits = model(images)
+                    logits = network(images)
                     losses["pseudo_ce"] = segmentation_ce(logits, pseudo)
                     if module is not None:
                         teacher_logits = None
@@ -150,7 +153,7 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
                         losses["kl_uniform"] = st.kl_uniform_weight * kl_to_uniform_on_labelled(logits, pseudo)
                     if source_stream is not None:
                         src_images, src_labels = source_stream.next()
-                        src_logits = model(src_images.to(ctx.device))
+                        src_logits = network(src_images.to(ctx.device))
                         losses["source_ce"] = st.source_ce_weight * segmentation_ce(src_logits, src_labels.to(ctx.device))
                 loss = sum(losses.values())
                 optimizer.zero_grad(set_to_none=True)
@@ -178,8 +181,9 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
                            log_every=cfg.logging.log_every, checkpoint_every=cfg.logging.checkpoint_every,
                            description=f"{STAGE} {tag}/{st.rounds}", last_good=last_path,
                            step_offset=round_index * st.iterations_per_round,
-                           images_per_step=stream.batch_size + (source_stream.batch_size if source_stream else 0))
-            model.eval()
+                           images_per_step=stream.batch_size + (source_stream.batch_size if source_stream else 0),
+                           dist=ctx.dist, device=ctx.device)
+            revert_sync_batchnorm(model).eval()
             done_steps = (round_index + 1) * st.iterations_per_round
             result = evaluate_stage(ctx, network_fn(model), stage_dir, tag, done_steps, log)
             best = keep_best(result, best, lambda: write_stage_checkpoint(

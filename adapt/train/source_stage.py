@@ -5,9 +5,10 @@ from __future__ import annotations
 from adapt.checkpoint import Checkpoint
 from adapt.losses import segmentation_ce
 from adapt.models import build_segmenter
-from adapt.train.batches import BatchStream, StreamState
+from adapt.train.batches import StreamState
 from adapt.train.datasets import labelled_train_set, train_transform
-from adapt.train.environment import autocast, make_grad_scaler, restore_rng, rng_state, seed_everything
+from adapt.train.distributed import revert_sync_batchnorm
+from adapt.train.environment import autocast, make_grad_scaler, restore_rng, rng_state, seed_everything, training_network
 from adapt.train.logbook import Logbook
 from adapt.train.loop import run_iterations
 from adapt.train.optim import make_optimizer, poly_lr, set_lr
@@ -32,7 +33,8 @@ def train_source(ctx: RunContext, init: Checkpoint | None = None) -> None:
     model.to(ctx.device).train()
 
     dataset = labelled_train_set(cfg.data.source, train_transform(cfg, cfg.data.source, ctx.mean, ctx.std))
-    stream = BatchStream(dataset, cfg.data.batch_size, cfg.seed, cfg.data.num_workers)
+    stream = ctx.batch_stream(dataset, cfg.seed)
+    network = training_network(model, cfg, ctx.device, ctx.dist)
     optimizer = make_optimizer(model.parameters(), stage_cfg.optim)
     scaler = make_grad_scaler(ctx.device, cfg.amp)
     start, best = 0, float("-inf")
@@ -41,14 +43,15 @@ def train_source(ctx: RunContext, init: Checkpoint | None = None) -> None:
         stream.state = StreamState(**resume.extra["stream"])
         restore_rng(resume.extra.get("rng"))
         start, best = resume.step, resume.extra.get("best_miou", best)
-        print(f"{STAGE}: resuming at iteration {start} from {last_path}")
+        if ctx.dist.is_main:
+            print(f"{STAGE}: resuming at iteration {start} from {last_path}")
 
     def step(i: int) -> dict[str, float]:
         images, labels = stream.next()
         images, labels = images.to(ctx.device, non_blocking=True), labels.to(ctx.device, non_blocking=True)
         set_lr(optimizer, poly_lr(stage_cfg.optim.lr, i, stage_cfg.iterations, stage_cfg.optim.poly_power, stage_cfg.optim.warmup))
         with autocast(ctx.device, cfg.amp):
-            loss = segmentation_ce(model(images), labels)
+            loss = segmentation_ce(network(images), labels)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -64,12 +67,13 @@ def train_source(ctx: RunContext, init: Checkpoint | None = None) -> None:
             "complete": complete,
         })
 
-    log = Logbook(stage_dir, ctx.tensorboard_dir, tag=STAGE)
+    log = Logbook(stage_dir, ctx.tensorboard_dir, tag=STAGE, enabled=ctx.dist.is_main)
     try:
         run_iterations(start=start, total=stage_cfg.iterations, step_fn=step, save_fn=save, log=log,
                        log_every=cfg.logging.log_every, checkpoint_every=cfg.logging.checkpoint_every,
-                       description=STAGE, last_good=last_path, images_per_step=stream.batch_size)
-        model.eval()
+                       description=STAGE, last_good=last_path, images_per_step=stream.batch_size,
+                       dist=ctx.dist, device=ctx.device)
+        revert_sync_batchnorm(model).eval()
         result = evaluate_stage(ctx, network_fn(model), stage_dir, STAGE, stage_cfg.iterations, log)
         best = keep_best(result, best, lambda: write_stage_checkpoint(
             ctx, stage_dir / "best.pt", STAGE, model, stage_cfg.iterations, {"miou": result.miou, "complete": True}))

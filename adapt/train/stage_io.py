@@ -18,7 +18,9 @@ from torch import nn
 from common.atomic import ensure_writable_dir
 from adapt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from adapt.config import to_dict
+from adapt.train.batches import BatchStream, EpochOrder, random_permutation
 from adapt.train.config import TrainConfig
+from adapt.train.distributed import SINGLE_PROCESS, Distributed, barrier
 
 
 @dataclass
@@ -32,9 +34,16 @@ class RunContext:
     palette: tuple[tuple[int, int, int], ...]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    dist: Distributed = SINGLE_PROCESS
 
     def stage_dir(self, stage: str) -> Path:
         return ensure_writable_dir(self.run_dir / stage)
+
+    def batch_stream(self, dataset, seed: int, order: EpochOrder = random_permutation) -> BatchStream:
+        """The training batches of `dataset`: this rank's part of each global batch of `data.batch_size`."""
+        data = self.cfg.data
+        return BatchStream(dataset, data.batch_size, seed, data.num_workers, order=order, shard=self.dist,
+                           pin_memory=data.pin_memory and self.device.type == "cuda")
 
     @property
     def tensorboard_dir(self) -> Path:
@@ -63,16 +72,24 @@ class StageStart:
 
 
 def begin_stage(ctx: RunContext, stage: str) -> StageStart | None:
-    """None when the stage already finished in this run directory (it is then skipped)."""
+    """None when the stage already finished in this run directory (it is then skipped).
+
+    Every rank reads the same `last.pt`, after rank 0 has finished writing the previous stage.
+    """
+    barrier(ctx.dist)
     last_path = last_checkpoint(ctx.run_dir, stage)
     resume = read_stage_checkpoint(last_path)
     if is_complete(resume):
-        print(f"{stage}: already complete ({last_path}), skipping")
+        if ctx.dist.is_main:
+            print(f"{stage}: already complete ({last_path}), skipping")
         return None
     return StageStart(ctx.stage_dir(stage), last_path, resume)
 
 
 def write_stage_checkpoint(ctx: RunContext, path: Path, stage: str, model: nn.Module, step: int, extra: dict[str, Any]) -> None:
+    """Rank 0 writes (atomically); the other ranks hold the same weights and write nothing."""
+    if not ctx.dist.is_main:
+        return
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     save_checkpoint(path, Checkpoint(
         model_name=ctx.cfg.model.name,

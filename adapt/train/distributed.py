@@ -1,0 +1,279 @@
+"""Data-parallel training on torch.distributed: who this process is, and the few collectives stages use.
+
+`uda-adapt train` started by torchrun (which sets RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous
+address) joins a process group: NCCL on CUDA, one GPU per process (`cuda:LOCAL_RANK`); gloo on CPU.
+Started any other way it is a single process, and every helper here is a no-op.
+
+The division of labour:
+- `data.batch_size` is the *global* batch: each of N processes takes its N-th of every batch
+  the single-process run would take (same images, same augmentation), so a config means the
+  same training on 1 GPU or 8, and a run can resume on a different number of processes;
+- the student is wrapped in DistributedDataParallel (gradients averaged across processes);
+  the EMA teacher and the frozen correlation module are plain modules, identical everywhere;
+- rank 0 alone writes checkpoints, logs and overlays; every rank reads them on resume, so the
+  run directory must be on a file system all nodes share (`check_shared_directory`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import secrets
+import signal
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from common.errors import UserError
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in the job; the default is a single process."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def local_slice(self, global_batch: int) -> slice:
+        """This rank's part of a global batch of `global_batch` items (contiguous, rank order)."""
+        per_rank = global_batch // self.world_size
+        return slice(self.rank * per_rank, (self.rank + 1) * per_rank)
+
+    def local_batch_size(self, global_batch: int) -> int:
+        if global_batch % self.world_size:
+            raise UserError(f"data.batch_size={global_batch} is the global batch and must be divisible by the "
+                            f"{self.world_size} training processes; use e.g. --set data.batch_size="
+                            f"{max(1, global_batch // self.world_size) * self.world_size}")
+        return global_batch // self.world_size
+
+
+SINGLE_PROCESS = Distributed()
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def start(device_name: str, timeout_minutes: float) -> tuple[Distributed, torch.device | None]:
+    """Join the process group torchrun describes; (SINGLE_PROCESS, None) when not launched by it.
+
+    Returns the process's device for a CUDA job (`cuda:LOCAL_RANK`), None for a CPU job (the
+    caller resolves `device` as usual, which must then be the CPU).
+    """
+    if not launched_by_torchrun():
+        return SINGLE_PROCESS, None
+    info = Distributed(rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]),
+                       local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    use_cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
+    if device_name.startswith("cuda:"):
+        raise UserError(f"device={device_name} names one GPU, but under torchrun each process uses cuda:LOCAL_RANK; "
+                        "use --set device=cuda (or auto)")
+    if device_name == "cuda" and not use_cuda:
+        raise UserError("device=cuda was requested but no CUDA GPU is available; use --set device=cpu")
+    device = None
+    if use_cuda:
+        if info.local_rank >= torch.cuda.device_count():
+            raise UserError(f"local rank {info.local_rank} has no GPU: this node has {torch.cuda.device_count()}; "
+                            "start at most that many processes per node (--nproc_per_node)")
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    timeout = datetime.timedelta(minutes=timeout_minutes)
+    if use_cuda:
+        dist.init_process_group("nccl", timeout=timeout, device_id=device)
+    else:
+        dist.init_process_group("gloo", timeout=timeout)
+    return info, device
+
+
+def stop() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# What gloo and NCCL say when the process at the other end of a collective is gone.
+_LOST_PEER = ("connection closed by peer", "connection reset by peer", "broken pipe", "timed out", "timeout",
+              "nccl communicator was aborted", "socket", "remote worker")
+
+
+def is_lost_peer(error: BaseException) -> bool:
+    """Whether `error` is a collective failing because another rank died or hung (not a bug here)."""
+    text = str(error).lower()
+    return isinstance(error, dist.DistError) or (isinstance(error, RuntimeError) and any(s in text for s in _LOST_PEER))
+
+
+class StoppedByLauncher(Exception):
+    """torchrun sent SIGTERM: it ends every process of the job when one of them fails."""
+
+
+def _stopped(signum, frame) -> None:
+    raise StoppedByLauncher
+
+
+@contextlib.contextmanager
+def session(device_name: str, timeout_minutes: float, run_dir: Path | str = "RUN_DIR") -> Iterator[tuple[Distributed, torch.device | None]]:
+    """`start` ... `stop`, also when training raises. When another rank dies, this one ends with
+    one line saying so, whether its collective fails first or torchrun stops it first."""
+    info, device = start(device_name, timeout_minutes)
+    previous = signal.signal(signal.SIGTERM, _stopped) if info.enabled else None
+    resume = f"checkpoints are written whole, so rerun the same command to resume from the last one in {run_dir}"
+    try:
+        yield info, device
+    except StoppedByLauncher:
+        raise UserError(f"rank {info.rank} of {info.world_size} was stopped by torchrun because another training process "
+                        f"failed (its error, and torchrun's 'Root Cause', say which); {resume}") from None
+    except RuntimeError as exc:
+        if not (info.enabled and is_lost_peer(exc)):
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise UserError(f"rank {info.rank} of {info.world_size} lost contact with another training process ({first}); "
+                        f"that process's own error is above; {resume}") from exc
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        stop()
+
+
+def barrier(info: Distributed) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def check_shared_directory(info: Distributed, run_dir: Path) -> None:
+    """Every rank must see rank 0's files: resume, pseudo labels and stage hand-over read them."""
+    if not info.enabled:
+        return
+    token = [secrets.token_hex(8) if info.is_main else None]
+    dist.broadcast_object_list(token, src=0)
+    marker = run_dir / f".rank0-{token[0]}"
+    if info.is_main:
+        marker.write_text(token[0])
+    dist.barrier()
+    seen = marker.is_file() and marker.read_text() == token[0]
+    everyone = torch.tensor([int(seen)])
+    dist.all_reduce(everyone, op=dist.ReduceOp.MIN)
+    dist.barrier()
+    if info.is_main:
+        marker.unlink(missing_ok=True)
+    if not everyone.item():
+        raise UserError(f"run directory {run_dir} is not shared by every training process (rank {info.rank} "
+                        f"{'sees' if seen else 'does not see'} rank 0's files); put --out on a file system all nodes mount")
+
+
+def all_reduce_sum(tensor: torch.Tensor, info: Distributed) -> torch.Tensor:
+    """Sum over ranks, in place (the CPU or the process's GPU, as the backend needs)."""
+    if info.enabled:
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def mean_over_ranks(values: dict[str, float], info: Distributed, device: torch.device) -> dict[str, float]:
+    """The mean of each logged value over ranks: what the single-process run would log."""
+    if not info.enabled or not values:
+        return values
+    keys = sorted(values)
+    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return {k: v / info.world_size for k, v in zip(keys, tensor.tolist())}
+
+
+def gather_batch(tensor: torch.Tensor, info: Distributed) -> torch.Tensor:
+    """Concatenate every rank's (b, ...) tensor along dim 0, in rank order: the global batch's view."""
+    if not info.enabled:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(info.world_size)]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
+def broadcast_tensor(tensor: torch.Tensor, info: Distributed, src: int) -> torch.Tensor:
+    if info.enabled:
+        dist.broadcast(tensor, src=src)
+    return tensor
+
+
+def broadcast_buffers(module: nn.Module, info: Distributed) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics under per-rank BatchNorm).
+
+    One broadcast per dtype, not one per buffer: a ResNet-101 has over 300 of them.
+    """
+    if not info.enabled:
+        return
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for buffer in module.buffers():
+        by_dtype.setdefault(buffer.dtype, []).append(buffer)
+    for buffers in by_dtype.values():
+        flat = torch.cat([b.reshape(-1) for b in buffers])
+        dist.broadcast(flat, src=0)
+        offset = 0
+        for b in buffers:
+            b.copy_(flat[offset: offset + b.numel()].view_as(b))
+            offset += b.numel()
+
+
+def average_batchnorm_statistics(layers: Sequence[nn.modules.batchnorm._BatchNorm], batches: int, info: Distributed) -> None:
+    """Running mean/var averaged over ranks, weighted by the batches each rank saw.
+
+    Each layer holds the mean over its rank's batches (a cumulative average); the weighted mean
+    of those is the mean over every batch, as one process going through all of them gets.
+    """
+    if not info.enabled:
+        return
+    weight = torch.tensor([float(batches)], device=layers[0].running_mean.device if layers else "cpu")
+    total = all_reduce_sum(weight.clone(), info)
+    for layer in layers:
+        for buffer in (layer.running_mean, layer.running_var):
+            scaled = buffer * weight
+            all_reduce_sum(scaled, info)
+            buffer.copy_(scaled / total.clamp_min(1))
+        if layer.num_batches_tracked is not None:
+            layer.num_batches_tracked.fill_(int(total.item()))
+
+
+def wrap_for_training(model: nn.Module, info: Distributed, device: torch.device, sync_batchnorm: bool) -> nn.Module:
+    """The module the training step calls: DDP around `model` when distributed, `model` itself otherwise.
+
+    Checkpoints save `model` (no `module.` prefixes). SyncBatchNorm needs CUDA in PyTorch; on CPU
+    each rank normalises by its own part of the batch.
+    """
+    if not info.enabled:
+        return model
+    if sync_batchnorm and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    # forward_sync_buffers=False: a step may call the student twice (source, then mixed) before
+    # one backward; buffers are synchronised where they matter (`broadcast_buffers` above).
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
+
+
+def revert_sync_batchnorm(model: nn.Module) -> nn.Module:
+    """Undo `convert_sync_batchnorm` in place: plain BatchNorm2d layers sharing the same weights and buffers.
+
+    After the training loop the network is evaluated, re-normalised on each rank's shard (AdaBN)
+    and saved; SyncBatchNorm in train mode would make every one of those forwards a collective.
+    """
+    for name, child in model.named_children():
+        if isinstance(child, nn.SyncBatchNorm):
+            plain = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            if child.affine:
+                plain.weight, plain.bias = child.weight, child.bias
+            plain.running_mean, plain.running_var = child.running_mean, child.running_var
+            plain.num_batches_tracked = child.num_batches_tracked
+            plain.train(child.training)
+            setattr(model, name, plain)
+        else:
+            revert_sync_batchnorm(child)
+    return model

@@ -1,0 +1,54 @@
+"""What each torchrun process of tests/adapt/test_distributed.py runs: `train`, optionally SIGKILLing
+one rank right after rank 0 has written its N-th `last.pt` of a stage.
+
+    python -m torch.distributed.run --standalone --nproc_per_node 2 -m tests.adapt.distributed_worker \
+        KILL_STAGE KILL_AFTER KILL_RANK RUN_DIR STAGE INIT [KEY=VALUE ...]
+
+KILL_STAGE, STAGE and INIT may be "" (no kill; the whole schedule; no init checkpoint).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import torch
+
+from adapt.train import distributed, stage_io
+
+real_write, written = stage_io.write_stage_checkpoint, {"n": 0}
+
+
+def write_then_maybe_die(ctx, path, stage, *args, **kwargs):
+    real_write(ctx, path, stage, *args, **kwargs)
+    kill_stage, kill_after, kill_rank = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    if stage == kill_stage and path.name == "last.pt":
+        written["n"] += 1
+        distributed.barrier(ctx.dist)          # rank 0's file is on disk before anyone dies
+        if written["n"] == kill_after and ctx.dist.rank == kill_rank:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+# Before the stages import it by name.
+stage_io.write_stage_checkpoint = write_then_maybe_die
+
+from adapt.config import load_config  # noqa: E402
+from adapt.train.config import TrainConfig  # noqa: E402
+from adapt.train.runner import train  # noqa: E402
+from common.errors import UserError  # noqa: E402
+
+
+def main() -> int:
+    torch.set_num_threads(1)
+    run_dir, stage, init, *overrides = sys.argv[4:]
+    try:
+        train(load_config(TrainConfig, None, overrides), run_dir, stage=stage or None, init=init or None)
+    except UserError as exc:
+        print(f"uda-adapt: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
