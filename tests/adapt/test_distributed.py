@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -162,8 +163,12 @@ def test_a_killed_rank_stops_the_job_with_a_clear_error_and_the_rerun_resumes(tw
     assert "rank 0 of 2" in died.stderr and "rerun the same command to resume" in died.stderr     # the survivor says why it stops
     partial = load_checkpoint(run / "self_train" / "last.pt")
     assert not partial.extra["complete"] and partial.step == 2
+    shutil.copytree(run, tmp_path / "on_one_process")
     resumed = torchrun(run, settings)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming mean teacher at iteration 2" in resumed.stdout
     for stage in ("source", "correlation", "self_train"):
         assert torch.equal(weights(run, stage), weights(root / "ddp", stage)), stage
+    # The global batch does not depend on the process count: the same run resumes on one process.
+    single(tmp_path / "on_one_process", settings)
+    assert relative_difference(tmp_path / "on_one_process", root / "single", "self_train") < RELATIVE_TOLERANCE

@@ -27,8 +27,11 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def readme_defaults() -> dict:
-    section = README.read_text().split("## The method and its defaults", 1)[1].split("\n## ", 1)[0]
-    return {m["key"]: yaml.safe_load(m["value"]) for line in section.splitlines() if (m := ROW.match(line))}
+    """The `key` | `value` rows of the README's defaults tables (the method's, and training's speed switches)."""
+    text = README.read_text()
+    sections = [text.split("## The method and its defaults", 1)[1].split("\n## ", 1)[0],
+                text.split("### Train on several GPUs or nodes", 1)[1].split("\n##", 1)[0]]
+    return {m["key"]: yaml.safe_load(m["value"]) for section in sections for line in section.splitlines() if (m := ROW.match(line))}
 
 
 def test_readme_defaults_table_equals_the_config():
@@ -39,7 +42,8 @@ def test_readme_defaults_table_equals_the_config():
         assert key in config, f"README lists {key}, which is not a config key"
         expected = list(config[key]) if isinstance(config[key], tuple) else config[key]
         assert value == expected, f"README says {key} = {value!r}, the config says {expected!r}"
-    method_keys = {k for k in config if k.split(".")[0] in ("correlation", "self_train") and not UNLISTED.search(k)}
+    method_keys = {k for k in config if k.split(".")[0] in ("correlation", "self_train", "distributed") and not UNLISTED.search(k)}
+    method_keys |= {"amp", "channels_last", "compile", "data.pin_memory"}
     missing = sorted(method_keys - set(table))
     assert not missing, f"the README's defaults table lacks {missing}"
 
