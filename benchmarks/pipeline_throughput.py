@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -25,6 +26,7 @@ import cv2
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runtime.backends import open_backend  # noqa: E402
+from runtime.backends.base import Backend  # noqa: E402
 from runtime.bench import bench_model, bench_pipeline, host_info  # noqa: E402
 
 
@@ -54,6 +56,28 @@ def export_small_model(directory: Path, height: int, width: int) -> Path:
     return path
 
 
+def alternate_rounds(backend: Backend, size: tuple[int, int], warmup: int, iters: int, rounds: int,
+                     on_round: Callable[[int, dict], None] | None = None) -> list[dict]:
+    """Model-only then pipeline on the same session, `rounds` times, so drift in the machine's speed hits both."""
+    shape = (1, 3, *backend.input_size)
+    quiet = lambda message: None  # noqa: E731
+    results = []
+    for r in range(rounds):
+        only = bench_model(backend, shape, warmup, iters)
+        full = bench_pipeline(backend, size, warmup, iters, log=quiet)
+        ratio = full["throughput_qps"] / only["throughput_qps"]
+        results.append({"model_only_qps": only["throughput_qps"], "pipeline_qps": full["throughput_qps"], "ratio": ratio,
+                        "model_only_median_ms": only["latency_ms"]["median"], "pipeline_stages_ms": full["stages_ms"]})
+        if on_round is not None:
+            on_round(r, results[-1])
+    return results
+
+
+def _print_round(r: int, row: dict) -> None:
+    print(f"round {r + 1}: model-only {row['model_only_qps']:.3f} qps, pipeline {row['pipeline_qps']:.3f} qps, ratio {row['ratio']:.3f}  "
+          f"(stages ms: " + ", ".join(f"{k} {v:.1f}" for k, v in row["pipeline_stages_ms"].items()) + ")", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="an exported .onnx with model.json beside it [default: small model, random weights]")
@@ -73,17 +97,7 @@ def main() -> None:
         model = args.model or export_small_model(Path(tmp), height, width)
         backend = open_backend(model, "ort", threads=args.threads, spin=args.spin)
         print(f"backend: {backend.describe()}", file=sys.stderr)
-        shape = (1, 3, *backend.input_size)
-        rounds = []
-        quiet = lambda message: None  # noqa: E731
-        for r in range(args.rounds):
-            only = bench_model(backend, shape, args.warmup, args.iters)
-            full = bench_pipeline(backend, (height, width), args.warmup, args.iters, log=quiet)
-            ratio = full["throughput_qps"] / only["throughput_qps"]
-            rounds.append({"model_only_qps": only["throughput_qps"], "pipeline_qps": full["throughput_qps"], "ratio": ratio,
-                           "model_only_median_ms": only["latency_ms"]["median"], "pipeline_stages_ms": full["stages_ms"]})
-            print(f"round {r + 1}: model-only {only['throughput_qps']:.3f} qps, pipeline {full['throughput_qps']:.3f} qps, ratio {ratio:.3f}  "
-                  f"(stages ms: " + ", ".join(f"{k} {v:.1f}" for k, v in full["stages_ms"].items()) + ")", flush=True)
+        rounds = alternate_rounds(backend, (height, width), args.warmup, args.iters, args.rounds, on_round=_print_round)
         backend.close()
 
     summary = {

@@ -49,6 +49,15 @@ def stage_split_ms(domain: str, size: tuple[int, int], images: int) -> tuple[flo
     return tuple(1000 * totals / images)  # type: ignore[return-value]
 
 
+def measure_domain(domain: str, size: tuple[int, int], repeats: int, images: int) -> dict:
+    """`repeats` rates of `images` scenes each (distinct seeds per repeat), and the stage split in ms/img."""
+    rates = [images_per_second(domain, size, images, 1000 * r) for r in range(repeats)]
+    build, raster, finish = stage_split_ms(domain, size, images)
+    return {"domain": domain, "size": list(size), "images": images, "rates": rates,
+            "median": statistics.median(rates), "best": max(rates),
+            "build_ms": build, "render_ms": raster, "finish_ms": finish}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -59,11 +68,10 @@ def main() -> None:
     print(f"{'domain':6} {'size':>9} {'median':>7} {'best':>6} img/s   build  render  finish (ms/img)")
     for size in SIZES:
         for domain in ("sim", "real"):
-            rates = [images_per_second(domain, size, args.images, 1000 * r) for r in range(args.repeats)]
-            build, raster, finish = stage_split_ms(domain, size, args.images)
-            median = statistics.median(rates)
-            print(f"{domain:6} {size[0]:>4}x{size[1]:<4} {median:7.1f} {max(rates):6.1f}         "
-                  f"{build:5.1f}  {raster:6.1f}  {finish:6.1f}")
+            row = measure_domain(domain, size, args.repeats, args.images)
+            median = row["median"]
+            print(f"{domain:6} {size[0]:>4}x{size[1]:<4} {median:7.1f} {row['best']:6.1f}         "
+                  f"{row['build_ms']:5.1f}  {row['render_ms']:6.1f}  {row['finish_ms']:6.1f}")
             if size == SIZES[0] and median < TARGET_IMG_PER_S:
                 print(f"       below the {TARGET_IMG_PER_S:.0f} img/s target at {size[0]}x{size[1]}")
 

@@ -97,7 +97,7 @@ def mean_teacher_step(state: MeanTeacherState, cfg: TrainConfig, step: int, devi
 
     # The global batch's random choices, in the single-process order; this rank applies its part.
     global_batch, mine = state.source.batch_size, state.dist.local_slice(state.source.batch_size)
-    presence = gather_batch(class_presence(src_labels, state.num_classes), state.dist)
+    presence = gather_batch(class_presence(src_labels, state.num_classes).to(torch.uint8), state.dist).bool()
     paste = paste_masks(src_labels, choose_classes(presence, state.generator)[mine])
     plans = state.augment.draw(global_batch, state.generator)[mine]
     mixed_images = state.augment.apply(mix(paste, src_images, tgt_images), plans)
