@@ -1,4 +1,4 @@
-"""benchmarks/run_all.py: section selection, failure isolation, and the report it renders.
+"""benchmarks/run_all.py and benchmarks/speed/: section selection, failure isolation, and the report it renders.
 
 Logic only: no test here depends on how fast anything ran.
 """
@@ -15,6 +15,10 @@ from pathlib import Path
 import pytest
 
 from benchmarks import run_all
+from benchmarks.speed.figures import Section
+from benchmarks.speed.plan import QUICK
+from benchmarks.speed.report import render_markdown, render_synth
+from benchmarks.speed.training import process_counts, stage_rate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +31,7 @@ def write_metrics(path: Path, rates: list[float]) -> Path:
 
 
 def test_stage_rate_leaves_out_the_warm_up_record_and_evaluations(tmp_path):
-    rate = run_all.stage_rate(write_metrics(tmp_path / "metrics.jsonl", [100.0, 10.0, 30.0, 20.0]))
+    rate = stage_rate(write_metrics(tmp_path / "metrics.jsonl", [100.0, 10.0, 30.0, 20.0]))
     assert rate["median"] == 20.0
     assert rate["n"] == 3
     assert rate["values"] == [10.0, 30.0, 20.0]
@@ -36,7 +40,7 @@ def test_stage_rate_leaves_out_the_warm_up_record_and_evaluations(tmp_path):
 
 def test_stage_rate_needs_a_record_after_the_warm_up(tmp_path):
     with pytest.raises(RuntimeError, match="1 throughput records"):
-        run_all.stage_rate(write_metrics(tmp_path / "metrics.jsonl", [100.0]))
+        stage_rate(write_metrics(tmp_path / "metrics.jsonl", [100.0]))
 
 
 def test_only_keeps_report_order_and_names_the_valid_sections():
@@ -46,9 +50,9 @@ def test_only_keeps_report_order_and_names_the_valid_sections():
 
 
 def test_process_counts_double_up_to_the_gpu_count():
-    assert run_all.process_counts(1) == [1]
-    assert run_all.process_counts(6) == [1, 2, 4, 6]
-    assert run_all.process_counts(8) == [1, 2, 4, 8]
+    assert process_counts(1) == [1]
+    assert process_counts(6) == [1, 2, 4, 6]
+    assert process_counts(8) == [1, 2, 4, 8]
 
 
 def fake_section(**data):
@@ -64,9 +68,9 @@ def failing_section(plan, work):
 
 
 def test_a_failing_section_does_not_stop_the_others(monkeypatch):
-    monkeypatch.setitem(run_all.SECTIONS, "synth", run_all.Section("Synth", failing_section, run_all.render_synth))
-    monkeypatch.setitem(run_all.SECTIONS, "export", run_all.Section("Export", fake_section(rows=[]), lambda d: ["rendered"]))
-    results = run_all.run_sections(["synth", "export"], run_all.QUICK, "quick")
+    monkeypatch.setitem(run_all.SECTIONS, "synth", Section("Synth", failing_section, render_synth))
+    monkeypatch.setitem(run_all.SECTIONS, "export", Section("Export", fake_section(rows=[]), lambda d: ["rendered"]))
+    results = run_all.run_sections(["synth", "export"], QUICK, "quick")
     assert results["synth"]["status"] == "failed"
     assert results["synth"]["reason"] == "RuntimeError: boom"
     assert results["export"]["status"] == "ok"
@@ -76,8 +80,8 @@ def test_a_failing_section_does_not_stop_the_others(monkeypatch):
 
 
 def test_main_writes_both_files_with_the_failure_and_the_other_figures(monkeypatch, tmp_path):
-    monkeypatch.setitem(run_all.SECTIONS, "synth", run_all.Section("Synth", failing_section, run_all.render_synth))
-    monkeypatch.setitem(run_all.SECTIONS, "export", run_all.Section("Export", fake_section(value=41.5), lambda d: [f"value {d['value']}"]))
+    monkeypatch.setitem(run_all.SECTIONS, "synth", Section("Synth", failing_section, render_synth))
+    monkeypatch.setitem(run_all.SECTIONS, "export", Section("Export", fake_section(value=41.5), lambda d: [f"value {d['value']}"]))
     out, raw = tmp_path / "R.md", tmp_path / "results" / "r.json"
     assert run_all.main(["--quick", "--only", "synth,export", "--out", str(out), "--json", str(raw)]) == 0
     text = out.read_text()
@@ -94,9 +98,9 @@ def test_gpu_section_says_plainly_that_it_was_not_measured(monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    results = run_all.run_sections(["gpu"], run_all.QUICK, "full")
+    results = run_all.run_sections(["gpu"], QUICK, "full")
     assert results["gpu"]["status"] == "not measured"
-    report = run_all.render_markdown(report_around(results))
+    report = render_markdown(report_around(results), run_all.SECTIONS)
     assert "not measured: no CUDA device on this machine" in report
 
 
@@ -111,13 +115,13 @@ def report_around(sections: dict) -> dict:
 
 
 def test_markdown_has_every_section_the_machine_and_the_medians(tmp_path):
-    rates = {name: run_all.stage_rate(write_metrics(tmp_path / f"{name}.jsonl", values))
+    rates = {name: stage_rate(write_metrics(tmp_path / f"{name}.jsonl", values))
              for name, values in (("source", [9.0, 10.0, 30.0, 20.0]), ("correlation", [1.0, 50.0, 70.0]))}
     train = {"status": "ok", "seconds": 3.0, "rerun": "python benchmarks/run_all.py --only train --quick",
              "commands": ["uda-adapt train --out $WORK/train/run"], "torch_threads": 2, "iterations": 30,
              "stages": {name: {**rate, "images_per_step": 8} for name, rate in rates.items()}}
     failed = {"status": "failed", "reason": "ValueError: bad", "seconds": 0.1, "rerun": "x", "commands": []}
-    text = run_all.render_markdown(report_around({"train": train, "int8": failed}))
+    text = render_markdown(report_around({"train": train, "int8": failed}), run_all.SECTIONS)
     assert text.startswith("# Speed figures\n\nGenerated by benchmarks/run_all.py with `python benchmarks/run_all.py --quick`")
     for number, section in enumerate(run_all.SECTIONS.values(), 1):
         assert f"## {number}. {section.title}" in text
@@ -139,9 +143,9 @@ def test_quick_synth_run_writes_the_given_paths(tmp_path):
     assert section["status"] == "ok", section
     assert len(section["rows"]) == 4
     for row in section["rows"]:
-        assert len(row["rates"]) == run_all.QUICK.synth_repeats
+        assert len(row["rates"]) == QUICK.synth_repeats
         assert row["median"] == statistics.median(row["rates"])
     text = out.read_text()
     assert "## 1. Synthetic generator throughput" in text
-    assert f"python benchmarks/synth_throughput.py --repeats {run_all.QUICK.synth_repeats}" in text
+    assert f"python benchmarks/synth_throughput.py --repeats {QUICK.synth_repeats}" in text
     assert "--only synth --out" in text.splitlines()[2]
