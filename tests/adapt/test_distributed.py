@@ -140,7 +140,7 @@ def test_iast_pseudo_labels_sharded_over_ranks_match_one_process(twin, tmp_path)
     source = make_folder_dataset(tmp_path / "source", num=4, size=(40, 80), seed=0)
     target = make_folder_dataset(tmp_path / "target", num=7, size=(40, 80), seed=1)   # odd: the last group is short
     iast = [*settings, f"data.source.root={source}", f"data.target.root={target}", "self_train.method=iast",
-            "self_train.lambda_ct=0.0", "self_train.rounds=1", "self_train.iterations_per_round=1"]
+            "self_train.lambda_ct=0.0", "self_train.rounds=2", "self_train.iterations_per_round=1"]   # round 2: DDP again
     init = root / "single" / "correlation" / "last.pt"
     single(tmp_path / "single", iast, stage="self_train", init=init)
     ran = torchrun(tmp_path / "ddp", iast, stage="self_train", init=init)
@@ -148,6 +148,7 @@ def test_iast_pseudo_labels_sharded_over_ranks_match_one_process(twin, tmp_path)
     one, two = (json.loads((run / "self_train" / "round1" / "stats.json").read_text()) for run in (tmp_path / "single", tmp_path / "ddp"))
     assert two["thresholds"] == pytest.approx(one["thresholds"], abs=1e-5)
     assert two["per_class_pixels"] == one["per_class_pixels"]
+    assert (tmp_path / "ddp" / "self_train" / "round2" / "stats.json").is_file()
     for label in sorted((tmp_path / "single" / "self_train" / "round1" / "pseudo").glob("*.png")):
         other = tmp_path / "ddp" / "self_train" / "round1" / "pseudo" / label.name
         assert np.array_equal(cv2.imread(str(label), cv2.IMREAD_UNCHANGED), cv2.imread(str(other), cv2.IMREAD_UNCHANGED)), label.name
