@@ -152,8 +152,10 @@ def barrier(info: Distributed) -> None:
         dist.barrier()
 
 
-def check_shared_directory(info: Distributed, run_dir: Path) -> None:
-    """Every rank must see rank 0's files: resume, pseudo labels and stage hand-over read them."""
+def check_shared_directory(info: Distributed, run_dir: Path, device: torch.device) -> None:
+    """Every rank must see rank 0's files: resume, pseudo labels and stage hand-over read them.
+
+    `device`: where this rank's collectives run (NCCL reduces CUDA tensors only)."""
     if not info.enabled:
         return
     token = [secrets.token_hex(8) if info.is_main else None]
@@ -163,7 +165,7 @@ def check_shared_directory(info: Distributed, run_dir: Path) -> None:
         marker.write_text(token[0])
     dist.barrier()
     seen = marker.is_file() and marker.read_text() == token[0]
-    everyone = torch.tensor([int(seen)])
+    everyone = torch.tensor([int(seen)], device=device)
     dist.all_reduce(everyone, op=dist.ReduceOp.MIN)
     dist.barrier()
     if info.is_main:

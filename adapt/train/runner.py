@@ -45,7 +45,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path, stage: str | None, init: str |
            dist: distributed.Distributed, device) -> Path:
     dist.local_batch_size(cfg.data.batch_size)   # a global batch the processes cannot split stops here
     run = ensure_writable_dir(run_dir)
-    distributed.check_shared_directory(dist, run)
+    distributed.check_shared_directory(dist, run, device)
     source = labelled_train_set(cfg.data.source, None)
     target = unlabelled_train_set(cfg.data.target)
     check_same_classes(source, target)
