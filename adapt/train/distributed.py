@@ -207,23 +207,25 @@ def broadcast_tensor(tensor: torch.Tensor, info: Distributed, src: int) -> torch
     return tensor
 
 
-def broadcast_buffers(module: nn.Module, info: Distributed) -> None:
-    """Give every rank rank 0's buffers (BatchNorm running statistics under per-rank BatchNorm).
-
-    One broadcast per dtype, not one per buffer: a ResNet-101 has over 300 of them.
-    """
-    if not info.enabled:
-        return
+def _coalesced(tensors: Sequence[torch.Tensor], collective) -> None:
+    """Run `collective` in place on all `tensors` at once: one call per dtype, not one per
+    tensor (a ResNet-101 has over 300 BatchNorm buffers)."""
     by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-    for buffer in module.buffers():
-        by_dtype.setdefault(buffer.dtype, []).append(buffer)
-    for buffers in by_dtype.values():
-        flat = torch.cat([b.reshape(-1) for b in buffers])
-        dist.broadcast(flat, src=0)
+    for tensor in tensors:
+        by_dtype.setdefault(tensor.dtype, []).append(tensor)
+    for group in by_dtype.values():
+        flat = torch.cat([t.reshape(-1) for t in group])
+        collective(flat)
         offset = 0
-        for b in buffers:
-            b.copy_(flat[offset: offset + b.numel()].view_as(b))
-            offset += b.numel()
+        for t in group:
+            t.copy_(flat[offset: offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+
+def broadcast_buffers(module: nn.Module, info: Distributed) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics under per-rank BatchNorm)."""
+    if info.enabled:
+        _coalesced(list(module.buffers()), lambda flat: dist.broadcast(flat, src=0))
 
 
 def average_batchnorm_statistics(layers: Sequence[nn.modules.batchnorm._BatchNorm], batches: int, info: Distributed) -> None:
@@ -232,17 +234,18 @@ def average_batchnorm_statistics(layers: Sequence[nn.modules.batchnorm._BatchNor
     Each layer holds the mean over its rank's batches (a cumulative average); the weighted mean
     of those is the mean over every batch, as one process going through all of them gets.
     """
-    if not info.enabled:
+    if not info.enabled or not layers:
         return
-    weight = torch.tensor([float(batches)], device=layers[0].running_mean.device if layers else "cpu")
-    total = all_reduce_sum(weight.clone(), info)
+    statistics = [buffer for layer in layers for buffer in (layer.running_mean, layer.running_var)]
+    for buffer in statistics:
+        buffer.mul_(batches)
+    total = all_reduce_sum(torch.tensor([float(batches)], device=statistics[0].device), info).item()
+    _coalesced(statistics, dist.all_reduce)
+    for buffer in statistics:
+        buffer.div_(max(total, 1.0))
     for layer in layers:
-        for buffer in (layer.running_mean, layer.running_var):
-            scaled = buffer * weight
-            all_reduce_sum(scaled, info)
-            buffer.copy_(scaled / total.clamp_min(1))
         if layer.num_batches_tracked is not None:
-            layer.num_batches_tracked.fill_(int(total.item()))
+            layer.num_batches_tracked.fill_(int(total))
 
 
 def wrap_for_training(model: nn.Module, info: Distributed, device: torch.device, sync_batchnorm: bool) -> nn.Module:

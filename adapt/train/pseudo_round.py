@@ -66,23 +66,19 @@ def write_pseudo_labels(
             image, truth = dataset[index]
             logits = model(image.unsqueeze(0).to(device)).float()
             probs = torch.softmax(upsample_logits(logits, tuple(truth.shape[-2:])), dim=1)
+        per_class = torch.full((num_classes,), cfg.fixed_threshold)
         if cfg.mode == "iast":
             # IAST's order: update the thresholds with the image, then label it with them.
             for turn in range(min(ranks, n - first)):
                 if turn == dist.rank:
                     thresholds = update_thresholds(thresholds, probs, alpha=alpha, beta=cfg.beta, gamma=cfg.gamma)
-                    own = thresholds.thresholds
+                    per_class = thresholds.thresholds
                 if dist.enabled:
                     shared = broadcast_tensor(thresholds.thresholds.to(device), dist, src=turn)
                     thresholds = ThresholdState(shared.cpu())
-            if probs is None:
-                continue
-            labels = select_pseudo_labels(probs, own)
-        else:
-            if probs is None:
-                continue
-            labels = select_pseudo_labels(probs, torch.full((num_classes,), cfg.fixed_threshold, device=probs.device))
-        label = labels[0].cpu().numpy().astype(np.uint8)
+        if probs is None:
+            continue
+        label = select_pseudo_labels(probs, per_class)[0].cpu().numpy().astype(np.uint8)
         write_label(pseudo_dir / f"{dataset.stems[index]}.png", label)
         selected = label != IGNORE_INDEX
         kept += np.bincount(label[selected], minlength=num_classes)[:num_classes]
