@@ -56,8 +56,11 @@ def export(checkpoint, out_dir, size, dynamic, output, opset, exporter, simplify
     """Export CKPT to ONNX (and TensorRT with --trt), with a manifest and a parity gate.
 
     \b
-    uda-adapt export runs/synthetic/best.pt --out exports/synthetic
-    uda-adapt export best.pt --out exports/orin --trt --precision int8 --calib-data data/target/train/images
+    uda-adapt export runs/synthetic/self_train/last.pt --out exports/synthetic
+    uda-adapt export runs/gta5/self_train/last.pt --out exports/orin --trt --precision int8 --calib-data data/target/train/images
+
+    Export the stage's last.pt, the checkpoint every reported number uses (best.pt is chosen
+    with target labels, which an unsupervised user does not have).
     """
     require_training_stack("export")
     from export.api import export_model
