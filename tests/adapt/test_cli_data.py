@@ -13,14 +13,15 @@ def test_data_help_lists_the_commands(capsys):
     for command in ("synth", "benchmark", "video"):
         assert command in out
     assert main(["data", "synth", "--help"]) == 0
-    assert "--domain [sim|real]" in capsys.readouterr().out
+    assert "--domain [sim|real|night]" in capsys.readouterr().out
 
 
 def test_cli_choices_match_the_generator():
     from cli import data as data_command
-    from adapt.data.synth import DOMAINS, SPLITS
+    from adapt.data.synth import DOMAINS, SPLITS, TARGET_STYLES
 
     assert data_command._DOMAINS == DOMAINS and data_command._SPLITS == SPLITS
+    assert data_command._TARGET_STYLES == TARGET_STYLES
 
 
 def test_synth_writes_a_split(tmp_path, capsys):
@@ -37,6 +38,19 @@ def test_benchmark_writes_source_and_target(tmp_path, capsys):
     for root in ("source", "target"):
         for split in ("train", "val"):
             assert len(list((tmp_path / root / split / "labels").glob("*.png"))) == 1
+
+
+def test_benchmark_target_style_night_and_an_unknown_style(tmp_path, capsys):
+    rc = main(["data", "benchmark", "--out", str(tmp_path), "--size", "32x64", "--num-train", "1", "--num-val", "1",
+               "--target-style", "night"])
+    assert rc == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "target" / "synth.json").read_text())["domain"] == "night"
+    capsys.readouterr()
+    rc = main(["data", "benchmark", "--out", str(tmp_path / "fog"), "--target-style", "fog"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if "fog" in line]
+    assert rc == 2 and len(errors) == 1, errors
+    assert "'real'" in errors[0] and "'night'" in errors[0]
+    assert not (tmp_path / "fog").exists()
 
 
 def test_bad_size_is_a_usage_error(tmp_path, capsys):

@@ -17,9 +17,10 @@ from adapt.images import read_label, read_rgb
 
 SIZE = (64, 128)
 TRAIN_ID = CITYSCAPES_CLASSES.index("train")
+ROAD, SKY = CITYSCAPES_CLASSES.index("road"), CITYSCAPES_CLASSES.index("sky")
 
 
-@pytest.mark.parametrize("domain", ["sim", "real"])
+@pytest.mark.parametrize("domain", ["sim", "real", "night"])
 def test_same_seed_same_scene_and_other_seed_other_scene(domain):
     image, label = generate_scene(7, domain, SIZE)
     again_image, again_label = generate_scene(7, domain, SIZE)
@@ -34,7 +35,7 @@ def test_same_seed_same_scene_and_other_seed_other_scene(domain):
 
 def test_labels_are_train_ids_and_every_class_but_train_appears():
     seen: set[int] = set()
-    for domain in ("sim", "real"):
+    for domain in ("sim", "real", "night"):
         for seed in range(10):
             _, label = generate_scene(seed, domain, SIZE)
             seen |= set(np.unique(label).tolist())
@@ -70,16 +71,50 @@ def test_sim_is_more_saturated_and_cleaner_than_real():
     assert real_roughness > 4 * sim_roughness
 
 
+def _luma(image):
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+
+def test_night_is_the_real_street_after_dark():
+    """Same seed, same street (labels equal); the picture is dark, the sky darker than the road, lamps lit."""
+    brightness, sky_minus_road, hot_pixels = {"real": [], "night": []}, {"real": [], "night": []}, {"real": [], "night": []}
+    for seed in range(4):
+        for domain in ("real", "night"):
+            image, label = generate_scene(seed, domain, (96, 192))
+            grey = _luma(image)
+            assert (label == SKY).any() and (label == ROAD).any()  # preconditions of the comparison
+            brightness[domain].append(grey.mean())
+            sky_minus_road[domain].append(grey[label == SKY].mean() - grey[label == ROAD].mean())
+            hot_pixels[domain].append(np.mean(grey > 4 * np.median(grey)))
+        np.testing.assert_array_equal(generate_scene(seed, "real", (96, 192))[1], generate_scene(seed, "night", (96, 192))[1])
+    assert np.mean(brightness["night"]) < 0.5 * np.mean(brightness["real"])
+    # By day the sky is the brightest thing in the frame; at night it is darker than the lamp-lit road.
+    assert min(sky_minus_road["real"]) > 0 > max(sky_minus_road["night"])
+    # Lamps, lights and lit windows: pixels far brighter than the frame's median.
+    assert np.mean(hot_pixels["night"]) > 5 * max(np.mean(hot_pixels["real"]), 1e-4)
+
+
+def test_daytime_finishes_draw_no_light_pools():
+    """Night's extra random draws happen only for night, so the day domains' images stay as they were."""
+    from adapt.data.synth.finish import sample_finish
+    from adapt.data.synth.style import STYLES
+
+    for name, style in STYLES.items():
+        rng = np.random.default_rng(0)
+        pools = sample_finish(rng, style.finish).pools
+        assert (len(pools) > 0) == (name == "night"), name
+
+
 def test_unknown_domain_and_tiny_size_are_user_errors():
-    with pytest.raises(UserError, match="unknown domain 'cartoon'.*sim, real"):
+    with pytest.raises(UserError, match="unknown domain 'cartoon'.*sim, real, night"):
         generate_scene(0, "cartoon", SIZE)
     with pytest.raises(UserError, match="too small"):
         generate_scene(0, "sim", (8, 8))
 
 
 def test_image_seeds_depend_on_identity_not_order():
-    seeds = {scene_seed(0, d, s, i) for d in ("sim", "real") for s in ("train", "val") for i in range(5)}
-    assert len(seeds) == 20
+    seeds = {scene_seed(0, d, s, i) for d in ("sim", "real", "night") for s in ("train", "val") for i in range(5)}
+    assert len(seeds) == 30
     assert scene_seed(0, "sim", "train", 3) == scene_seed(0, "sim", "train", 3)
     assert scene_seed(1, "sim", "train", 3) != scene_seed(0, "sim", "train", 3)
 
@@ -138,6 +173,17 @@ def test_write_benchmark_writes_source_and_target(tmp_path):
         for split, count in (("train", 2), ("val", 1)):
             assert len(list((root / split / "images").glob("*.png"))) == count
             assert len(list((root / split / "labels").glob("*.png"))) == count
+
+
+def test_write_benchmark_with_the_night_target(tmp_path):
+    roots = write_benchmark(tmp_path, size=(32, 64), num_train=1, num_val=1, progress=False, target_style="night")
+    assert json.loads((roots["source"] / "synth.json").read_text())["domain"] == "sim"
+    assert json.loads((roots["target"] / "synth.json").read_text())["domain"] == "night"
+    image = read_rgb(roots["target"] / "val" / "images" / "00000.png")
+    np.testing.assert_array_equal(image, generate_scene(scene_seed(0, "night", "val", 0), "night", (32, 64))[0])
+    with pytest.raises(UserError, match="unknown target style 'fog'; valid: real, night"):
+        write_benchmark(tmp_path / "other", size=(32, 64), num_train=1, num_val=1, progress=False, target_style="fog")
+    assert not (tmp_path / "other").exists()
 
 
 def test_an_output_below_a_regular_file_is_a_user_error(tmp_path):

@@ -1,5 +1,6 @@
-"""A domain's camera and light: exposure, colour cast, gradients, textures, blur, vignetting,
-sensor noise and JPEG compression, applied to a rendered image (the label map is untouched).
+"""A domain's camera and light: exposure, colour cast, gradients, pools of lamp light, textures,
+blur, vignetting, sensor noise and JPEG compression, applied to a rendered image (the label map
+is untouched).
 
 Parameters are sampled once (`sample_finish`) and applied per frame (`apply_finish`), so a video
 keeps its exposure while its sensor noise changes from frame to frame.
@@ -7,7 +8,7 @@ keeps its exposure while its sensor noise changes from frame to frame.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import cv2
@@ -27,6 +28,9 @@ class FinishParams:
     jpeg_quality: int | None
     coarse: np.ndarray                # (256,) texture amplitude per train id
     fine: np.ndarray                  # (256,) grain amplitude per train id
+    # (K, 4) light pools: centre (u, v) as fractions of width and height, radius as a fraction of
+    # the width, peak brightening; empty for the daytime domains.
+    pools: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
 
 
 def sample_finish(rng: np.random.Generator, finish: Finish) -> FinishParams:
@@ -36,13 +40,19 @@ def sample_finish(rng: np.random.Generator, finish: Finish) -> FinishParams:
         for train_id, amplitude in amplitudes.items():
             table[train_id] = amplitude
     quality = None if finish.jpeg_quality is None else int(round(uniform(rng, finish.jpeg_quality)))
-    return FinishParams(
+    params = FinishParams(
         gain=uniform(rng, finish.gain) * np.array([1 + cast, 1.0, 1 - cast], np.float32),
         gradient=(uniform(rng, finish.gradient), uniform(rng, finish.gradient)),
         gamma=uniform(rng, finish.gamma), blur_sigma=uniform(rng, finish.blur_sigma),
         noise_sigma=uniform(rng, finish.noise_sigma), vignette=uniform(rng, finish.vignette),
         jpeg_quality=quality, coarse=coarse, fine=fine,
     )
+    if finish.light_pools is None:
+        return params  # drawn last and only here, so the daytime domains' random streams are unchanged
+    count = int(round(uniform(rng, finish.light_pools)))
+    pools = np.array([(rng.uniform(0.0, 1.0), rng.uniform(0.35, 0.95), rng.uniform(0.08, 0.2), uniform(rng, finish.pool_gain))
+                      for _ in range(count)], np.float32).reshape(count, 4)
+    return replace(params, pools=pools)
 
 
 @lru_cache(maxsize=8)
@@ -77,6 +87,8 @@ def apply_finish(image: np.ndarray, label: np.ndarray, params: FinishParams, rng
     if slope_v or slope_u:
         factor *= (1.0 + slope_v * np.linspace(-0.5, 0.5, height, dtype=np.float32)[:, None]
                    + slope_u * np.linspace(-0.5, 0.5, width, dtype=np.float32)[None, :])
+    if len(params.pools):
+        factor *= light_pools(params.pools, height, width)
     if params.vignette:
         factor *= 1.0 - params.vignette * _radial(height, width)
     # Full-frame float buffers are reused in place (dst=): fresh 1.5 MB allocations per step cost
@@ -97,6 +109,19 @@ def apply_finish(image: np.ndarray, label: np.ndarray, params: FinishParams, rng
         _, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, params.jpeg_quality])
         result = cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     return result
+
+
+def light_pools(pools: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W) float32 illumination: 1 (ambient) plus a Gaussian spot per (K, 4) pool row.
+
+    Spots are twice as wide as tall: a lamp's light on the road, seen at a grazing angle."""
+    v = np.arange(height, dtype=np.float32)[:, None]
+    u = np.arange(width, dtype=np.float32)[None, :]
+    light = np.ones((height, width), np.float32)
+    for cu, cv, radius, peak in pools.tolist():
+        r_u = radius * width
+        light += peak * np.exp(-0.5 * (((u - cu * width) / r_u) ** 2 + ((v - cv * height) / (0.5 * r_u)) ** 2))
+    return light
 
 
 @lru_cache(maxsize=4)

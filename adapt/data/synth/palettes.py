@@ -1,8 +1,10 @@
-"""Material colours of the two domains (RGB), one or more candidates per material.
+"""Material colours of the domains (RGB), one or more candidates per material.
 
 `sim` is a game engine on a sunny day: saturated, bright, clean. `real` is a car camera under
-an overcast sky: muted, greyish, darker. Materials are finer than classes (a car has paint,
-windows, tyres and lights) so that both domains carry the same kinds of detail.
+an overcast sky: muted, greyish, darker. `night` is the `real` street after dark: every surface
+at a fraction of its daylight, a black sky glowing at the horizon, while lamps, head and tail
+lights and some windows emit. Materials are finer than classes (a car has paint, windows, tyres
+and lights) so that every domain carries the same kinds of detail.
 """
 
 from __future__ import annotations
@@ -84,4 +86,23 @@ REAL_PALETTE: Palette = {
     "bicycle": ((30, 30, 32), (60, 66, 80), (120, 120, 124)),
     "motorcycle": ((24, 24, 26), (110, 40, 36), (60, 64, 80)),
     "hood": ((40, 42, 46),),
+}
+
+# Surfaces at night reflect this share of their overcast-day colour (street lamps and the finish's
+# light pools brighten parts of the frame again); what emits light keeps or gains brightness.
+NIGHT_REFLECTANCE = 0.3
+_NIGHT_EMITTERS: Palette = {
+    "sky_top": ((6, 8, 18), (10, 12, 24)),
+    "sky_horizon": ((52, 42, 40),),          # sodium light pollution above the skyline
+    "window": ((18, 20, 26), (22, 24, 30), (196, 164, 96)),   # one candidate in three is lit
+    "lamp_red": ((255, 60, 40),),
+    "lamp_amber": ((255, 176, 40),),
+    "lamp_green": ((70, 255, 170),),
+    "tail_light": ((255, 40, 30),),
+    "head_light": ((255, 250, 226),),
+}
+NIGHT_PALETTE: Palette = {
+    **{material: tuple(tuple(int(NIGHT_REFLECTANCE * c) for c in colour) for colour in colours)
+       for material, colours in REAL_PALETTE.items()},
+    **_NIGHT_EMITTERS,
 }

@@ -1,11 +1,14 @@
-"""The two domains: what differs between the synthetic source and the camera-like target.
+"""The domains: what differs between the synthetic source and the camera-like targets.
 
 `sim` stands in for a game engine (GTA5): flat saturated colours, hard sunlit shading, a high
 wide-angle camera, streets full of cars and trucks. `real` stands in for a car camera
 (Cityscapes): a muted palette under overcast light, textured surfaces, sensor noise, blur,
 vignetting, JPEG artefacts, an ego-vehicle hood labelled ignore, a lower camera with a narrower
-field of view, and more pedestrians and cyclists. Street geometry and the label space are shared,
-so every class stays learnable in both.
+field of view, and more pedestrians and cyclists. `night` is the same camera and the same streets
+as `real` after dark, a shift of another kind (illumination and sensor, not rendering style):
+surfaces at 30 % of their daylight, a black sky, pools of street-lamp light, emitting lamps and
+windows, sodium-warm colour, and the heavy noise and blur of a camera at high gain. Street geometry
+and the label space are shared, so every class stays learnable in each.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from adapt.data.synth.palettes import REAL_PALETTE, SIM_PALETTE, Colour, Palette
+from adapt.data.synth.palettes import NIGHT_PALETTE, REAL_PALETTE, SIM_PALETTE, Colour, Palette
 from common.errors import UserError
 
 Range = tuple[float, float]
@@ -111,6 +114,11 @@ class Finish:
     vignette: Range
     jpeg_quality: Range | None     # None: no compression
     hood: bool                     # an ego-vehicle hood at the bottom, labelled ignore
+    # Pools of street-lamp light (night): how many per image, and each pool's peak brightening
+    # (1.5: the lit spot is 2.5x as bright as the ambient). None: no pools, and no random draws,
+    # so the daytime domains' images do not change.
+    light_pools: Range | None = None
+    pool_gain: Range = (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -164,7 +172,26 @@ REAL = DomainStyle(
     ),
 )
 
-STYLES: dict[str, DomainStyle] = {"sim": SIM, "real": REAL}
+NIGHT = DomainStyle(
+    name="night",
+    camera=REAL.camera,
+    frequencies=REAL.frequencies,
+    # No sun: faces differ only a little in how much lamp light reaches them.
+    look=Look(palette=NIGHT_PALETTE, jitter=0.12, shade_top=1.0, shade_front=0.95, shade_lit=0.9, shade_dark=0.82),
+    finish=Finish(
+        # Auto-exposure hunting in the dark; sodium lamps cast orange (positive cast: warmer).
+        gain=(0.8, 1.3), cast=(0.04, 0.16), gradient=(-0.3, 0.3), gamma=(1.0, 1.15),
+        texture_coarse=REAL.finish.texture_coarse, texture_fine=REAL.finish.texture_fine,
+        # High sensor gain: noise several times the day's on a signal a third as strong, and
+        # the long exposure's blur.
+        blur_sigma=(0.6, 1.2), noise_sigma=(0.02, 0.045), vignette=(0.2, 0.4), jpeg_quality=(35, 70), hood=True,
+        light_pools=(2.0, 5.0), pool_gain=(0.8, 2.0),
+    ),
+)
+
+STYLES: dict[str, DomainStyle] = {"sim": SIM, "real": REAL, "night": NIGHT}
+# Target styles of the built-in benchmark; the first is the default.
+TARGET_STYLES = ("real", "night")
 
 
 def style_for(domain: str) -> DomainStyle:

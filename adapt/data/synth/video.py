@@ -19,7 +19,7 @@ from adapt.data.synth.camera import FAR_M
 from adapt.data.synth.finish import apply_finish, make_texture, sample_finish
 from adapt.data.synth.render import draw_hood, render
 from adapt.data.synth.scene import HOOD_RISE, build_world, check_size, sky
-from adapt.data.synth.style import style_for, uniform
+from adapt.data.synth.style import STYLES, style_for, uniform
 from common.errors import UserError
 from adapt.images import write_label
 
@@ -46,7 +46,7 @@ def generate_video(out: str | os.PathLike, domain: str = "real", frames: int = 1
     if seed < 0:
         raise UserError(f"--seed is {seed}; use a non-negative integer")
     label_root = ensure_writable_dir(labels_dir) if labels_dir is not None else None
-    rng = np.random.default_rng(np.random.SeedSequence([seed, _VIDEO_STREAM, ("sim", "real").index(domain)]))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _VIDEO_STREAM, tuple(STYLES).index(domain)]))
     duration = frames / fps
     speed = uniform(rng, CAMERA_SPEED_MPS)
     world = build_world(rng, style, (height, width), (0.0, speed * duration + FAR_M + 10.0), speed, duration)

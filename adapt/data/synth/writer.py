@@ -23,10 +23,11 @@ from tqdm import tqdm
 from common.atomic import atomic_write_text, ensure_writable_dir
 from adapt.data.meta import DatasetMeta, write_meta
 from adapt.data.synth.scene import check_size, generate_scene
+from adapt.data.synth.style import TARGET_STYLES
 from common.errors import UserError
 from adapt.images import write_label, write_rgb
 
-DOMAINS = ("sim", "real")
+DOMAINS = ("sim", "real", "night")   # the order fixes each domain's image seeds: append only
 SPLITS = ("train", "val")
 SETTINGS_FILE = "synth.json"
 IMAGE_SUFFIX = ".png"
@@ -78,14 +79,16 @@ def write_split(out: str | os.PathLike, domain: str, split: str, num: int, size:
 
 def write_benchmark(out: str | os.PathLike, size: tuple[int, int] = DEFAULT_SIZE, seed: int = 0,
                     num_train: int = DEFAULT_NUM_TRAIN, num_val: int = DEFAULT_NUM_VAL,
-                    progress: bool = True) -> dict[str, Path]:
-    """The default benchmark: `out/source` (sim) and `out/target` (real), each with train and val.
+                    progress: bool = True, target_style: str = TARGET_STYLES[0]) -> dict[str, Path]:
+    """A benchmark: `out/source` (sim) and `out/target` (`target_style`: real by default, or
+    night), each with train and val.
 
     Target train labels are written for the oracle row of an ablation only; adaptation must
     treat the target as unlabelled. Returns {"source": root, "target": root}.
     """
+    _check_choice("target style", target_style, TARGET_STYLES)
     roots = {"source": Path(out) / "source", "target": Path(out) / "target"}
-    for role, domain in (("source", "sim"), ("target", "real")):
+    for role, domain in (("source", "sim"), ("target", target_style)):
         write_split(roots[role], domain, "train", num_train, size, seed, progress)
         write_split(roots[role], domain, "val", num_val, size, seed, progress)
     return roots
