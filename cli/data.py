@@ -81,3 +81,59 @@ def video(out: Path, domain: str, frames: int, size: tuple[int, int], fps: float
 
     path = generate_video(out, domain, frames, size, fps, seed, labels_dir)
     click.echo(f"wrote {frames} frames to {path}")
+
+
+@data.command()
+@click.argument("input_uri", metavar="INPUT")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), metavar="ROOT",
+              help="Target dataset root: writes ROOT/train/images (and ROOT/val/images); a rerun adds to it.")
+@click.option("--every", "every_s", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="Keep at most one frame per SECONDS (of video time for files, of clock time for cameras).")
+@click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True, metavar="N", help="Consider every Nth frame only.")
+@click.option("--max", "max_images", type=click.IntRange(min=1), default=None, metavar="N", help="Stop after N new images.")
+@click.option("--size", type=SIZE, default=None, help="Store frames at HxW [default: as captured].")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True, metavar="F",
+              help="Put this share of the kept frames in val/images (unlabelled, for looking at and label-free scores).")
+@click.option("--like", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="SOURCE_ROOT",
+              help="Copy the source dataset's classes (its meta.json) into ROOT/meta.json.")
+@click.option("--min-change", type=click.FloatRange(min=0), default=None, metavar="D",
+              help="Drop a frame whose 16x16 grey thumbnail differs from a kept one by less than D (0..1) [default: 0.005; 0 keeps duplicates].")
+@click.option("--min-sharpness", type=click.FloatRange(min=0), default=None, metavar="V",
+              help="Drop a frame whose Laplacian variance (at 256 px wide) is under V [default: 50; 0 keeps blurred frames].")
+def capture(input_uri: str, out: Path, every_s: float | None, stride: int, max_images: int | None, size, val_fraction: float,
+            like: Path | None, min_change: float | None, min_sharpness: float | None) -> None:
+    """Build an unlabelled target set from a camera, stream or video file (torch-free).
+
+    \b
+    INPUT: anything `uda-adapt run` reads: clip.mp4 | frames/ | csi://0 | v4l2:///dev/video0 | rtsp://host/path
+    Near-duplicate and blurred frames are dropped (and counted); Ctrl-C keeps what was written.
+
+    \b
+    uda-adapt data capture v4l2:///dev/video0 --out data/mycam --every 2 --max 500 --size 512x1024 --val-fraction 0.1 --like data/gta5
+    """
+    import sys
+    import time
+
+    from runtime.capture_set import CaptureConfig, capture_set
+    from runtime.frame_filters import DEFAULT_MIN_CHANGE, DEFAULT_MIN_SHARPNESS
+
+    config = CaptureConfig(
+        input=input_uri, out=out, every_s=every_s, stride=stride, max_images=max_images, size=size,
+        val_fraction=val_fraction, like=like,
+        min_change=DEFAULT_MIN_CHANGE if min_change is None else min_change,
+        min_sharpness=DEFAULT_MIN_SHARPNESS if min_sharpness is None else min_sharpness,
+    )
+    shown = [0.0]
+
+    def progress(counts) -> None:
+        now = time.monotonic()
+        if now - shown[0] > 0.1:          # a status line at most 10 times a second
+            shown[0] = now
+            sys.stderr.write(f"\rcapture: {counts.line()}")
+            sys.stderr.flush()
+
+    result = capture_set(config, progress)
+    sys.stderr.write(f"\rcapture: {result.line()}{'  (interrupted)' if result.interrupted else ''}\n")
+    click.echo(f"{out}: {result.train} train and {result.val} val images added")
+    if result.interrupted:
+        raise KeyboardInterrupt       # exit 130; everything kept so far is on disk
