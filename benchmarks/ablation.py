@@ -1,6 +1,8 @@
-"""The ablation on the embedded benchmark: what does each piece of adaptation buy?
+"""The ablation on an embedded benchmark: what does each piece of adaptation buy?
 
-Rows, on the same data and the same seeds (the *last* checkpoint of each run):
+Two benchmarks: `--target-style real` (the default, the camera by day) and `--target-style night`
+(the same camera after dark), generated into --data when it is missing. Rows, on the same data and
+the same seeds (the *last* checkpoint of each run):
   source only              the source stage
   source + AdaBN           the same network with target BatchNorm statistics, no training (the floor)
   IAST                     self_train.method=iast, lambda_ct=0
@@ -9,20 +11,24 @@ Rows, on the same data and the same seeds (the *last* checkpoint of each run):
   mean teacher + CT        the same with correlation transfer
   oracle                   the source stage trained on the labelled target train split
   network + module         diagnostic: the source network followed by the correlation module
+  --extra 'NAME:K=V,K=V'   any other self-training row: the config overrides K=V (any key, e.g.
+                           self_train.mean_teacher.mic.enabled=true, self_train.export=teacher)
+  --teacher-of NAME        the EMA teacher of mean-teacher row NAME (its eval_teacher.json), no training
 
 Every self-training row starts from the same correlation-stage checkpoint of its seed. The
-report gives mean +- std, the paired per-seed delta of each "+ CT" row against its base (seed
-variance would hide a 1-point difference without pairing) and the gap closed,
-(row - source) / (oracle - source).
+report gives mean +- std, the gap closed, (row - source) / (oracle - source), and the paired
+per-seed delta of every row named "BASE + WHAT" against the row BASE (e.g. "mean teacher + MIC +
+CT" against "mean teacher + MIC"): seed variance would hide a 1-point difference without pairing.
 
     python benchmarks/ablation.py --data data/synthetic --out runs/ablation --seeds 0 1 2 --tune runs/tune
 
 With --tune DIR (a labelled folder dataset generated with another seed, e.g. by
 `uda-adapt data synth --out DIR --domain real --split val --num 100 --seed 1000`), every run is also
 scored on DIR/val, so that settings can be chosen there and not on the reported target val.
-Runs already finished in --out are reused, so an interrupted ablation resumes, and seeds can be
-trained by separate processes (--seeds 0 / --seeds 1 ...) before one call over all of them
-writes the combined report.
+Every row resumes: training continues from its last checkpoint, finished runs and scores are
+reused, so an interrupted ablation picks up where it stopped. Seeds run in parallel as separate
+processes (--seeds 0 --threads 1 & --seeds 1 --threads 1 & ...; generate --data first, e.g. with
+`uda-adapt data benchmark`), then one --report-only call over all of them writes the report.
 """
 
 from __future__ import annotations
@@ -39,39 +45,48 @@ from pathlib import Path
 import numpy as np
 
 from adapt.config import load_config
+from adapt.data.synth import TARGET_STYLES
 from adapt.train.config import TrainConfig
+from adapt.target_batchnorm_eval import TargetData, evaluate_with_target_batchnorm
 from adapt.train.runner import train
 from adapt.train.self_train_stage import final_tag
 from common.atomic import atomic_write_text
+from common.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE, ADABN, ORACLE = "source only", "source + AdaBN", "oracle (target labels)"
-# "+ CT" rows and the row each is paired with.
 IAST, MT = "IAST", "mean teacher"
-# A row named "<base> + CT..." is paired with <base>; the report lists rows in this order.
-REPORT_ORDER = [SOURCE, ADABN, IAST, f"{IAST} + CT", MT, f"{MT} + CT"]
+TEACHER_SUFFIX = " (EMA teacher)"
+# The report lists the rows of each family together, families in this order.
+REPORT_ORDER = [SOURCE, ADABN, IAST, MT]
 
 
-def base_of(row: str) -> str | None:
-    """The row a "+ CT" row is paired with (None for any other row)."""
-    for base in (IAST, MT):
-        if row.startswith(f"{base} + CT"):
-            return base
-    return None
+def base_of(row: str, names) -> str | None:
+    """The row "BASE + WHAT" is paired with: BASE, when `names` holds it (None otherwise); an EMA
+    teacher's row is paired with its student's."""
+    if row.endswith(TEACHER_SUFFIX):
+        head = row.removesuffix(TEACHER_SUFFIX)
+    else:
+        head, sep, _ = row.rpartition(" + ")
+        head = head if sep else None
+    return head if head in names else None
 
 
-def report_rank(row: str) -> tuple[int, str]:
+def report_rank(row: str) -> tuple[int, int, str]:
+    """Families in REPORT_ORDER (then other rows, the oracle, diagnostics); within one, bases first."""
     if row.startswith("diagnostic"):
-        return len(REPORT_ORDER) + 2, row
+        return len(REPORT_ORDER) + 2, 0, row
     if row == ORACLE:
-        return len(REPORT_ORDER) + 1, row
-    prefixes = [i for i, name in enumerate(REPORT_ORDER) if row == name or (name.endswith("+ CT") and row.startswith(name))]
-    return (prefixes[-1] if prefixes else len(REPORT_ORDER)), row
+        return len(REPORT_ORDER) + 1, 0, row
+    family = next((i for i, name in enumerate(REPORT_ORDER) if row == name or row.startswith(f"{name} ")), len(REPORT_ORDER))
+    return family, row.count(" + "), row
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="data/synthetic", help="benchmark root with source/ and target/ (generated if missing)")
+    parser.add_argument("--target-style", choices=TARGET_STYLES, default=TARGET_STYLES[0],
+                        help="the benchmark's target: real (by day) or night; --data must hold that target")
     parser.add_argument("--out", default="runs/ablation")
     parser.add_argument("--config", default=str(ROOT / "samples/configs/synthetic.yaml"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -81,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iast-lambda", type=float, default=None, help="lambda_ct of the IAST + CT row [default: --ct-lambda]")
     parser.add_argument("--extra", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
                         help="another self-training row from the same correlation checkpoint, e.g. "
-                             "'MT + CT, region unlabelled:self_train.ct_region=unlabelled' (repeatable)")
+                             "'mean teacher + MIC:self_train.mean_teacher.mic.enabled=true' (repeatable; any config key)")
+    parser.add_argument("--teacher-of", action="append", default=[], metavar="NAME",
+                        help=f"also report the EMA teacher of mean-teacher row NAME as 'NAME{TEACHER_SUFFIX}' (repeatable)")
     parser.add_argument("--rows", nargs="+", default=None, help="train only these rows (names as in the report)")
     parser.add_argument("--tune", default=None, help="labelled folder dataset for model selection (scored on its val split)")
     parser.add_argument("--no-oracle", action="store_true")
@@ -97,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     data, out = Path(args.data), Path(args.out)
-    ensure_benchmark(data)
+    ensure_benchmark(data, args.target_style)
     overrides = [f"data.source.root={data / 'source'}", f"data.target.root={data / 'target'}", *args.overrides]
     ct_lambda = args.ct_lambda
     if ct_lambda is None:
@@ -111,8 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{IAST} + CT (lambda_ct={iast_lambda:g})": ("iast_ct", ["self_train.method=iast", f"self_train.lambda_ct={iast_lambda}"]),
     }
     for spec in args.extra:
-        name, _, settings = spec.partition(":")
+        name, sep, settings = spec.partition(":")
+        if not sep or not name:
+            raise UserError(f"--extra {spec!r} is not NAME:KEY=VALUE[,KEY=VALUE]; e.g. 'mean teacher + MIC:self_train.mean_teacher.mic.enabled=true'")
         self_train_rows[name] = (slug(name), [item for item in settings.split(",") if item])
+    for name in args.teacher_of:
+        if name not in self_train_rows:
+            raise UserError(f"--teacher-of {name!r} names no self-training row; valid: {', '.join(self_train_rows)}")
 
     def wanted(name: str) -> bool:
         return not args.report_only and (args.rows is None or name in args.rows)
@@ -127,8 +149,10 @@ def main(argv: list[str] | None = None) -> int:
             train(cfg, base, stage="correlation")
         corr = base / "correlation" / "last.pt"
         add_row(rows, SOURCE, score(base / "source", "source", args.tune))
-        if wanted(ADABN):
-            adabn_scores(base / "source" / "last.pt", cfg, seed_dir / "adabn", args.tune)
+        if wanted(ADABN) and not (seed_dir / "adabn" / "eval.json").is_file():
+            target = cfg.data.target
+            evaluate_with_target_batchnorm(base / "source" / "last.pt", TargetData(target.root, target.kind, target.train_split, target.val_split),
+                                           batch_size=cfg.data.batch_size, tune_root=args.tune, json_path=seed_dir / "adabn" / "eval.json")
         add_row(rows, ADABN, read_score(seed_dir / "adabn" / "eval.json", seed_dir / "adabn"))
         for name, (folder, settings) in self_train_rows.items():
             run_cfg = load_config(TrainConfig, args.config, [*overrides, f"seed={seed}", *settings])
@@ -136,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             if wanted(name):
                 train(run_cfg, run_dir, stage="self_train", init=corr)
             add_row(rows, name, score(run_dir / "self_train", final_tag(run_cfg), args.tune))
+            if name in args.teacher_of:
+                add_row(rows, f"{name}{TEACHER_SUFFIX}", score(run_dir / "self_train", "teacher", None))
         if not args.no_oracle:
             oracle_cfg = load_config(TrainConfig, args.config, [*overrides, f"seed={seed}", f"data.source.root={data / 'target'}"])
             if wanted(ORACLE):
@@ -148,31 +174,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-
-
-def adabn_scores(checkpoint: Path, cfg: TrainConfig, out_dir: Path, tune: str | None) -> None:
-    """Source network + target BatchNorm statistics: target val (and tune) mIoU, written once."""
-    if (out_dir / "eval.json").is_file():
-        return
-    import torch
-
-    from adapt.checkpoint import build_model, load_checkpoint
-    from adapt.data import open_dataset
-    from adapt.data.transforms import EvalTransform
-    from adapt.evaluation import evaluate
-    from adapt.train.batchnorm import reestimate_batchnorm
-
-    ckpt = load_checkpoint(checkpoint)
-    transform = EvalTransform(mean=ckpt.mean, std=ckpt.std)
-    model = build_model(ckpt)
-    target = cfg.data.target
-    reestimate_batchnorm(model, open_dataset(target.kind, target.root, target.train_split, require_labels=False, transform=transform),
-                         torch.device("cpu"), cfg.data.batch_size)
-    result = evaluate(model, open_dataset(target.kind, target.root, target.val_split, require_labels=True, transform=transform), progress=False)
-    payload = {"miou": result.miou, "per_class_iou": result.to_dict()["per_class_iou"]}
-    if tune:
-        payload["tune_miou"] = evaluate(model, open_dataset("folder", tune, "val", require_labels=True, transform=transform), progress=False).miou
-    atomic_write_text(out_dir / "eval.json", json.dumps(payload, indent=2) + "\n")
 
 
 def read_score(path: Path, run: Path) -> dict | None:
@@ -188,12 +189,18 @@ def add_row(rows: dict[str, list[dict]], name: str, entry: dict | None) -> None:
         rows[name].append(entry)
 
 
-def ensure_benchmark(data: Path) -> None:
+def ensure_benchmark(data: Path, target_style: str) -> None:
+    """Generate the benchmark into `data` unless it is there; refuse one with another target style."""
+    settings = data / "target" / "synth.json"
     if (data / "source" / "meta.json").is_file() and (data / "target" / "meta.json").is_file():
+        found = json.loads(settings.read_text())["domain"] if settings.is_file() else None
+        if found is not None and found != target_style:
+            raise UserError(f"{data} holds the {found} benchmark, not {target_style}; "
+                            f"pass --target-style {found} or another --data")
         return
     from adapt.data.synth import write_benchmark
 
-    write_benchmark(data)
+    write_benchmark(data, target_style=target_style)
 
 
 def score(stage_dir: Path, tag: str, tune: str | None) -> dict | None:
@@ -239,7 +246,7 @@ def write_report(out: Path, rows: dict[str, list[dict]], args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = dict(sorted(rows.items(), key=lambda item: report_rank(item[0])))
     command = "python benchmarks/ablation.py " + shlex.join(sys.argv[1:])
-    lines = [f"Seeds {args.seeds}; mIoU (%) on the target val split, last checkpoint of each run, mean +- std; "
+    lines = [f"Target style {args.target_style}; seeds {args.seeds}; mIoU (%) on the target val split, last checkpoint of each run, mean +- std; "
              "gap closed = (row - source only) / (oracle - source only), mean over seeds.",
              f"Command: `{command}`", ""]
     header = "| method | mIoU | gap closed | per seed |" + (" tune mIoU |" if args.tune else "")
@@ -254,9 +261,9 @@ def write_report(out: Path, rows: dict[str, list[dict]], args) -> None:
             tm, ts = mean_std([e.get("tune_miou") for e in entries])
             line += f" {100 * tm:.1f} +- {100 * ts:.1f} |" if not math.isnan(tm) else " - |"
         lines.append(line)
-    lines += ["", "Paired per-seed delta of correlation transfer (mIoU points, same seed, same starting checkpoint):", "",
+    lines += ["", "Paired per-seed delta of each \"BASE + WHAT\" row against BASE (mIoU points, same seed, same starting checkpoint):", "",
               "| comparison | mean +- std | per seed |", "|---|---|---|"]
-    pairs = {name: base_of(name) for name in rows if base_of(name)}
+    pairs = {name: base_of(name, rows) for name in rows if base_of(name, rows)}
     for row, base in pairs.items():
         deltas = paired_deltas(rows, row, base)
         if deltas:
