@@ -33,7 +33,7 @@ from export.config import CALIBRATION_METHODS, EXPORTERS, OUTPUT_KINDS, PRECISIO
 @click.option("--workspace", "workspace_gib", type=float, default=4.0, show_default=True, metavar="GiB",
               help="TensorRT workspace memory pool.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), metavar="PATH",
-              help="TensorRT timing cache to reuse and update [default: DIR/timing.cache].")
+              help="TensorRT timing cache to reuse and update [default: DIR/timing.<TensorRT>.<GPU>.<device>.cache].")
 @click.option("--min-shape", metavar="BxCxHxW", help="Dynamic range minimum [default: half of --size].")
 @click.option("--opt-shape", metavar="BxCxHxW", help="Dynamic range optimum [default: --size].")
 @click.option("--max-shape", metavar="BxCxHxW", help="Dynamic range maximum [default: twice --size].")
@@ -93,29 +93,35 @@ def export(checkpoint, out_dir, size, dynamic, output, opset, exporter, simplify
               help="Orin NX/AGX: run on DLA core N, layers the DLA lacks on the GPU (fp16 or int8; TensorRT 10.x).")
 @click.option("--workspace", "workspace_gib", type=float, default=4.0, show_default=True, metavar="GiB")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), metavar="PATH",
-              help="TensorRT timing cache to reuse and update [default: BUNDLE/timing.cache].")
+              help="TensorRT timing cache to reuse and update [default: BUNDLE/timing.<TensorRT>.<GPU>.<device>.cache].")
 @click.option("--legacy-precision-flags", is_flag=True,
               help="TensorRT 10.x only: FP16/INT8 builder flags on the fp32 ONNX (int8 needs --calib-data).")
 @click.option("--calib-data", type=click.Path(), metavar="DIR", help="Target images for the legacy int8 calibrator.")
 @click.option("--calib-num", type=int, default=512, show_default=True, metavar="N")
 @click.option("--device", type=int, default=0, show_default=True, metavar="N", help="GPU index.")
+@click.option("--register", "register", type=click.Path(dir_okay=False, exists=True), default=None, metavar="ENGINE",
+              help="Build nothing: record ENGINE (e.g. from trtexec) in model.json for this device, after TensorRT loads it.")
 @click.option("--check/--no-check", "run_check", default=True, show_default=True,
               help="Then compare the engine with the ONNX on the bundle's parity pictures (`uda-adapt check`).")
 def build(bundle, precision, dla_core, workspace_gib, timing_cache, legacy_precision_flags, calib_data, calib_num,
-          device, run_check) -> None:
+          device, register, run_check) -> None:
     """Build a TensorRT engine for this device from an export bundle (no checkpoint, no torch needed).
 
     \b
     uda-adapt build exports/orin                     # on the Jetson, after copying the bundle there
     uda-adapt build exports/orin --dla-core 0        # Orin NX/AGX: the DLA, GPU fallback
+    uda-adapt build exports/orin --register exports/orin/model.engine   # an engine trtexec built
     """
-    from export.build import BuildConfig, build_from_bundle
+    from export.build import BuildConfig, build_bundle_engine, register_engine
 
     echo = lambda message: click.echo(message, err=True)  # noqa: E731
     config = BuildConfig(precision=precision, dla_core=dla_core, workspace_gib=workspace_gib, timing_cache=timing_cache,
                          legacy_precision_flags=legacy_precision_flags, calib_data=calib_data, calib_num=calib_num,
                          device=device)
-    spec = build_from_bundle(bundle, config, log=echo)
+    if register is not None:
+        spec = register_engine(bundle, register, config, log=echo)
+    else:
+        spec = build_bundle_engine(bundle, config, log=echo)
     click.echo(f"engine {bundle}/{spec.file}")
     if run_check:
         from runtime.check import check_engine

@@ -72,6 +72,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @click.option("--vid-stride", type=int, default=1, show_default=True, metavar="N", help="Use every Nth frame.")
 @click.option("--latest/--buffered", "latest", default=None, help="Newest frame only, dropping the rest [default for cameras and RTSP] / every frame in order [default for files].")
 @size_option
+@click.option("--build/--no-build", "build_engine", default=True, show_default=True,
+              help="BUNDLE with no engine for this device: build one with TensorRT and keep it in the bundle (minutes, "
+                   "once) / run its ONNX instead.")
 @click.option("--headless", is_flag=True, help="No window; with no OUTPUT, only the report.")
 @click.option("--max-frames", type=int, default=None, metavar="N", help="Stop after N frames.")
 @click.option("--save-frame", nargs=2, type=(int, str), default=None, metavar="N PATH", help="Also save rendered frame N as an image.")
@@ -80,7 +83,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @json_option
 def run(model, input_uri, output_uri, backend, device, threads, visualize, alpha, ignore_classes, legend, fps_overlay,
         input_width, input_height, input_rate, input_codec, input_latency, input_loop, vid_stride, latest, size,
-        headless, max_frames, save_frame, bitrate, stats, json_path) -> None:
+        headless, max_frames, save_frame, bitrate, stats, json_path, build_engine) -> None:
     """Segment a video stream and render it.
 
     MODEL: .engine/.plan (TensorRT), .onnx (ONNX Runtime), .pt (PyTorch), or an export bundle
@@ -108,6 +111,10 @@ def run(model, input_uri, output_uri, backend, device, threads, visualize, alpha
         input_uri = "csi://0" if is_jetson() else "v4l2:///dev/video0"
     if (input_width is None) != (input_height is None):
         raise UserError("give --input-width and --input-height together")
+    if not build_engine:
+        from runtime.bundle import resolve_model
+
+        model = str(resolve_model(model, backend, device, log_to_stderr, build=False))  # a bundle's model, never built
     config = RunConfig(
         model=model, input=input_uri, output=output_uri, backend=backend, device=device, threads=threads,
         size=size,

@@ -22,6 +22,7 @@ from common.preprocess import DEFAULT_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD
 # 2: the input size moved to `input.size` (1 had `input.shape` and `resize.size`).
 SCHEMA_VERSION = 2
 MANIFEST_NAME = "model.json"
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclasses.dataclass
@@ -54,12 +55,12 @@ class OutputSpec:
 
 @dataclasses.dataclass
 class EngineSpec:
-    """Filled in only when a TensorRT engine was built."""
+    """Filled in only when a TensorRT engine was built (or a trtexec one registered)."""
 
     file: str
     precision: Literal["fp32", "fp16", "int8"]
     trt_version: str
-    gpu_name: str
+    gpu_name: str                                   # the CUDA device name ("Orin" on every Jetson Orin)
     compute_capability: str                         # e.g. "8.7"
     min_shape: tuple[int, ...] | None = None
     opt_shape: tuple[int, ...] | None = None
@@ -67,6 +68,9 @@ class EngineSpec:
     calibration: dict[str, Any] | None = None
     dla_core: int | None = None                     # built for this DLA core (GPU fallback on)
     built_at: str = ""
+    # The board (Jetson device tree) or GPU model it was built on; "" in entries from before it was recorded.
+    device_model: str = ""
+    registered_from: str | None = None              # an engine built elsewhere (trtexec), copied in under this name
 
 
 @dataclasses.dataclass

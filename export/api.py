@@ -3,9 +3,9 @@
     out/
       model.onnx                      fp32, argmax fused, metadata_props = manifest
       model.fp16.onnx | model.int8.onnx   precision-baked variant (Q/DQ for int8), when asked
-      model.trt<ver>.sm<cc>.<prec>.engine plain TensorRT plan, with --trt where TensorRT and a GPU exist
+      model.trt<ver>.sm<cc>.<device>.<prec>.engine  plain TensorRT plan, with --trt where TensorRT and a GPU exist
       model.json                      manifest: classes, palette, normalisation, shapes, hashes, versions
-      timing.cache, calib.cache       TensorRT build caches (when built)
+      timing.<device>.cache, calib.<key>.cache  TensorRT build caches (when built), named for what they depend on
       report/parity.json              ONNX Runtime vs PyTorch on target val images
       report/trt_check.json           static TensorRT-compatibility findings
 
@@ -57,7 +57,8 @@ from export.precision import (
     convert_fp16,
     quantize_int8,
 )
-from export.tensorrt_build import TensorRTUnavailable, build_engine, detect_gpu, import_tensorrt, trtexec_command
+from common.engines import timing_cache_name
+from common.tensorrt_build import TensorRTUnavailable, build_engine, detect_gpu, import_tensorrt, trtexec_command
 from export.trt_check import Finding, check_tensorrt_compat, format_findings
 
 RANGE_END_IMAGES = 2  # images checked at each end of a dynamic range (the max end is the slow one)
@@ -150,11 +151,12 @@ def export_model(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, confi
             except TensorRTUnavailable as exc:
                 trt_problem = str(exc)
             else:
-                log(f"building a TensorRT {trt_module.__version__} {precision} engine for {gpu.name} (sm{gpu.cc})")
+                log(f"building a TensorRT {trt_module.__version__} {precision} engine for {gpu.model or gpu.name} (sm{gpu.cc})")
+                default_cache = stage / timing_cache_name(gpu.for_tensorrt(str(trt_module.__version__)))
                 manifest.engines.append(build_engine(
                     trt_module, gpu, build_from, stage, precision=precision, input_name=INPUT_NAME, shapes=shapes,
                     workspace_gib=cfg.workspace_gib,
-                    timing_cache=Path(cfg.timing_cache) if cfg.timing_cache is not None else _seed_timing_cache(out, stage),
+                    timing_cache=Path(cfg.timing_cache) if cfg.timing_cache is not None else _seed_caches(out, stage, default_cache),
                     legacy_precision_flags=cfg.legacy_precision_flags, calibration_reader=reader, dla_core=cfg.dla_core,
                     calibration=manifest.variants.get(precision, {}).get("calibration")))
         write_manifest(stage / MANIFEST_NAME, manifest)
@@ -168,8 +170,9 @@ def export_model(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, confi
         command = trtexec_command(out / files[precision].name, out / f"model.{precision}.engine", input_name=INPUT_NAME,
                                   shapes=shapes, workspace_gib=cfg.workspace_gib, timing_cache=cfg.timing_cache,
                                   dla_core=cfg.dla_core)
-        raise TensorRTUnavailable(f"{trt_problem}; the ONNX bundle is in {out}; build the engine on the device with: "
-                                  f"{command} (or run `uda-adapt export ... --trt` there to record it in model.json)")
+        raise TensorRTUnavailable(f"{trt_problem}; the ONNX bundle is in {out}; on the device, build the engine with "
+                                  f"`uda-adapt build {out}`, or with {command} then `uda-adapt build {out} --register "
+                                  f"{out / f'model.{precision}.engine'}` to record it in model.json")
     engine = out / manifest.engines[0].file if manifest.engines else None
     return ExportResult(out, manifest, checks, findings, engine)
 
@@ -247,11 +250,13 @@ def _installed_trt_major(trt: bool) -> int:
     return 10
 
 
-def _seed_timing_cache(out: Path, stage: Path) -> Path:
-    """The bundle's timing cache, carried over from the export being replaced (it only speeds builds up)."""
-    cache = stage / "timing.cache"
-    if (out / "timing.cache").is_file():
-        shutil.copyfile(out / "timing.cache", cache)
+def _seed_caches(out: Path, stage: Path, cache: Path) -> Path:
+    """The bundle's timing caches, one per device, carried over from the export being replaced; returns `cache`.
+
+    They only speed builds up. Calibration caches are not carried: a new export may calibrate differently.
+    """
+    for previous in out.glob("timing.*.cache"):
+        shutil.copyfile(previous, stage / previous.name)
     return cache
 
 

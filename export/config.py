@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from common.errors import UserError
+from common.manifest import PRECISIONS  # noqa: F401  (the CLI's --precision choices, named here with the rest)
 from common.preprocess import DEFAULT_INPUT_SIZE
 
-PRECISIONS = ("fp32", "fp16", "int8")
 OUTPUT_KINDS = ("mask", "logits")
 EXPORTERS = ("legacy", "dynamo")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -41,7 +41,7 @@ class ExportConfig:
     # --- TensorRT ---
     trt: bool = False                                # also build an engine (needs TensorRT and a GPU)
     workspace_gib: float = 4.0                       # builder workspace pool; Orin Nano has 8 GB shared
-    timing_cache: str | None = None                  # None: BUNDLE/timing.cache
+    timing_cache: str | None = None                  # None: BUNDLE/timing.<trt>.<sm>.<device>.cache, one per device
     min_shape: tuple[int, ...] | None = None         # dynamic range; None: half / exact / twice `size`
     opt_shape: tuple[int, ...] | None = None
     max_shape: tuple[int, ...] | None = None

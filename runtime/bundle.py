@@ -1,59 +1,79 @@
 """`uda-adapt run BUNDLE_DIR`: which of a bundle's models runs on this device.
 
-A TensorRT engine built for the installed TensorRT and this GPU when there is one
-(`common.engines.compatible_engine`), else the bundle's ONNX in ONNX Runtime. Each choice
-that is passed over is said once, with the reason, so a user knows why the slow path runs.
+A TensorRT engine built for this device (`common.engines`: TensorRT version, GPU, board, DLA)
+when there is one. Where TensorRT is installed and the bundle has no engine for this device,
+one is built from the bundle's ONNX and kept in the bundle (`common.engine_build`), so the
+first run takes minutes and later runs start at once; `build=False` (`--no-build`) refuses.
+Otherwise the bundle's ONNX runs in ONNX Runtime. Each choice that is passed over is said
+once, with the reason, so a user knows why the slow path runs.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from common.engines import compatible_engine
+from common.engines import Device, compatible_engine, device_model_name, matching_engine
 from common.errors import UserError
-from common.manifest import MANIFEST_NAME, read_manifest
+from common.manifest import MANIFEST_NAME, EngineSpec, Manifest, read_manifest
 from runtime.capture import Log, log_to_stderr
 
 
-def resolve_model(model: str | Path, backend: str = "auto", device: int = 0, log: Log = log_to_stderr) -> Path:
+def resolve_model(model: str | Path, backend: str = "auto", device: int = 0, log: Log = log_to_stderr,
+                  build: bool = True) -> Path:
     """A model file as given; for an export bundle directory, the model to run here."""
     path = Path(model)
-    return model_in_bundle(path, backend, device, log) if path.is_dir() else path
+    return model_in_bundle(path, backend, device, log, build) if path.is_dir() else path
 
 
-def model_in_bundle(bundle: str | Path, backend: str = "auto", device: int = 0, log: Log = log_to_stderr) -> Path:
+def model_in_bundle(bundle: str | Path, backend: str = "auto", device: int = 0, log: Log = log_to_stderr,
+                    build: bool = True) -> Path:
     """The model file in `bundle` to run with `backend` (auto|trt|ort) on GPU `device`."""
     folder = Path(bundle)
     if backend == "torch":
         raise UserError(f"{folder} is an export bundle; --backend torch runs a checkpoint (.pt), not a bundle")
     manifest = read_manifest(folder / MANIFEST_NAME)
     if backend in ("auto", "trt"):
-        if not manifest.engines:
-            reason = f"{folder} holds no TensorRT engine (build one here with `uda-adapt build {folder}`)"
-        else:
-            try:
-                trt_version, capability = installed_tensorrt(device)
-                spec = compatible_engine(manifest, trt_version, capability)
-            except UserError as exc:
-                reason = str(exc)
-            else:
-                return folder / spec.file
-        if backend == "trt":
-            raise UserError(reason)
-        log(f"note: {reason}; running {manifest.onnx_file} with ONNX Runtime")
+        try:
+            return folder / engine_for_this_device(folder, manifest, device, build, log).file
+        except UserError as exc:
+            if backend == "trt":
+                raise
+            log(f"note: {exc}; running {manifest.onnx_file} with ONNX Runtime")
     return folder / manifest.onnx_file
 
 
-def installed_tensorrt(device: int = 0) -> tuple[str, str]:
-    """(TensorRT version, GPU compute capability) here; a UserError saying what is missing."""
+def engine_for_this_device(folder: Path, manifest: Manifest, device: int, build: bool, log: Log) -> EngineSpec:
+    """The bundle's engine for this device; built now (and kept) when it has none and `build` allows."""
+    here = installed_device(device)
+    spec = matching_engine(manifest, here)
+    if spec is not None:
+        return spec
+    if not build:
+        try:
+            compatible_engine(manifest, here)       # raises, naming why no engine fits
+        except UserError as exc:
+            raise UserError(f"{exc} (not built now: --no-build)") from None
+    from common.engine_build import BuildConfig, build_from_bundle
+
+    log(f"{folder} has no TensorRT engine for this {here.model} with TensorRT {here.trt_version}: building one now "
+        "(minutes; it is kept in the bundle, later runs start at once; --no-build to skip)")
+    spec = build_from_bundle(folder, BuildConfig(device=device), log=log)
+    log(f"built {spec.file}; `uda-adapt check {folder}` compares it with the ONNX")
+    return spec
+
+
+def installed_device(device: int = 0) -> Device:
+    """This device as engines are keyed (TensorRT version, GPU, board, DLA cores); a UserError saying what is missing."""
     try:
         import tensorrt
     except (ImportError, OSError) as exc:
         raise UserError(f"TensorRT is not usable here ({exc})") from None
     from common.cuda import open_cuda
+    from common.tensorrt_build import dla_cores
 
     cuda = open_cuda(device)
     try:
-        return str(tensorrt.__version__), cuda.compute_capability()
+        name, capability = cuda.name(), cuda.compute_capability()
     finally:
         cuda.close()
+    return Device(str(tensorrt.__version__), capability, device_model_name(name), dla_cores(tensorrt))

@@ -2,8 +2,9 @@
 
 `tensorrt` and the CUDA layer (cuda-python's `cuda.bindings.runtime`, else torch's CUDA) are
 imported only when an engine is opened, so this module imports anywhere. The engine's entry in
-`model.json` must match the installed TensorRT and the GPU's compute capability: a TensorRT
-plan only runs on the version and GPU it was built for.
+`model.json` must match this device (`common.engines`: the installed TensorRT, the GPU's compute
+capability, the board, the DLA cores): a TensorRT plan only runs on the version and GPU it was
+built for, and is tuned for the board it was built on.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from common.cuda import CudaLayer, open_cuda
-from common.engines import check_engine_compatible
+from common.engines import Device, check_engine_compatible, device_model_name
 from common.errors import UserError
 from common.manifest import Manifest, manifest_for, read_manifest
 from runtime.backends.base import input_size_from, logits_to_mask
@@ -44,9 +45,15 @@ class TensorRTBackend:
         trt = trt if trt is not None else _import_tensorrt()
         self._cuda = cuda if cuda is not None else open_cuda(device)
         try:
-            note = check_engine(self.manifest, self.path, trt.__version__, self._cuda.compute_capability())
+            self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+            here = Device(str(trt.__version__), self._cuda.compute_capability(), device_model_name(self._cuda.name()),
+                          int(getattr(self._runtime, "num_DLA_cores", 0)))
+            note = check_engine(self.manifest, self.path, here)
             if note and log:
                 log(note)
+            dla = next((e.dla_core for e in self.manifest.engines if e.file == self.path.name), None)
+            if dla is not None:
+                self._runtime.DLA_core = dla      # as trtexec --useDLACore: the core the plan was built for
             self._open_engine(trt, input_size)
         except BaseException:
             self._cuda.close()           # setup failed halfway: free what we allocated
@@ -55,11 +62,10 @@ class TensorRTBackend:
 
     def _open_engine(self, trt: Any, input_size: tuple[int, int] | None) -> None:
         self._trt = trt
-        logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(logger)
         engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
         if engine is None:
-            raise UserError(f"TensorRT {trt.__version__} cannot load {self.path}: it was built for another TensorRT version or GPU; rebuild it here with `uda-adapt export CKPT --trt`")
+            raise UserError(f"TensorRT {trt.__version__} cannot load {self.path}: it was built for another TensorRT version "
+                            f"or GPU; build one here with `uda-adapt build {self.path.parent}` (the export bundle)")
         self._engine = engine
         self._context = engine.create_execution_context()
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -137,16 +143,17 @@ class TensorRTBackend:
         self._cuda.close()
 
 
-def check_engine(manifest: Manifest, engine_path: Path, trt_version: str, compute_capability: str) -> str | None:
-    """Refuse an engine whose manifest entry names another TensorRT or GPU.
+def check_engine(manifest: Manifest, engine_path: Path, device: Device) -> str | None:
+    """Refuse an engine whose manifest entry names another TensorRT, GPU or board, or a DLA core missing here.
 
     Returns a note when the manifest has no entry for this file (an engine from trtexec): then
     TensorRT's own check at deserialisation is all there is.
     """
     spec = next((e for e in manifest.engines if Path(e.file).name == engine_path.name), None)
     if spec is None:
-        return f"{manifest_for(engine_path)} lists no entry for {engine_path.name}; relying on TensorRT's own version check"
-    check_engine_compatible(spec, trt_version, compute_capability)
+        return (f"{manifest_for(engine_path)} lists no entry for {engine_path.name}; relying on TensorRT's own version "
+                f"check (`uda-adapt build BUNDLE --register {engine_path.name}` records it)")
+    check_engine_compatible(spec, device)
     return None
 
 

@@ -6,7 +6,12 @@ IInt8EntropyCalibrator2 base class and config.int8_calibrator; 11.x has none of 
 (TensorRT 11 removed them), and both have STRONGLY_TYPED. Checked against the TensorRT 10/11
 Python API docs: `IBuilderConfig.set_timing_cache` returns a bool (False: the cache is from
 another TensorRT or device); DLA builds set `default_device_type = DeviceType.DLA`, `DLA_core`
-and `BuilderFlag.GPU_FALLBACK`, and `IBuilder.num_DLA_cores` says how many cores there are.
+and `BuilderFlag.GPU_FALLBACK`, and `IBuilder.num_DLA_cores` / `IRuntime.num_DLA_cores` say how
+many cores there are; `IBuilderConfig.set_calibration_profile` takes an optimization profile
+whose shapes the legacy calibrator's batches must have.
+
+The GPU a fake build runs on is `trt.gpu_tag` (tests switch it with the detected GPU): a timing
+cache serialized on one tag is refused on another, as TensorRT refuses one from another device.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ def make_fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = 
     trt.__version__ = version
     calls: list[tuple] = []
     trt.calls = calls
+    trt.gpu_tag = "gpu-a"
 
     network_flags = {"STRONGLY_TYPED": 5} if major >= 11 else {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 5}
     trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", network_flags)
@@ -46,11 +52,18 @@ def make_fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = 
             self.previous = bytes(previous)
 
         def serialize(self) -> bytes:
-            return b"timing:" + self.previous[-16:] + b"+1"
+            return b"timing:" + trt.gpu_tag.encode() + b":" + self.previous[-16:] + b"+1"
+
+        def fits_here(self) -> bool:
+            return not self.previous.startswith(b"timing:") or self.previous.startswith(b"timing:" + trt.gpu_tag.encode() + b":")
 
     class Profile:
+        def __init__(self) -> None:
+            self.shapes: tuple = ()
+
         def set_shape(self, name: str, min, opt, max) -> None:  # noqa: A002  (TensorRT's keyword names)
             calls.append(("set_shape", name, tuple(min), tuple(opt), tuple(max)))
+            self.shapes = (tuple(min), tuple(opt), tuple(max))
 
     class Config:
         def __init__(self) -> None:
@@ -85,7 +98,7 @@ def make_fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = 
 
         def set_timing_cache(self, cache: TimingCache, ignore_mismatch: bool) -> bool:
             calls.append(("set_timing_cache", ignore_mismatch))
-            return timing_cache_ok
+            return timing_cache_ok and (ignore_mismatch or cache.fits_here())
 
         def add_optimization_profile(self, profile: Profile) -> int:
             calls.append(("add_optimization_profile",))
@@ -107,7 +120,11 @@ def make_fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = 
             self.calibrator = calibrator
 
         Config.int8_calibrator = property(lambda self: self.calibrator, _set_calibrator)
-        Config.set_calibration_profile = lambda self, profile: calls.append(("set_calibration_profile",))
+        def _set_calibration_profile(self, profile) -> None:
+            calls.append(("set_calibration_profile", profile.shapes))
+            self.calibration_shape = profile.shapes[1]      # TensorRT calibrates at the OPT shape
+
+        Config.set_calibration_profile = _set_calibration_profile
 
     class Network:
         def __init__(self, flags: int) -> None:
@@ -133,7 +150,7 @@ def make_fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = 
         def build_serialized_network(self, network: Network, config: Config):
             calls.append(("build_serialized_network", network.flags, sorted(config.flags)))
             if config.calibrator is not None:
-                _drive_calibrator(config.calibrator, calls)
+                _drive_calibrator(config.calibrator, calls, getattr(config, "calibration_shape", None))
             return b"PLAN" + bytes([major]) if build_ok else None
 
     class OnnxParser:
@@ -154,16 +171,58 @@ def make_fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = 
         def get_error(self, index: int) -> str:
             return self.errors[index]
 
-    trt.Logger, trt.Builder, trt.OnnxParser = Logger, Builder, OnnxParser
+    trt.TensorIOMode = enum.IntEnum("TensorIOMode", ["NONE", "INPUT", "OUTPUT"])
+
+    class Engine:
+        """A deserialized plan: input "image" (static 1x3x64x128, or dynamic with one profile), output "mask"."""
+
+        num_io_tensors = 2
+
+        def __init__(self, dynamic: bool) -> None:
+            self.dynamic = dynamic
+
+        def get_tensor_name(self, index: int) -> str:
+            return ["image", "mask"][index]
+
+        def get_tensor_mode(self, name: str):
+            return trt.TensorIOMode.INPUT if name == "image" else trt.TensorIOMode.OUTPUT
+
+        def get_tensor_shape(self, name: str) -> tuple:
+            if name == "image":
+                return (-1, 3, -1, -1) if self.dynamic else (1, 3, 64, 128)
+            return (-1, -1, -1) if self.dynamic else (1, 64, 128)
+
+        def get_tensor_profile_shape(self, name: str, profile: int) -> list:
+            return [(1, 3, 32, 64), (1, 3, 64, 128), (2, 3, 128, 256)]
+
+    class Runtime:
+        def __init__(self, logger: Logger) -> None:
+            self.num_DLA_cores = dla_cores
+            self.DLA_core = -1
+
+        def deserialize_cuda_engine(self, plan: bytes):
+            """A plan this fake built (or a trtexec stand-in: b"PLAN..."); None for anything else, as TensorRT does."""
+            calls.append(("deserialize_cuda_engine", bytes(plan[:8])))
+            plan = bytes(plan)
+            return Engine(dynamic=plan.endswith(b"dynamic")) if plan.startswith(b"PLAN") else None
+
+    trt.Logger, trt.Builder, trt.OnnxParser, trt.Runtime = Logger, Builder, OnnxParser, Runtime
     return trt
 
 
-def _drive_calibrator(calibrator, calls: list[tuple]) -> None:
-    """What TensorRT 10 does with a calibrator: read the cache, pull batches, write the cache."""
+def _drive_calibrator(calibrator, calls: list[tuple], shape: tuple | None) -> None:
+    """What TensorRT 10 does with a calibrator: read the cache, pull batches, write the cache.
+
+    Each batch is read at the calibration profile's OPT shape (`shape`; None for a static
+    network): recorded so a test can check it against what the calibrator uploaded.
+    """
     if calibrator.read_calibration_cache() is None:
         pointers = []
         while (batch := calibrator.get_batch(["image"])) is not None:
             pointers.append(batch[0])
         calls.append(("calibration_batches", len(pointers), calibrator.get_batch_size()))
         calls.append(("calibration_pointers", pointers))
+        calls.append(("calibration_read_shape", shape))
         calibrator.write_calibration_cache(b"calibration-table")
+    else:
+        calls.append(("calibration_cache_used",))

@@ -9,18 +9,25 @@ import cv2
 import numpy as np
 import pytest
 
+from common.engine_build import BuildConfig, build_from_bundle, register_engine
+from common.engines import Device
 from common.errors import UserError
-from common.manifest import read_manifest
+from common.manifest import EngineSpec, read_manifest, write_manifest
+from common.preprocess import prepare_input
+from common.tensorrt_build import GpuInfo
 from export.api import export_model
-from export.build import BuildConfig, build_from_bundle
 from export.config import ExportConfig
-from export.tensorrt_build import GpuInfo
 from runtime.backends import open_backend
 from runtime.bundle import model_in_bundle
 from runtime.check import check_engine
 from tests.export.fake_tensorrt import make_fake_tensorrt
 
-ORIN, ADA = GpuInfo("Orin", (8, 7)), GpuInfo("RTX 4090", (8, 9))
+AGX_MODEL, NANO_MODEL = "NVIDIA Jetson AGX Orin Developer Kit", "NVIDIA Jetson Orin Nano Developer Kit"
+# Every Orin module: CUDA name "Orin", compute capability 8.7; only the device tree tells them apart.
+AGX, NANO = GpuInfo("Orin", (8, 7), 0, AGX_MODEL), GpuInfo("Orin", (8, 7), 0, NANO_MODEL)
+ADA = GpuInfo("NVIDIA GeForce RTX 4090", (8, 9), 0, "NVIDIA GeForce RTX 4090")
+AGX_FP16 = "model.trt10.3.0.sm87.jetson-agx-orin-developer-kit.fp16.engine"
+NANO_FP16 = "model.trt10.3.0.sm87.jetson-orin-nano-developer-kit.fp16.engine"
 
 
 @pytest.fixture(scope="module")
@@ -45,14 +52,29 @@ def bundle(bundle_template, tmp_path):
     return copy
 
 
+class FakeDevice:
+    """A fake TensorRT 10.3 and the GPU it builds on; `use(gpu)` moves to another device."""
+
+    def __init__(self, monkeypatch, dla_cores=0):
+        self.trt = make_fake_tensorrt("10.3.0.26", dla_cores=dla_cores)
+        self.monkeypatch = monkeypatch
+        monkeypatch.setitem(sys.modules, "tensorrt", self.trt)
+        monkeypatch.setattr("common.engine_build.detect_gpu", lambda device=0: self.info)
+        monkeypatch.setattr("runtime.bundle.installed_device", lambda device=0: self.here)
+        self.use(AGX, dla_cores)
+
+    def use(self, gpu, dla_cores=0, trt_version="10.3.0.26"):
+        self.info = gpu
+        self.trt.gpu_tag = gpu.model             # the fake's timing caches are tied to this device
+        self.here = Device(trt_version, gpu.cc, gpu.model, dla_cores)
+
+    def builds(self):
+        return len([c for c in self.trt.calls if c[0] == "build_serialized_network"])
+
+
 @pytest.fixture
 def device(monkeypatch):
-    """A fake TensorRT 10.3 and a GPU that tests may swap."""
-    trt = make_fake_tensorrt("10.3.0.26")
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    gpu = {"info": ORIN}
-    monkeypatch.setattr("export.build.detect_gpu", lambda device=0: gpu["info"])
-    return gpu
+    return FakeDevice(monkeypatch)
 
 
 def test_the_export_keeps_its_parity_pictures(bundle):
@@ -64,13 +86,30 @@ def test_the_export_keeps_its_parity_pictures(bundle):
 
 def test_engines_for_several_devices_sit_side_by_side(bundle, device):
     first = build_from_bundle(bundle, BuildConfig())              # the bundle's fp16 variant, by default
-    assert first.file == "model.trt10.3.0.sm87.fp16.engine" and (bundle / first.file).is_file()
-    device["info"] = ADA
+    assert first.file == AGX_FP16 and (bundle / first.file).is_file()
+    device.use(NANO)                                              # same CUDA name and compute capability
+    build_from_bundle(bundle, BuildConfig())
+    device.use(ADA)
     build_from_bundle(bundle, BuildConfig())
     build_from_bundle(bundle, BuildConfig())                      # again: replaces its own entry
     engines = read_manifest(bundle / "model.json").engines
-    assert [e.file for e in engines] == ["model.trt10.3.0.sm87.fp16.engine", "model.trt10.3.0.sm89.fp16.engine"]
-    assert {e.compute_capability for e in engines} == {"8.7", "8.9"}
+    assert [e.file for e in engines] == [AGX_FP16, NANO_FP16, "model.trt10.3.0.sm89.geforce-rtx-4090.fp16.engine"]
+    assert [e.device_model for e in engines] == [AGX_MODEL, NANO_MODEL, "NVIDIA GeForce RTX 4090"]
+
+
+def test_each_device_keeps_its_own_timing_cache(bundle, device):
+    """TensorRT refuses a timing cache from another GPU: one shared BUNDLE/timing.cache broke the second device's build."""
+    build_from_bundle(bundle, BuildConfig())
+    device.use(ADA)
+    build_from_bundle(bundle, BuildConfig())
+    device.use(AGX)
+    build_from_bundle(bundle, BuildConfig())                      # the AGX cache is read back and fits
+    assert sorted(p.name for p in bundle.glob("timing*.cache")) == [
+        "timing.trt10.3.0.sm87.jetson-agx-orin-developer-kit.cache", "timing.trt10.3.0.sm89.geforce-rtx-4090.cache"]
+    assert [c for c in device.trt.calls if c[0] == "create_timing_cache"][-1][1].startswith(b"timing:" + AGX_MODEL.encode())
+    # An explicit --timing-cache from another device is still refused, with the fix.
+    with pytest.raises(UserError, match="timing cache .* was written by another TensorRT version or GPU"):
+        build_from_bundle(bundle, BuildConfig(timing_cache=str(bundle / "timing.trt10.3.0.sm89.geforce-rtx-4090.cache")))
 
 
 def test_build_refuses_a_changed_or_missing_onnx(bundle, device):
@@ -81,31 +120,138 @@ def test_build_refuses_a_changed_or_missing_onnx(bundle, device):
         build_from_bundle(bundle, BuildConfig(precision="int8"))
 
 
+def test_legacy_int8_build_records_its_own_calibration(bundle, device, target_data, monkeypatch):
+    """`build --legacy-precision-flags --precision int8`: the record is the entropy calibrator's, not the Q/DQ variant's."""
+    from export.build import build_bundle_engine
+    from tests.export.test_tensorrt_build import RecordingCuda
+
+    monkeypatch.setattr("common.tensorrt_build.open_cuda", lambda device: RecordingCuda())
+    manifest = read_manifest(bundle / "model.json")
+    manifest.variants["int8"] = {"file": "model.int8.onnx", "calibration": {"method": "minmax", "format": "QDQ", "n_images": 500}}
+    write_manifest(bundle / "model.json", manifest)
+    images = target_data / "train" / "images"
+    spec = build_bundle_engine(bundle, BuildConfig(precision="int8", legacy_precision_flags=True, calib_data=str(images),
+                                                   calib_num=2))
+    assert spec.calibration["calibrator"] == "IInt8EntropyCalibrator2" and spec.calibration["n_images"] == 2
+    assert "format" not in spec.calibration and spec.calibration["calib_data"] == str(images.resolve())
+    assert (bundle / spec.calibration["cache"]).is_file()
+
+
 def test_run_bundle_picks_the_engine_for_this_device_else_onnx(bundle, device, monkeypatch):
     notes = []
-    monkeypatch.setitem(sys.modules, "tensorrt", None)              # no TensorRT here
-    assert model_in_bundle(bundle, log=notes.append) == bundle / "model.onnx"
-    assert "holds no TensorRT engine" in notes[-1]
-    monkeypatch.setitem(sys.modules, "tensorrt", make_fake_tensorrt("10.3.0.26"))
+    build_from_bundle(bundle, BuildConfig())                      # AGX
+    device.use(ADA)
     build_from_bundle(bundle, BuildConfig())
-    device["info"] = ADA
-    build_from_bundle(bundle, BuildConfig())
-    monkeypatch.setattr("runtime.bundle.installed_tensorrt", lambda device=0: ("10.3.0.30", "8.9"))
-    assert model_in_bundle(bundle, log=notes.append) == bundle / "model.trt10.3.0.sm89.fp16.engine"
-    monkeypatch.setattr("runtime.bundle.installed_tensorrt", lambda device=0: ("10.7.0.23", "8.7"))
-    assert model_in_bundle(bundle, log=notes.append) == bundle / "model.onnx"
+    assert model_in_bundle(bundle, log=notes.append, build=False) == bundle / "model.trt10.3.0.sm89.geforce-rtx-4090.fp16.engine"
+    device.use(AGX)
+    assert model_in_bundle(bundle, log=notes.append, build=False) == bundle / AGX_FP16
+    device.use(NANO)                                              # an AGX engine is never chosen on a Nano
+    assert model_in_bundle(bundle, log=notes.append, build=False) == bundle / "model.onnx"
+    assert f"{AGX_MODEL} (this device is {NANO_MODEL})" in notes[-1] and "uda-adapt build BUNDLE" in notes[-1]
+    device.use(AGX, trt_version="10.7.0.23")
+    assert model_in_bundle(bundle, log=notes.append, build=False) == bundle / "model.onnx"
     assert "this system has 10.7.0.23" in notes[-1]
     with pytest.raises(UserError, match="this system has 10.7.0.23"):
+        model_in_bundle(bundle, "trt", build=False)
+    monkeypatch.setattr("runtime.bundle.installed_device", lambda device=0: (_ for _ in ()).throw(
+        UserError("TensorRT is not usable here (No module named 'tensorrt')")))
+    assert model_in_bundle(bundle, log=notes.append) == bundle / "model.onnx"
+    assert "TensorRT is not usable here" in notes[-1]
+
+
+def test_a_dla_engine_is_never_chosen_where_there_is_no_dla(bundle, monkeypatch):
+    device = FakeDevice(monkeypatch, dla_cores=2)
+    build_from_bundle(bundle, BuildConfig(dla_core=1))
+    manifest = read_manifest(bundle / "model.json")
+    [dla] = manifest.engines
+    assert dla.file == "model.trt10.3.0.sm87.jetson-agx-orin-developer-kit.dla1.fp16.engine"
+    assert model_in_bundle(bundle, build=False) == bundle / dla.file
+    device.use(AGX, dla_cores=0)                                  # the same board name, but no DLA here
+    with pytest.raises(UserError, match=r"DLA core 1 \(this device has 0 DLA cores\).*uda-adapt build BUNDLE"):
+        model_in_bundle(bundle, "trt", build=False)
+
+
+def test_entries_without_a_board_name_are_not_trusted_on_a_jetson(bundle, device):
+    """Engines recorded before the board was: "Orin" fits every Orin module, so it is rebuilt, not guessed."""
+    manifest = read_manifest(bundle / "model.json")
+    manifest.engines = [EngineSpec("model.trt10.3.0.sm87.fp16.engine", "fp16", "10.3.0.26", "Orin", "8.7")]
+    write_manifest(bundle / "model.json", manifest)
+    device.use(NANO)
+    with pytest.raises(UserError, match=r"built for Orin \(this device is NVIDIA Jetson Orin Nano"):
+        model_in_bundle(bundle, "trt", build=False)
+    # On a discrete GPU the CUDA name is the model name: an old entry still fits.
+    manifest.engines = [EngineSpec("model.trt10.3.0.sm89.fp16.engine", "fp16", "10.3.0.26", ADA.name, "8.9")]
+    write_manifest(bundle / "model.json", manifest)
+    device.use(ADA)
+    assert model_in_bundle(bundle, "trt", build=False) == bundle / "model.trt10.3.0.sm89.fp16.engine"
+
+
+def test_the_first_run_builds_the_engine_once_and_keeps_it(bundle, device):
+    notes = []
+    device.use(NANO)
+    assert model_in_bundle(bundle, log=notes.append) == bundle / NANO_FP16
+    assert (bundle / NANO_FP16).is_file() and device.builds() == 1
+    assert any("has no TensorRT engine for this NVIDIA Jetson Orin Nano Developer Kit" in n and "building one now" in n
+               for n in notes)
+    assert [e.file for e in read_manifest(bundle / "model.json").engines] == [NANO_FP16]
+    assert model_in_bundle(bundle, log=notes.append) == bundle / NANO_FP16     # the second run: from the bundle
+    assert device.builds() == 1
+
+
+def test_no_build_refuses_to_build_on_the_first_run(bundle, device):
+    notes = []
+    assert model_in_bundle(bundle, log=notes.append, build=False) == bundle / "model.onnx"
+    assert "--no-build" in notes[-1] and "uda-adapt build BUNDLE" in notes[-1] and device.builds() == 0
+    with pytest.raises(UserError, match="no TensorRT engine.*--no-build"):
+        model_in_bundle(bundle, "trt", build=False)
+    assert model_in_bundle(bundle, "ort") == bundle / "model.onnx" and device.builds() == 0
+
+
+def test_a_failed_first_run_build_falls_back_to_the_onnx_and_says_why(bundle, monkeypatch):
+    device = FakeDevice(monkeypatch)
+    device.trt = make_fake_tensorrt("10.3.0.26", parse_ok=False)
+    monkeypatch.setitem(sys.modules, "tensorrt", device.trt)
+    notes = []
+    assert model_in_bundle(bundle, log=notes.append) == bundle / "model.onnx"
+    assert "cannot parse model.fp16.onnx" in notes[-1]
+    with pytest.raises(UserError, match="cannot parse"):
         model_in_bundle(bundle, "trt")
 
 
-class Flipping:
-    """A stand-in engine: the ONNX's answer with every `stride`-th pixel changed."""
+def test_an_engine_from_trtexec_is_registered_for_this_device(bundle, device, tmp_path):
+    """trtexec --saveEngine=model.engine: `build --register` records it, and `run BUNDLE` then picks it."""
+    made = bundle / "model.engine"
+    made.write_bytes(b"PLAN from trtexec")
+    spec = register_engine(bundle, made)
+    assert spec.file == AGX_FP16 and (bundle / AGX_FP16).read_bytes() == b"PLAN from trtexec"
+    assert (spec.precision, spec.registered_from, spec.device_model) == ("fp16", "model.engine", AGX_MODEL)
+    assert spec.min_shape is None                                 # a static engine
+    assert model_in_bundle(bundle, build=False) == bundle / AGX_FP16
+    assert device.builds() == 0
+    foreign = tmp_path / "other.engine"
+    foreign.write_bytes(b"a plan from another TensorRT")
+    with pytest.raises(UserError, match=r"cannot load .*other.engine.*`uda-adapt build "):
+        register_engine(bundle, foreign)
+
+
+def test_register_through_the_command_line(bundle, device):
+    from cli.main import main
+
+    made = bundle / "model.engine"
+    made.write_bytes(b"PLAN from trtexec, dynamic")
+    assert main(["build", str(bundle), "--register", str(made), "--no-check"]) == 0
+    [spec] = read_manifest(bundle / "model.json").engines
+    assert spec.registered_from == "model.engine" and spec.opt_shape == (1, 3, 64, 128)
+
+
+class TorchAsEngine:
+    """A stand-in engine computed independently of ONNX Runtime: PyTorch on the checkpoint, optionally corrupted."""
 
     def __init__(self, backend, stride):
-        self.backend, self.stride = backend, stride
+        self.backend, self.stride, self.inputs = backend, stride, []
 
     def infer(self, x):
+        self.inputs.append(x.copy())
         mask = self.backend.infer(x).copy()
         if self.stride:
             mask.reshape(-1)[:: self.stride] += 1
@@ -116,31 +262,51 @@ class Flipping:
 
 
 @pytest.mark.parametrize(("stride", "passes"), [(0, True), (50, False)])
-def test_check_compares_the_engine_with_the_onnx(bundle, device, stride, passes):
+def test_check_compares_the_engine_with_the_onnx(bundle, ckpt, device, stride, passes):
     spec = build_from_bundle(bundle, BuildConfig())
+    engines = []
 
     def opener(path, backend, **options):
-        if backend == "trt":   # the real one needs a GPU: the ONNX stands in, optionally corrupted
-            return Flipping(open_backend(bundle / "model.onnx", "ort"), stride)
+        if backend == "trt":   # the real one needs a GPU: PyTorch stands in, never ONNX Runtime itself
+            engines.append(TorchAsEngine(open_backend(ckpt, "torch", input_size=(64, 128)), stride))
+            return engines[-1]
         return open_backend(path, backend)
 
     if passes:
         report = check_engine(bundle, bundle / spec.file, opener=opener, log=lambda m: None)
-        assert report["pixel_agreement"] == 1.0 and report["n_images"] == 3 and report["precision"] == "fp16"
+        # PyTorch and ONNX Runtime differ only at near-ties: the fp32 parity gate of the export held.
+        assert report["pixel_agreement"] >= 0.999 and report["n_images"] == 3 and report["precision"] == "fp16"
     else:
-        with pytest.raises(UserError, match=r"agrees with the ONNX on 98\.\d+ % of pixels, below the fp16 gate of 99\.5 %"):
+        with pytest.raises(UserError, match=r"agrees with the ONNX on 9\d\.\d+ % of pixels, below the fp16 gate of 99\.5 %"):
             check_engine(bundle, bundle / spec.file, opener=opener, log=lambda m: None)
+    # The engine was fed the bundle's parity pictures through the input contract.
+    manifest = read_manifest(bundle / "model.json")
+    expected = [prepare_input(cv2.imread(str(bundle / name)), manifest.input) for name in manifest.parity["images"]]
+    assert len(engines[0].inputs) == 3 and all(np.array_equal(a, b) for a, b in zip(engines[0].inputs, expected))
+    assert len({float(x.std()) for x in engines[0].inputs}) == 3 and all(x.std() > 0.1 for x in engines[0].inputs)
     assert (bundle / "report" / f"engine_check.{spec.file[:-len('.engine')]}.json").is_file()
+
+
+def _clip(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (128, 64))
+    for i in range(5):
+        writer.write(np.full((64, 128, 3), 20 * i, np.uint8))
+    writer.release()
+    return clip
 
 
 def test_uda_adapt_run_on_a_bundle_directory(bundle, tmp_path, monkeypatch):
     from cli.main import main
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    clip = tmp_path / "clip.mp4"
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (128, 64))
-    for i in range(5):
-        writer.write(np.full((64, 128, 3), 20 * i, np.uint8))
-    writer.release()
-    assert main(["run", str(bundle), str(clip), str(tmp_path / "out.mp4"), "--headless"]) == 0
+    assert main(["run", str(bundle), str(_clip(tmp_path)), str(tmp_path / "out.mp4"), "--headless"]) == 0
     assert (tmp_path / "out.mp4").is_file()
+
+
+def test_uda_adapt_run_no_build_runs_the_onnx_where_tensorrt_could_build(bundle, device, tmp_path, capfd):
+    from cli.main import main
+
+    assert main(["run", str(bundle), str(_clip(tmp_path)), str(tmp_path / "out.mp4"), "--headless", "--no-build"]) == 0
+    assert device.builds() == 0 and read_manifest(bundle / "model.json").engines == []
+    assert "--no-build" in capfd.readouterr().err

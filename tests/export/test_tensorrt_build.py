@@ -12,18 +12,20 @@ import export.api
 from common.errors import UserError
 from export.api import export_model
 from export.config import ExportConfig
-from common.engines import check_engine_compatible, compatible_engine, engine_file_name
+from common.engines import Device, check_engine_compatible, compatible_engine, engine_file_name
 from common.manifest import EngineSpec, InputSpec, read_manifest
-from export.precision import ImageCalibrationReader
-from export.tensorrt_build import (
+from common.tensorrt_build import (
     GpuInfo,
     TensorRTUnavailable,
     build_engine,
     trtexec_command,
 )
+from export.precision import ImageCalibrationReader
 from tests.export.fake_tensorrt import make_fake_tensorrt
 
-ORIN = GpuInfo("Orin", (8, 7))
+AGX_MODEL = "NVIDIA Jetson AGX Orin Developer Kit"
+ORIN = GpuInfo("Orin", (8, 7), 0, AGX_MODEL)
+AGX = "jetson-agx-orin-developer-kit"
 SHAPES = {"min": (1, 3, 32, 64), "opt": (1, 3, 64, 128), "max": (1, 3, 128, 256)}
 
 
@@ -55,9 +57,10 @@ def test_strongly_typed_build(version, onnx_file, tmp_path):
     assert cache.read_bytes().startswith(b"timing:")
 
     short = ".".join(version.split(".")[:3])
-    assert spec.file == f"model.trt{short}.sm87.fp16.engine"
+    assert spec.file == f"model.trt{short}.sm87.{AGX}.fp16.engine"
     assert (tmp_path / spec.file).read_bytes().startswith(b"PLAN")  # the plan as TensorRT wrote it, no header
     assert (spec.precision, spec.trt_version, spec.compute_capability, spec.gpu_name) == ("fp16", version, "8.7", "Orin")
+    assert spec.device_model == AGX_MODEL
 
 
 def test_dynamic_shapes_make_an_optimization_profile(onnx_file, tmp_path):
@@ -109,7 +112,7 @@ class RecordingCuda:
 
 def test_legacy_int8_calibrates_with_entropy_calibrator(onnx_file, tmp_path, target_data, monkeypatch):
     cuda = RecordingCuda()
-    monkeypatch.setattr("export.tensorrt_build.open_cuda", lambda device: cuda)
+    monkeypatch.setattr("common.tensorrt_build.open_cuda", lambda device: cuda)
     trt = make_fake_tensorrt("10.3.0.26")
     images = sorted((target_data / "train" / "images").glob("*.png"))
     reader = ImageCalibrationReader(images, InputSpec(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), size=(64, 128)))
@@ -126,8 +129,85 @@ def test_legacy_int8_calibrates_with_entropy_calibrator(onnx_file, tmp_path, tar
     first = ImageCalibrationReader(images, reader.spec).get_next()["image"]
     assert np.array_equal(cuda.uploads[0][1].view(np.float32).reshape(first.shape), first)
     assert cuda.closed
-    assert (tmp_path / "calib.cache").read_bytes() == b"calibration-table"
-    assert spec.calibration == {"legacy_precision_flags": True}
+    [cache] = tmp_path.glob("calib.*.cache")
+    assert cache.read_bytes() == b"calibration-table"
+    assert spec.calibration["calibrator"] == "IInt8EntropyCalibrator2" and spec.calibration["legacy_precision_flags"]
+
+
+DYNAMIC_BATCH = {"min": (1, 3, 32, 64), "opt": (2, 3, 64, 128), "max": (4, 3, 128, 256)}
+
+
+def test_legacy_int8_calibrates_at_a_fixed_one_image_profile(onnx_file, tmp_path, target_data, monkeypatch):
+    """TensorRT reads each calibration batch at the calibration profile's OPT shape: it must be (1, 3, H, W).
+
+    With the build profile (OPT batch 2 here) it would read twice the bytes the calibrator copied.
+    """
+    cuda = RecordingCuda()
+    monkeypatch.setattr("common.tensorrt_build.open_cuda", lambda device: cuda)
+    trt = make_fake_tensorrt("10.3.0.26")
+    images = sorted((target_data / "train" / "images").glob("*.png"))
+    reader = ImageCalibrationReader(images, InputSpec(size=(64, 128)))
+    spec = build_engine(trt, ORIN, onnx_file, tmp_path, precision="int8", input_name="image", shapes=DYNAMIC_BATCH,
+                        legacy_precision_flags=True, calibration_reader=reader)
+    one_image = (1, 3, 64, 128)
+    assert _calls(trt, "set_calibration_profile") == [("set_calibration_profile", (one_image,) * 3)]
+    assert _calls(trt, "calibration_read_shape") == [("calibration_read_shape", one_image)]
+    read_bytes = int(np.prod(one_image)) * 4
+    assert set(cuda.buffers.values()) == {read_bytes}
+    assert all(host.nbytes == read_bytes for _, host in cuda.uploads) and len(cuda.uploads) == len(images)
+    assert spec.calibration["batch_shape"] == list(one_image)
+    # The engine keeps the build profile: calibration's profile is only for calibration.
+    assert _calls(trt, "set_shape")[0] == ("set_shape", "image", *DYNAMIC_BATCH.values())
+
+
+def test_calibration_outside_the_dynamic_range_is_refused(onnx_file, tmp_path, target_data):
+    images = sorted((target_data / "train" / "images").glob("*.png"))
+    reader = ImageCalibrationReader(images, InputSpec(size=(256, 512)))
+    with pytest.raises(UserError, match=r"fed at 1x3x256x512, outside the dynamic range"):
+        build_engine(make_fake_tensorrt("10.3.0.26"), ORIN, onnx_file, tmp_path, precision="int8", input_name="image",
+                     shapes=DYNAMIC_BATCH, legacy_precision_flags=True, calibration_reader=reader)
+
+
+def test_the_engine_record_describes_the_calibration_that_ran(onnx_file, tmp_path, target_data, monkeypatch):
+    """Legacy flags: the entropy calibrator's record, not the Q/DQ variant's; strongly typed: the Q/DQ one."""
+    monkeypatch.setattr("common.tensorrt_build.open_cuda", lambda device: RecordingCuda())
+    qdq = {"method": "minmax", "n_images": 500, "format": "QDQ", "activations": "int8 symmetric"}
+    images = sorted((target_data / "train" / "images").glob("*.png"))
+    reader = ImageCalibrationReader(images, InputSpec(size=(64, 128)))
+    legacy = build_engine(make_fake_tensorrt("10.3.0.26"), ORIN, onnx_file, tmp_path, precision="int8",
+                          input_name="image", legacy_precision_flags=True, calibration_reader=reader, calibration=qdq)
+    assert legacy.calibration == {
+        "calibrator": "IInt8EntropyCalibrator2", "n_images": len(images), "batch_shape": [1, 3, 64, 128],
+        "calib_data": str((target_data / "train" / "images").resolve()),
+        "cache": next(tmp_path.glob("calib.*.cache")).name, "legacy_precision_flags": True}
+    typed = build_engine(make_fake_tensorrt("10.3.0.26"), ORIN, onnx_file, tmp_path, precision="int8",
+                         input_name="image", calibration=qdq)
+    assert typed.calibration == qdq
+    fp16 = build_engine(make_fake_tensorrt("10.3.0.26"), ORIN, onnx_file, tmp_path, precision="fp16",
+                        input_name="image", calibration=qdq)
+    assert fp16.calibration is None
+
+
+def test_the_calibration_cache_follows_the_calibration_images(onnx_file, tmp_path, target_data, monkeypatch):
+    """Reused only for the same images (--calib-data, --calib-num) and input contract; else calibrate again."""
+    monkeypatch.setattr("common.tensorrt_build.open_cuda", lambda device: RecordingCuda())
+    train = sorted((target_data / "train" / "images").glob("*.png"))
+    val = sorted((target_data / "val" / "images").glob("*.png"))
+    spec = InputSpec(size=(64, 128))
+
+    def calibrate(files, input_spec=spec):
+        trt = make_fake_tensorrt("10.3.0.26")
+        build_engine(trt, ORIN, onnx_file, tmp_path, precision="int8", input_name="image", legacy_precision_flags=True,
+                     calibration_reader=ImageCalibrationReader(files, input_spec))
+        return "cached" if _calls(trt, "calibration_cache_used") else "calibrated"
+
+    assert calibrate(train) == "calibrated"
+    assert calibrate(train) == "cached"                         # the same images: the cache is reused
+    assert calibrate(train[:2]) == "calibrated"                 # --calib-num changed
+    assert calibrate(val) == "calibrated"                       # --calib-data changed
+    assert calibrate(train, InputSpec(size=(64, 128), mean=(0.0, 0.0, 0.0))) == "calibrated"   # another contract
+    assert calibrate(train[:2]) == "cached"
+    assert len(list(tmp_path.glob("calib.*.cache"))) == 4
 
 
 def test_parse_and_build_failures_are_user_errors(onnx_file, tmp_path):
@@ -153,10 +233,10 @@ def test_export_with_fake_tensorrt_records_the_engine(version, ckpt, target_data
     monkeypatch.setattr(export.api, "detect_gpu", lambda: ORIN)
     result = export_model(ckpt, tmp_path / "out", ExportConfig(size=(64, 128), dynamic=True, trt=True, precision="fp16", parity_data=target_data, parity_num=2))
     short = ".".join(version.split(".")[:3])
-    engine = tmp_path / "out" / f"model.trt{short}.sm87.fp16.engine"
+    engine = tmp_path / "out" / f"model.trt{short}.sm87.{AGX}.fp16.engine"
     assert result.engine == engine and engine.is_file()
     assert _calls(trt, "parse_from_file") == [("parse_from_file", "model.fp16.onnx")]
-    assert (tmp_path / "out" / "timing.cache").is_file()
+    assert (tmp_path / "out" / f"timing.trt{short}.sm87.{AGX}.cache").is_file()
     [spec] = read_manifest(tmp_path / "out" / "model.json").engines
     assert spec.file == engine.name and spec.trt_version == version and spec.compute_capability == "8.7"
     assert spec.opt_shape == (1, 3, 64, 128)
@@ -173,6 +253,7 @@ def test_export_without_tensorrt_keeps_the_bundle_and_prints_trtexec(ckpt, tmp_p
     out = tmp_path / "out"
     assert (f"trtexec --onnx={out / 'model.fp16.onnx'} --saveEngine={out / 'model.fp16.engine'} --stronglyTyped "
             "--memPoolSize=workspace:2048M") in message
+    assert f"`uda-adapt build {out}`" in message and f"`uda-adapt build {out} --register {out / 'model.fp16.engine'}`" in message
     assert {p.name for p in out.iterdir()} >= {"model.onnx", "model.fp16.onnx", "model.json"}
     assert read_manifest(out / "model.json").engines == []
 
@@ -185,29 +266,32 @@ def test_trtexec_command_for_dynamic_shapes():
                        "--maxShapes=image:1x3x128x256 --timingCacheFile=cache.bin")
 
 
+AGX_HERE = Device("10.3.0.26", "8.7", AGX_MODEL, dla_cores=2)
+
+
 def test_engine_compatibility():
-    spec = EngineSpec(file=engine_file_name("10.3.0.26", ORIN.compute_capability, "fp16"), precision="fp16", trt_version="10.3.0.26",
-                      gpu_name="Orin", compute_capability="8.7")
-    assert spec.file == "model.trt10.3.0.sm87.fp16.engine"
-    check_engine_compatible(spec, "10.3.0.30", (8, 7))  # same major.minor.patch
-    check_engine_compatible(spec, "10.3.0", "sm87")
+    spec = EngineSpec(file=engine_file_name(AGX_HERE, "fp16"), precision="fp16", trt_version="10.3.0.26",
+                      gpu_name="Orin", compute_capability="8.7", device_model=AGX_MODEL)
+    assert spec.file == f"model.trt10.3.0.sm87.{AGX}.fp16.engine"
+    check_engine_compatible(spec, Device("10.3.0.30", "8.7", AGX_MODEL))  # same major.minor.patch
+    check_engine_compatible(spec, Device("10.3.0", "sm87", AGX_MODEL))
     with pytest.raises(UserError, match=r"TensorRT 10.3.0.26 \(this system has 10.7.0.23\).*uda-adapt build BUNDLE"):
-        check_engine_compatible(spec, "10.7.0.23", "8.7")
+        check_engine_compatible(spec, Device("10.7.0.23", "8.7", AGX_MODEL))
     with pytest.raises(UserError, match=r"compute capability 8.7 \(this GPU is 8.9\)"):
-        check_engine_compatible(spec, "10.3.0.26", (8, 9))
+        check_engine_compatible(spec, Device("10.3.0.26", (8, 9), AGX_MODEL))
 
 
 def test_compatible_engine_picks_the_matching_one(ckpt, tmp_path):
     export_model(ckpt, tmp_path / "out", ExportConfig(size=(64, 128), parity_num=1))
     manifest = read_manifest(tmp_path / "out" / "model.json")
     with pytest.raises(UserError, match="no TensorRT engine"):
-        compatible_engine(manifest, "10.3.0", "8.7")
-    orin = EngineSpec("model.trt10.3.0.sm87.fp16.engine", "fp16", "10.3.0.26", "Orin", "8.7")
-    ada = EngineSpec("model.trt10.3.0.sm89.fp16.engine", "fp16", "10.3.0.26", "RTX 4090", "8.9")
+        compatible_engine(manifest, AGX_HERE)
+    orin = EngineSpec(f"model.trt10.3.0.sm87.{AGX}.fp16.engine", "fp16", "10.3.0.26", "Orin", "8.7", device_model=AGX_MODEL)
+    ada = EngineSpec("model.trt10.3.0.sm89.geforce-rtx-4090.fp16.engine", "fp16", "10.3.0.26", "NVIDIA GeForce RTX 4090", "8.9")
     manifest.engines = [orin, ada]
-    assert compatible_engine(manifest, "10.3.0.26", (8, 9)) is ada
-    with pytest.raises(UserError, match="rebuild it on this device"):
-        compatible_engine(manifest, "11.4.0.106", (8, 9))
+    assert compatible_engine(manifest, Device("10.3.0.26", (8, 9), "NVIDIA GeForce RTX 4090")) is ada
+    with pytest.raises(UserError, match="build one for this device"):
+        compatible_engine(manifest, Device("11.4.0.106", (8, 9), "NVIDIA GeForce RTX 4090"))
 
 
 def test_dla_build_defaults_to_the_dla_with_gpu_fallback(onnx_file, tmp_path):
@@ -215,7 +299,7 @@ def test_dla_build_defaults_to_the_dla_with_gpu_fallback(onnx_file, tmp_path):
     spec = build_engine(trt, ORIN, onnx_file, tmp_path, precision="fp16", input_name="image", dla_core=1)
     assert _calls(trt, "default_device_type") == [("default_device_type", "DLA")]
     assert _calls(trt, "DLA_core") == [("DLA_core", 1)] and ("set_flag", "GPU_FALLBACK") in trt.calls
-    assert spec.file == "model.trt10.3.0.sm87.dla1.fp16.engine" and spec.dla_core == 1
+    assert spec.file == f"model.trt10.3.0.sm87.{AGX}.dla1.fp16.engine" and spec.dla_core == 1
 
 
 @pytest.mark.parametrize(("version", "cores", "core", "precision", "words"), [
@@ -247,7 +331,8 @@ def test_trtexec_command_for_the_dla():
 def test_a_gpu_engine_is_preferred_to_a_dla_one():
     from common.manifest import Manifest, OutputSpec
 
-    dla = EngineSpec("model.trt10.3.0.sm87.dla0.fp16.engine", "fp16", "10.3.0.26", "Orin", "8.7", dla_core=0)
-    gpu = EngineSpec("model.trt10.3.0.sm87.fp16.engine", "fp16", "10.3.0.26", "Orin", "8.7")
+    dla = EngineSpec(f"model.trt10.3.0.sm87.{AGX}.dla0.fp16.engine", "fp16", "10.3.0.26", "Orin", "8.7", dla_core=0,
+                     device_model=AGX_MODEL)
+    gpu = EngineSpec(f"model.trt10.3.0.sm87.{AGX}.fp16.engine", "fp16", "10.3.0.26", "Orin", "8.7", device_model=AGX_MODEL)
     manifest = Manifest(classes=("a",), palette=((0, 0, 0),), input=InputSpec(), output=OutputSpec(), engines=[dla, gpu])
-    assert compatible_engine(manifest, "10.3.0", "8.7") is gpu
+    assert compatible_engine(manifest, Device("10.3.0", "8.7", AGX_MODEL, dla_cores=2)) is gpu

@@ -25,10 +25,12 @@ def test_build_and_run_engine(precision, ckpt, target_data, tmp_path, reduced_pr
     import torch
 
     from common.engines import check_engine_compatible
+    from runtime.bundle import installed_device
 
     result = export_model(ckpt, tmp_path / "out", ExportConfig(size=(64, 128), trt=True, precision=precision, parity_data=target_data, parity_num=2, workspace_gib=1))
     [spec] = read_manifest(tmp_path / "out" / "model.json").engines
-    check_engine_compatible(spec, trt.__version__, torch.cuda.get_device_capability(0))
+    check_engine_compatible(spec, installed_device(0))
+    assert spec.device_model and spec.file.startswith(f"model.trt{'.'.join(trt.__version__.split('.')[:3])}.sm")
 
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine(result.engine.read_bytes())
@@ -50,7 +52,7 @@ def test_int8_engine_from_qdq(ckpt, target_data, tmp_path, reduced_precision_gat
 
 def test_build_from_bundle_then_check_and_run(ckpt, target_data, tmp_path, reduced_precision_gates_open):
     """The device path: export (fp16 variant), build from the bundle, check against the ONNX, run the bundle."""
-    from export.build import BuildConfig, build_from_bundle
+    from export.build import BuildConfig, build_bundle_engine as build_from_bundle
     from runtime.bundle import model_in_bundle
     from runtime.check import check_engine
 
@@ -71,4 +73,7 @@ def test_legacy_int8_calibrator_feeds_device_memory(ckpt, target_data, tmp_path,
     result = export_model(ckpt, tmp_path / "out", ExportConfig(
         size=(64, 128), trt=True, precision="int8", legacy_precision_flags=True, calib_data=target_data / "train" / "images",
         calib_num=3, parity_data=target_data, parity_num=2, workspace_gib=1))
-    assert result.engine is not None and (tmp_path / "out" / "calib.cache").is_file()
+    assert result.engine is not None
+    [spec] = read_manifest(tmp_path / "out" / "model.json").engines
+    assert spec.calibration["calibrator"] == "IInt8EntropyCalibrator2" and spec.calibration["n_images"] == 3
+    assert (tmp_path / "out" / spec.calibration["cache"]).is_file()

@@ -10,14 +10,26 @@ import types
 
 import numpy as np
 import pytest
+from conftest import MODEL_SIZE, street_frame
 
 from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from common.errors import UserError
-from common.manifest import EngineSpec, InputSpec, Manifest, OutputSpec, write_manifest
+from common.manifest import EngineSpec, InputSpec, Manifest, OutputSpec, manifest_for, read_manifest, write_manifest
+from common.preprocess import prepare_input
 from runtime.backends import open_backend
 from runtime.backends.tensorrt_backend import TensorRTBackend
 
 PROFILE = ((1, 3, 16, 32), (1, 3, 32, 64), (2, 3, 32, 64))
+AGX_MODEL = "NVIDIA Jetson AGX Orin Developer Kit"
+
+
+@pytest.fixture(autouse=True)
+def board(tmp_path, monkeypatch):
+    """This "device" is an AGX Orin: its device tree names the board (CUDA only says "Orin")."""
+    tree = tmp_path / "device-tree-model"
+    tree.write_bytes(AGX_MODEL.encode() + b"\0")
+    monkeypatch.setattr("common.engines.DEVICE_TREE_MODEL", tree)
+    return tree
 
 
 class FakeCuda:
@@ -115,18 +127,21 @@ class FakeEngine:
         return self.context
 
 
-def fake_tensorrt(cuda, version="10.3.0"):
+def fake_tensorrt(cuda, version="10.3.0", dla_cores=0):
     engines = []
 
     class Runtime:
         def __init__(self, logger):
-            pass
+            self.num_DLA_cores, self.DLA_core = dla_cores, -1
+            engines.append(self)
 
         def deserialize_cuda_engine(self, data):
             if data != b"plan":
                 return None
             engines.append(FakeEngine(cuda))
             return engines[-1]
+
+    # engines[0] is the Runtime, engines[-1] the deserialized engine
 
     return types.SimpleNamespace(
         __version__=version, engines=engines, Runtime=Runtime,
@@ -143,7 +158,8 @@ def engine_file(tmp_path):
     manifest = Manifest(
         classes=CITYSCAPES_CLASSES, palette=CITYSCAPES_PALETTE,
         input=InputSpec(), output=OutputSpec(),
-        engines=[EngineSpec(file=path.name, precision="fp16", trt_version="10.3.0.30", gpu_name="Orin", compute_capability="8.7")],
+        engines=[EngineSpec(file=path.name, precision="fp16", trt_version="10.3.0.30", gpu_name="Orin", compute_capability="8.7",
+                            device_model=AGX_MODEL)],
     )
     write_manifest(tmp_path / "model.json", manifest)
     return path
@@ -153,7 +169,7 @@ def test_runs_an_engine_with_buffers_bound_once(engine_file):
     cuda = FakeCuda()
     trt = fake_tensorrt(cuda)
     backend = TensorRTBackend(engine_file, trt=trt, cuda=cuda)
-    context = trt.engines[0].context
+    context = trt.engines[-1].context
     assert backend.input_size == (32, 64)                       # the profile's opt shape
     assert cuda.allocations == 2 and set(context.addresses) == {"image", "mask"}
 
@@ -189,7 +205,7 @@ def test_input_beyond_the_profile_is_a_user_error(engine_file):
 
 def test_engine_for_another_tensorrt_is_refused(engine_file):
     cuda = FakeCuda()
-    with pytest.raises(UserError, match=r"TensorRT 10\.3\.0\.30.*11\.4\.0.*rebuild") as error:
+    with pytest.raises(UserError, match=r"TensorRT 10\.3\.0\.30.*11\.4\.0.*uda-adapt build BUNDLE") as error:
         TensorRTBackend(engine_file, trt=fake_tensorrt(cuda, version="11.4.0"), cuda=cuda)
     assert engine_file.name in str(error.value)
     assert cuda.closed
@@ -197,8 +213,30 @@ def test_engine_for_another_tensorrt_is_refused(engine_file):
 
 def test_engine_for_another_gpu_is_refused(engine_file):
     cuda = FakeCuda(capability="9.0")
-    with pytest.raises(UserError, match=r"compute capability 8\.7.*this GPU is 9\.0.*rebuild"):
+    with pytest.raises(UserError, match=r"compute capability 8\.7.*this GPU is 9\.0.*uda-adapt build BUNDLE"):
         TensorRTBackend(engine_file, trt=fake_tensorrt(cuda), cuda=cuda)
+
+
+def test_engine_for_another_board_with_the_same_gpu_is_refused(engine_file, board):
+    """An AGX Orin engine on an Orin Nano: both say "Orin" and 8.7; the device tree tells them apart."""
+    board.write_bytes(b"NVIDIA Jetson Orin Nano Developer Kit\0")
+    cuda = FakeCuda()
+    with pytest.raises(UserError, match=r"built for NVIDIA Jetson AGX Orin Developer Kit \(this device is NVIDIA Jetson "
+                                        r"Orin Nano Developer Kit\).*uda-adapt build BUNDLE"):
+        TensorRTBackend(engine_file, trt=fake_tensorrt(cuda), cuda=cuda)
+    assert cuda.closed
+
+
+def test_a_dla_engine_needs_a_dla_here_and_loads_on_its_core(engine_file):
+    manifest = read_manifest(manifest_for(engine_file))
+    manifest.engines[0].dla_core = 1
+    write_manifest(manifest_for(engine_file), manifest)
+    cuda = FakeCuda()
+    with pytest.raises(UserError, match=r"DLA core 1 \(this device has 0 DLA cores\)"):
+        TensorRTBackend(engine_file, trt=fake_tensorrt(cuda, dla_cores=0), cuda=cuda)
+    trt = fake_tensorrt(cuda, dla_cores=2)
+    TensorRTBackend(engine_file, trt=trt, cuda=cuda)
+    assert trt.engines[0].DLA_core == 1
 
 
 def test_engine_without_manifest_entry_relies_on_tensorrt(engine_file, tmp_path):
@@ -207,10 +245,10 @@ def test_engine_without_manifest_entry_relies_on_tensorrt(engine_file, tmp_path)
     notes = []
     cuda = FakeCuda()
     TensorRTBackend(other, trt=fake_tensorrt(cuda), cuda=cuda, log=notes.append)
-    assert "lists no entry for trtexec.engine" in notes[0]
+    assert "lists no entry for trtexec.engine" in notes[0] and "--register trtexec.engine" in notes[0]
     stale = tmp_path / "stale.engine"
     stale.write_bytes(b"from another version")
-    with pytest.raises(UserError, match="cannot load .*stale.engine.*rebuild"):
+    with pytest.raises(UserError, match=r"cannot load .*stale.engine.*`uda-adapt build "):
         TensorRTBackend(stale, trt=fake_tensorrt(cuda), cuda=cuda)
 
 
@@ -230,14 +268,15 @@ def test_without_tensorrt_installed_the_error_says_what_to_install(engine_file, 
 
 
 def test_compatibility_check_names_version_and_gpu():
-    from common.engines import check_engine_compatible
+    from common.engines import Device, check_engine_compatible
 
-    spec = EngineSpec(file="m.engine", precision="fp16", trt_version="10.3.0", gpu_name="Orin", compute_capability="8.7")
-    check_engine_compatible(spec, "10.3.0.30", "8.7")
+    spec = EngineSpec(file="m.engine", precision="fp16", trt_version="10.3.0", gpu_name="Orin", compute_capability="8.7",
+                      device_model=AGX_MODEL)
+    check_engine_compatible(spec, Device("10.3.0.30", "8.7", AGX_MODEL))
     with pytest.raises(UserError, match=r"TensorRT 10.3.0 \(this system has 10.7.0\)"):
-        check_engine_compatible(spec, "10.7.0", "8.7")
+        check_engine_compatible(spec, Device("10.7.0", "8.7", AGX_MODEL))
     with pytest.raises(UserError, match=r"compute capability 8.7 \(this GPU is 8.6\)"):
-        check_engine_compatible(spec, "10.3.0", "8.6")
+        check_engine_compatible(spec, Device("10.3.0", "8.6", AGX_MODEL))
 
 
 def test_input_below_the_profile_minimum_is_a_user_error(engine_file):
@@ -251,7 +290,7 @@ def test_a_shape_tensorrt_rejects_is_a_user_error(engine_file):
     cuda = FakeCuda()
     trt = fake_tensorrt(cuda)
     backend = TensorRTBackend(engine_file, trt=trt, cuda=cuda)
-    trt.engines[0].context.set_input_shape = lambda name, shape: False
+    trt.engines[-1].context.set_input_shape = lambda name, shape: False
     with pytest.raises(UserError, match="TensorRT rejected input shape 1x3x16x32"):
         backend.infer(np.zeros((1, 3, 16, 32), np.float32))
 
@@ -293,3 +332,66 @@ def test_cuda_python_with_a_driver_mismatch_falls_back_to_torch(monkeypatch):
     fake_torch.cuda.is_available = lambda: False
     with pytest.raises(UserError, match=r"cudaErrorInsufficientDriver.*torch has no CUDA.*cuda-python==12\.6"):
         common.cuda.open_cuda(0)
+
+
+class OnnxContext(FakeContext):
+    """An execution context that really computes: ONNX Runtime on whatever the backend put in device memory."""
+
+    def __init__(self, cuda, onnx_path):
+        super().__init__(cuda)
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+
+    def set_input_shape(self, name, shape):
+        self.shapes[name] = tuple(shape)
+        return True
+
+    def execute_async_v3(self, stream):
+        shape = self.shapes["image"]
+        n = int(np.prod(shape))
+        x = self.cuda.memory[self.addresses["image"]][: n * 4].view(np.float32).reshape(shape)
+        (mask,) = self.session.run(["mask"], {"image": x.copy()})
+        self.cuda.memory[self.addresses["mask"]][: mask.nbytes] = mask.astype(np.int32).view(np.uint8).ravel()
+        return True
+
+
+@pytest.fixture(scope="module")
+def varied_onnx(tmp_path_factory):
+    from tests.runtime.varied_model import export_varied_model
+
+    return str(export_varied_model(tmp_path_factory.mktemp("varied"))[0])
+
+
+def test_the_engine_backend_segments_what_it_is_given(varied_onnx, tmp_path):
+    """Real frames through the backend's buffers give ONNX Runtime's own masks: a backend that ignored its
+    input, or copied the wrong bytes, would not."""
+    import onnxruntime as ort
+
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"plan")
+    write_manifest(tmp_path / "model.json", read_manifest(manifest_for(varied_onnx)))
+    cuda = FakeCuda()
+    trt = fake_tensorrt(cuda)
+    static = ((1, 3, *MODEL_SIZE),) * 3
+    trt.Runtime.deserialize_cuda_engine = lambda self, data: _onnx_engine(cuda, varied_onnx, static)
+    backend = TensorRTBackend(engine, trt=trt, cuda=cuda)
+    direct = ort.InferenceSession(varied_onnx, providers=["CPUExecutionProvider"])
+    spec = backend.manifest.input
+    masks = []
+    for index in (0, 12, 24):
+        x = prepare_input(street_frame(index), spec)
+        (want,) = direct.run(["mask"], {"image": x})
+        got = backend.infer(x)
+        assert np.array_equal(got, want)
+        masks.append(got)
+    assert not np.array_equal(masks[0], masks[2])      # the frames differ, and so do their masks
+    assert len(np.unique(masks[0])) > 1
+
+
+def _onnx_engine(cuda, onnx_path, profile):
+    engine = FakeEngine(cuda)
+    engine.context = OnnxContext(cuda, onnx_path)
+    engine.get_tensor_shape = lambda name: profile[0] if name == "image" else (1, *profile[0][2:])
+    engine.get_tensor_profile_shape = lambda name, index: profile
+    return engine
