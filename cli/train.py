@@ -26,20 +26,41 @@ def train(config_path: str | None, overrides: tuple[str, ...], run_dir: str, sta
     cfg = load_config(TrainConfig, config_path, overrides)
     final = run_training(cfg, run_dir, stage=stage, init=init)
     if os.environ.get("RANK", "0") == "0":   # under torchrun, one line for the whole job
+        from adapt.train.label_free_report import final_line
+
+        line = final_line(run_dir)    # a target without labels: the validated label-free measure
+        if line:
+            click.echo(line)
         click.echo(f"done: {final}")
 
 
 @click.command(name="eval")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--data", "data_root", required=True, type=click.Path(), help="Dataset root with labels.")
+@click.option("--data", "data_root", required=True, type=click.Path(), help="Dataset root (with labels, unless --no-labels).")
 @click.option("--kind", default="folder", show_default=True, type=click.Choice(["folder", "gta5", "synthia", "cityscapes"]))
 @click.option("--split", default="val", show_default=True)
 @click.option("--size", type=SIZE, default=None, help="Network input size HxW (labels stay at full resolution).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Where to write the result (default: beside the checkpoint).")
-def evaluate(checkpoint: str, data_root: str, kind: str, split: str, size, device: str, json_path: str | None) -> None:
-    """Per-class IoU and mIoU (19/16/13 protocols) of CHECKPOINT on a labelled split."""
+@click.option("--no-labels", is_flag=True, help="Score without labels: the label-free measures (the validated one marked).")
+@click.option("--like", "source_root", type=click.Path(file_okay=False), default=None, metavar="SOURCE_ROOT",
+              help="--no-labels: the labelled source dataset, for the class-share distance.")
+def evaluate(checkpoint: str, data_root: str, kind: str, split: str, size, device: str, json_path: str | None,
+             no_labels: bool, source_root: str | None) -> None:
+    """Per-class IoU and mIoU (19/16/13 protocols) of CHECKPOINT on a labelled split.
+
+    With --no-labels: label-free measures on the split's images (no labels read).
+    """
     require_training_stack("eval")
+    if no_labels:
+        from adapt.label_free_eval import measure_checkpoint
+        from common.label_free import format_measures
+
+        values, out = measure_checkpoint(checkpoint, data_root, kind=kind, split=split, size=size, device=device,
+                                         source_root=source_root, json_path=json_path)
+        click.echo(format_measures(values))
+        click.echo(f"(written to {Path(out)})")
+        return
     from adapt.eval_checkpoint import evaluate_checkpoint
 
     result, out = evaluate_checkpoint(checkpoint, data_root, kind=kind, split=split, size=size, device=device, json_path=json_path)

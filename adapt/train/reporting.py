@@ -17,6 +17,7 @@ from adapt.evaluation import EvalResult, confusion_of
 from adapt.images import write_rgb
 from adapt.models import upsample_logits
 from adapt.train.distributed import all_reduce_sum
+from adapt.train.label_free_report import has_split, report_label_free
 from adapt.train.logbook import Logbook
 from adapt.train.stage_io import RunContext
 from adapt.visualize import comparison_strip
@@ -31,12 +32,14 @@ def target_val_dataset(ctx: RunContext):
 def evaluate_stage(ctx: RunContext, model_fn, stage_dir: Path, tag: str, step: int, log: Logbook) -> EvalResult | None:
     """Evaluate on the labelled target val split (if it has labels) and write eval.json + overlays.
 
-    Returns None when the target val split has no labels: there is nothing honest to report.
+    Returns None when the target has no val labels (or no val split): the label-free measures
+    are reported instead (adapt/train/label_free_report.py).
     Distributed, rank r scores images r, r + N, ... and the confusion matrices are summed; every
     rank gets the result, rank 0 alone writes files.
     """
-    dataset = target_val_dataset(ctx)
-    if not dataset.has_labels:
+    dataset = target_val_dataset(ctx) if has_split(ctx.cfg.data.target, ctx.cfg.data.target.val_split) else None
+    if dataset is None or not dataset.has_labels:
+        report_label_free(ctx, model_fn, stage_dir, tag, step, log)
         return None
     if ctx.cfg.data.val_limit:
         dataset = _Subset(dataset, range(min(ctx.cfg.data.val_limit, len(dataset))))
