@@ -77,44 +77,64 @@ def mix(mask: torch.Tensor, pasted: torch.Tensor, base: torch.Tensor) -> torch.T
 
 
 @dataclass(frozen=True)
-class ImageAugmentation:
-    """The random choices for one image: jitter (brightness, contrast, saturation, hue) and blur sigma, or None."""
+class Jitter:
+    """One image's colour jitter, as kornia 0.5's `ColorJitter` (the version DACS/DAFormer pin).
 
-    jitter: tuple[float, float, float, float] | None
+    brightness: an additive shift in [-s, s]; contrast: a multiplicative factor in [1 - s, 1 + s]
+    (no mean subtraction); saturation: a factor on HSV saturation; hue: a shift of HSV hue in turns,
+    in [-s, s] (kornia multiplies its hue factor by 2 pi); `order`: the random order of the four.
+    """
+
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
+    order: tuple[int, ...] = (0, 1, 2, 3)
+
+
+@dataclass(frozen=True)
+class ImageAugmentation:
+    """The random choices for one image: its colour jitter and blur sigma, or None for either."""
+
+    jitter: Jitter | None
     blur_sigma: float | None
 
 
 @dataclass
 class StrongAugmentation:
-    """Colour jitter and Gaussian blur on normalised images, per image, as DACS/DAFormer.
+    """Colour jitter and Gaussian blur on normalised images, as DACS/DAFormer's `strong_transform`.
 
-    jitter: brightness/contrast/saturation factors in [1 - s, 1 + s] and a hue shift of up to
-    s / 4 turns, applied with probability `jitter_p`; blur: sigma ~ U(0.15, 1.15), kernel about
-    10 % of the image's short side (odd), with probability `blur_p`.
+    DAFormer (mmseg/models/uda/dacs.py) draws `color_jitter = random.uniform(0, 1)` and
+    `blur = random.uniform(0, 1)` once per training step, and `dacs_transforms.color_jitter`
+    applies the jitter when `color_jitter > p` with p = 0.2, i.e. with probability 0.8, and the
+    blur when `blur > 0.5`. The decisions are therefore per batch; the jitter factors and blur
+    sigma are drawn per image (kornia samples per call, and DAFormer calls it image by image).
+    `jitter_p` here is the probability of applying (0.8 = DAFormer's `p=0.2`).
+    blur: sigma ~ U(0.15, 1.15), kernel ceil(0.1 x side), made odd by rounding down, per axis.
     """
 
     mean: Sequence[float]
     std: Sequence[float]
     jitter_strength: float = 0.2
-    jitter_p: float = 0.2
+    jitter_p: float = 0.8
     blur_p: float = 0.5
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return self.apply(images, self.draw(len(images), generator))
 
     def draw(self, count: int, generator: torch.Generator) -> list[ImageAugmentation]:
-        """The choices for `count` images, in order (what `__call__` would draw for a batch of `count`)."""
+        """The choices for a batch of `count` images, in order (one jitter and one blur decision)."""
+        jitter_on, blur_on = (v < p for v, p in zip(torch.rand(2, generator=generator).tolist(), (self.jitter_p, self.blur_p)))
         plans = []
+        s = self.jitter_strength
         for _ in range(count):
-            draws = torch.rand(6, generator=generator).tolist()
             jitter = None
-            if draws[0] < self.jitter_p:
-                s = self.jitter_strength
-                brightness, contrast, saturation = (1 - s + 2 * s * v for v in draws[1:4])
-                jitter = (brightness, contrast, saturation, (draws[4] - 0.5) * s / 2)
-            sigma = None
-            if torch.rand((), generator=generator).item() < self.blur_p:
-                sigma = 0.15 + torch.rand((), generator=generator).item()
+            if jitter_on:
+                b, c, sat, h = torch.rand(4, generator=generator).tolist()
+                order = tuple(torch.randperm(4, generator=generator).tolist())
+                jitter = Jitter(brightness=(2 * b - 1) * s, contrast=1 - s + 2 * s * c,
+                                saturation=1 - s + 2 * s * sat, hue=(2 * h - 1) * s, order=order)
+            sigma = 0.15 + torch.rand((), generator=generator).item() if blur_on else None
             plans.append(ImageAugmentation(jitter, sigma))
         return plans
 
@@ -126,55 +146,76 @@ class StrongAugmentation:
         out = []
         for image, plan in zip(rgb, plans, strict=True):
             if plan.jitter is not None:
-                brightness, contrast, saturation, hue = plan.jitter
-                image = colour_jitter(image, brightness, contrast, saturation, hue=hue)
+                image = colour_jitter(image, plan.jitter)
             if plan.blur_sigma is not None:
-                image = gaussian_blur(image, plan.blur_sigma, kernel_size(image.shape[-2:]))
+                image = gaussian_blur(image, plan.blur_sigma, kernel_sizes(image.shape[-2:]))
             out.append(image)
         return (torch.stack(out) - mean) / std
 
 
-def kernel_size(size: Sequence[int], fraction: float = 0.1) -> int:
-    """An odd kernel of about `fraction` of the short side (at least 3)."""
-    k = max(3, int(math.ceil(fraction * min(size))))
-    return k if k % 2 else k + 1
+def kernel_sizes(size: Sequence[int], fraction: float = 0.1) -> tuple[int, int]:
+    """(ky, kx): ceil(fraction x side), minus one where even (DACS: floor(k - 0.5 + k % 2)), at least 3."""
+    def odd(side: int) -> int:
+        k = int(math.ceil(fraction * side))
+        return max(3, k if k % 2 else k - 1)
+    return odd(size[0]), odd(size[1])
 
 
-def colour_jitter(image: torch.Tensor, brightness: float, contrast: float, saturation: float, hue: float = 0.0) -> torch.Tensor:
-    """RGB (3, H, W) in [0, 1] -> jittered, clamped to [0, 1]. `hue` is a shift in turns."""
-    weights = torch.tensor([0.299, 0.587, 0.114], dtype=image.dtype, device=image.device).view(3, 1, 1)
-    image = (image * brightness).clamp(0, 1)
-    gray_mean = (image * weights).sum(0).mean()
-    image = ((image - gray_mean) * contrast + gray_mean).clamp(0, 1)
-    gray = (image * weights).sum(0, keepdim=True)
-    image = (gray + (image - gray) * saturation).clamp(0, 1)
-    if hue:
-        image = rotate_hue(image, hue)
+def colour_jitter(image: torch.Tensor, jitter: Jitter) -> torch.Tensor:
+    """RGB (3, H, W) in [0, 1] -> jittered as kornia 0.5 does, each step clamped to [0, 1]."""
+    steps = (
+        lambda x: (x + jitter.brightness).clamp(0, 1),
+        lambda x: (x * jitter.contrast).clamp(0, 1),
+        lambda x: adjust_hsv(x, saturation=jitter.saturation),
+        lambda x: adjust_hsv(x, hue_turns=jitter.hue),
+    )
+    for index in jitter.order:
+        image = steps[index](image)
     return image
 
 
-def rotate_hue(image: torch.Tensor, turns: float) -> torch.Tensor:
-    """Rotate the hue of RGB (3, H, W) by `turns` about the grey axis (a YIQ-space rotation)."""
-    angle = 2 * math.pi * turns
-    cos, sin = math.cos(angle), math.sin(angle)
-    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
-                          dtype=image.dtype, device=image.device)
-    rotation = torch.tensor([[1, 0, 0], [0, cos, -sin], [0, sin, cos]], dtype=image.dtype, device=image.device)
-    matrix = torch.linalg.inv(to_yiq) @ rotation @ to_yiq
-    return torch.einsum("ij,jhw->ihw", matrix, image).clamp(0, 1)
+def adjust_hsv(image: torch.Tensor, saturation: float = 1.0, hue_turns: float = 0.0) -> torch.Tensor:
+    """Scale HSV saturation (clamped to [0, 1]) and shift HSV hue (in turns) of RGB (3, H, W)."""
+    h, s, v = rgb_to_hsv(image)
+    s = (s * saturation).clamp(0, 1)
+    h = torch.remainder(h + hue_turns, 1.0)
+    return hsv_to_rgb(h, s, v)
 
 
-def gaussian_blur(image: torch.Tensor, sigma: float, size: int) -> torch.Tensor:
-    """Separable Gaussian blur of (3, H, W) with reflect padding; the image keeps its size."""
-    radius = size // 2
-    x = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    kernel = kernel / kernel.sum()
+def rgb_to_hsv(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """RGB (3, H, W) in [0, 1] -> hue in turns [0, 1), saturation, value, each (H, W)."""
+    r, g, b = image
+    value, argmax = image.max(dim=0)
+    delta = value - image.min(dim=0).values
+    safe = delta.clamp_min(1e-12)
+    hue = torch.where(argmax == 0, torch.remainder((g - b) / safe, 6.0),
+                      torch.where(argmax == 1, (b - r) / safe + 2.0, (r - g) / safe + 4.0)) / 6.0
+    hue = torch.where(delta > 0, hue, torch.zeros_like(hue))
+    saturation = torch.where(value > 0, delta / value.clamp_min(1e-12), torch.zeros_like(value))
+    return hue, saturation, value
+
+
+def hsv_to_rgb(hue: torch.Tensor, saturation: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """Hue in turns, saturation, value (H, W) -> RGB (3, H, W)."""
+    sector = hue * 6.0
+    k = torch.stack([torch.remainder(sector + n, 6.0) for n in (5.0, 3.0, 1.0)])
+    return value - value * saturation * torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0)
+
+
+def gaussian_blur(image: torch.Tensor, sigma: float, size: int | tuple[int, int]) -> torch.Tensor:
+    """Separable Gaussian blur of (3, H, W) with reflect padding and odd kernel size (ky, kx) or k."""
+    ky, kx = (size, size) if isinstance(size, int) else size
     channels = image.shape[0]
     out = image.unsqueeze(0)
-    pad_w, pad_h = min(radius, image.shape[-1] - 1), min(radius, image.shape[-2] - 1)
-    out = F.pad(out, (pad_w, pad_w, 0, 0), mode="reflect")
-    out = F.conv2d(out, kernel[radius - pad_w: radius + pad_w + 1].view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
-    out = F.pad(out, (0, 0, pad_h, pad_h), mode="reflect")
-    out = F.conv2d(out, kernel[radius - pad_h: radius + pad_h + 1].view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+    for axis, k in ((-1, kx), (-2, ky)):
+        radius = k // 2
+        x = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+        kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+        kernel = kernel / kernel.sum()
+        pad = min(radius, image.shape[axis] - 1)
+        kernel = kernel[radius - pad: radius + pad + 1]
+        if axis == -1:
+            out = F.conv2d(F.pad(out, (pad, pad, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+        else:
+            out = F.conv2d(F.pad(out, (0, 0, pad, pad), mode="reflect"), kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
     return out.squeeze(0)

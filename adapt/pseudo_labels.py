@@ -137,6 +137,25 @@ def confidence_weight(confidence: torch.Tensor, threshold: float, valid: torch.T
     return (sure & valid).flatten(1).sum(dim=1).float() / valid.flatten(1).sum(dim=1).clamp_min(1).float()
 
 
+def pseudo_label_weight(confidence: torch.Tensor, threshold: float, valid: torch.Tensor | None = None,
+                        scope: str = "batch") -> torch.Tensor:
+    """(B,) the confidence weight of each target image's pseudo labels, per image or per batch.
+
+    "batch" is DACS/DAFormer's: `torch.sum(ps_large_p) / np.size(pseudo_label)` over the whole
+    batch (mmseg/models/uda/dacs.py), the same scalar for every image; "image": one per image.
+    """
+    if scope == "image":
+        return confidence_weight(confidence, threshold, valid)
+    if scope != "batch":
+        raise ValueError(f"confidence weight scope must be 'batch' or 'image', got {scope!r}")
+    sure = confidence >= threshold
+    if valid is None:
+        share = sure.float().mean()
+    else:
+        share = (sure & valid).sum().float() / valid.sum().clamp_min(1).float()
+    return share.expand(confidence.shape[0]).clone()
+
+
 def _percentile(values: torch.Tensor, q: float) -> torch.Tensor:
     """q-quantile (q in [0, 1]) of 1-D values, interpolating linearly between order statistics.
 

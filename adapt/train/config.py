@@ -32,7 +32,10 @@ class DataConfig:
     flip: bool = True
     jitter: float = 0.2                                   # colour jitter strength on source images
     eval_size: tuple[int, int] | None = None              # network input size for evaluation; labels stay full resolution
-    batch_size: int = 8
+    batch_size: int = 8                                    # images per optimizer step, over all processes (the global batch)
+    # Micro-steps per optimizer step (gradient accumulation): each forward takes batch_size / accumulate
+    # images over all processes, so a global batch too large for the GPUs' memory still trains as one.
+    accumulate: int = 1
     num_workers: int = 0                                   # DataLoader workers; 0 keeps 2-core machines responsive
     pin_memory: bool = True                                # page-locked batches for faster host-to-GPU copies (CUDA only)
     val_limit: int = 0                                     # evaluate on the first N val images only (0 = all)
@@ -90,22 +93,59 @@ class PseudoLabelConfig:
 
 
 @dataclass
+class MicConfig:
+    """Masked image consistency (MIC, Hoyer et al. CVPR 2023; lhoyer/MIC `masking_consistency_module.py`).
+
+    The student also predicts a strongly augmented target image with random blocks blanked, and
+    learns it from the teacher's pseudo labels of the *full* image, with the same confidence weight.
+    """
+
+    enabled: bool = False
+    ratio: float = 0.7                     # share of blocks blanked (MIC: mask_ratio 0.7)
+    # Block side as a share of the crop's short side (MIC: 64 px blocks of 512x512 crops, 0.125).
+    block_fraction: float = 0.125
+    weight: float = 1.0                    # MIC: mask_lambda 1
+
+
+@dataclass
 class MeanTeacherConfig:
     """Mean-teacher self-training with ClassMix (DACS; DAFormer's defaults where they apply)."""
 
     iterations: int = 600
     ema_alpha: float = 0.999               # teacher momentum, warmed up as min(1 - 1/(t+1), alpha) (DAFormer)
     confidence_threshold: float = 0.968    # pseudo-label weight = fraction of teacher pixels at least this sure (DACS)
-    jitter_strength: float = 0.2           # colour jitter on the mixed image (DACS: 0.2, applied with p 0.2)
-    jitter_p: float = 0.2
-    blur_p: float = 0.5                    # Gaussian blur, sigma ~ U(0.15, 1.15) (DACS)
+    # Over what that fraction is taken: "batch" (DACS/DAFormer: one scalar for the whole batch,
+    # `sum(ps_large_p) / np.size(pseudo_label)`) or "image" (one per target image).
+    confidence_weight: Literal["batch", "image"] = "batch"
+    # Colour jitter on the mixed image, kornia 0.5 ColorJitter(s, s, s, s). DAFormer applies it
+    # when `uniform(0, 1) > p` with p = 0.2: `jitter_p` is the probability of applying, 0.8.
+    jitter_strength: float = 0.2
+    jitter_p: float = 0.8
+    blur_p: float = 0.5                    # Gaussian blur, sigma ~ U(0.15, 1.15), when `uniform > 0.5` (DACS)
     rare_class_sampling: bool = False      # draw source images by rare classes (DAFormer RCS)
     rcs_temperature: float = 0.01          # RCS: P(class) = softmax((1 - frequency) / T) (DAFormer)
     # BatchNorm statistics the teacher labels a target batch with: "running" (its EMA of the
     # student's, an average over source and mixed batches) or "batch" (that target batch's own).
     # "running" scored 31.8 against 29.7 on the tune split (seed 0; README).
     teacher_bn: Literal["batch", "running"] = "running"
+    mic: MicConfig = field(default_factory=MicConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-4))
+
+
+@dataclass
+class CorrelationRefitConfig:
+    """Keep fitting the correlation module during self-training, on the source only.
+
+    Every `every` steps the module takes one step of its stage-2 loss on the current network's
+    predictions of the (perturbed) source batch, against the source labels: it keeps correcting
+    the network it teaches, not the source-only network it was first fitted on. The network's
+    gradients stop at the module's input. 0 keeps the module frozen (the paper's procedure).
+    """
+
+    every: int = 0
+    # Whose predictions it is fitted on: the EMA "teacher" (the predictions CT refines on the
+    # target) or the "student" (its source-batch logits of the step, detached; no extra forward).
+    network: Literal["teacher", "student"] = "teacher"
 
 
 @dataclass
@@ -132,11 +172,22 @@ class SelfTrainConfig:
     # ("unlabelled": IAST's ignored pixels; mean teacher's pixels under the confidence threshold).
     ct_region: Literal["all", "unlabelled"] = "all"
     ct_warmup: int = 0                      # iterations over which lambda_ct rises linearly from 0
+    # Mean teacher: which student prediction follows SA(p_teacher): the ClassMix "mixed" image's
+    # target pixels, or the MIC "masked" image (needs mean_teacher.mic.enabled), where the
+    # module's dense target fills in what MIC's sparse pseudo labels leave out.
+    ct_input: Literal["mixed", "masked"] = "mixed"
+    correlation_refit: CorrelationRefitConfig = field(default_factory=CorrelationRefitConfig)
+    # Mean teacher: which network the stage saves, evaluates as the result and exports: the
+    # "student" or its EMA "teacher". Either has its BatchNorm statistics re-estimated on the
+    # target train images at the end when `target_bn` is on.
+    export: Literal["student", "teacher"] = "student"
     source_ce_weight: float = 0.0          # optional source cross-entropy during self-training
     entropy_weight: float = 0.0            # IAST entropy on ignored pixels (IAST full scale: 3.0)
     kl_uniform_weight: float = 0.0         # IAST KL-to-uniform on pseudo-labelled pixels (IAST full scale: 0.1)
     pseudo: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-4))
+    # IAST's optimizer, weight decay and schedule; its rate per round comes from `lrs`, so
+    # `optim.lr` is refused when changed (config_checks). The mean teacher has its own `optim`.
+    optim: OptimConfig = field(default_factory=OptimConfig)
     mean_teacher: MeanTeacherConfig = field(default_factory=MeanTeacherConfig)
 
 
@@ -144,6 +195,7 @@ class SelfTrainConfig:
 class LoggingConfig:
     log_every: int = 20
     checkpoint_every: int = 100            # iterations between `last` checkpoints (resume points)
+    eval_interval: int = 0                 # iterations between target-val evaluations while training (0: at stage ends only)
     num_overlays: int = 4                  # target val overlay images written per evaluation
 
 

@@ -60,6 +60,9 @@ RULES: tuple[Rule, ...] = tuple(Rule(pattern, *check) for pattern, check in (
     ("*iterations*", AT_LEAST_ONE),                 # iterations, iterations_per_round, warmup_iterations ...
     ("*.rounds", AT_LEAST_ONE),
     ("*_every", AT_LEAST_ONE),                      # log_every, checkpoint_every
+    ("*.every", NON_NEGATIVE),                      # correlation_refit.every: 0 = off
+    ("*_interval", NON_NEGATIVE),                   # eval_interval: 0 = off
+    ("*.accumulate", AT_LEAST_ONE),
     ("*.batch_size", AT_LEAST_ONE),
     ("*.num_*", NON_NEGATIVE),                      # num_workers, num_overlays
     ("*_limit", NON_NEGATIVE),                      # val_limit: 0 = all
@@ -91,6 +94,8 @@ RULES: tuple[Rule, ...] = tuple(Rule(pattern, *check) for pattern, check in (
     # Augmentation.
     ("*.scale_range", POSITIVE),
     ("*.jitter", _range(0.0, 1.0, high_open=True)),
+    ("*.mic.ratio", _range(0.0, 1.0, high_open=True)),  # 1 would blank the whole image
+    ("*.mic.block_fraction", FRACTION),
 ))
 
 # Lists with one value per self-training round; the last value repeats, so 1..rounds values.
@@ -166,4 +171,28 @@ def _scale_range_order(config: Any, overridden: frozenset[str]) -> None:
             raise UserError(f"config key {key!r} is {list(value)}; give [low, high] with low <= high")
 
 
-CROSS_CHECKS: tuple[Callable[[Any, frozenset[str]], None], ...] = (_per_round_lengths, _scale_range_order)
+def _live_self_train_options(config: Any, overridden: frozenset[str]) -> None:
+    """Refuse settings that the chosen self-training method would silently ignore."""
+    st = _lookup(config, "self_train")
+    if st is None:
+        return
+    from adapt.train.config import OptimConfig   # the defaults; imported here to keep this module standalone
+
+    if st.optim.lr != OptimConfig().lr:
+        raise UserError("config key 'self_train.optim.lr' is not read: IAST takes its rate per round from "
+                        "self_train.lrs, the mean teacher from self_train.mean_teacher.optim.lr; set those instead")
+    if st.method == "mean_teacher" and st.ct_teacher != "teacher":
+        raise UserError(f"config key 'self_train.ct_teacher' is {st.ct_teacher!r}, which only IAST uses; the mean "
+                        "teacher's correlation transfer always attends over its EMA teacher: set it to 'teacher'")
+    if st.ct_input == "masked" and not (st.method == "mean_teacher" and st.mean_teacher.mic.enabled):
+        raise UserError("config key 'self_train.ct_input' is 'masked', which needs the mean teacher with MIC: set "
+                        "self_train.mean_teacher.mic.enabled=true, or self_train.ct_input=mixed")
+    if st.method != "mean_teacher" and st.correlation_refit.every > 0:
+        raise UserError("config key 'self_train.correlation_refit.every' is only used by the mean teacher; "
+                        "set it to 0 for IAST")
+    if st.method != "mean_teacher" and st.export != "student":
+        raise UserError("config key 'self_train.export' is 'teacher', but IAST has no EMA teacher; set it to 'student'")
+
+
+CROSS_CHECKS: tuple[Callable[[Any, frozenset[str]], None], ...] = (_per_round_lengths, _scale_range_order,
+                                                                   _live_self_train_options)

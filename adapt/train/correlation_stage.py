@@ -18,7 +18,7 @@ from adapt.mixing import StrongAugmentation
 from adapt.train.environment import autocast, restore_rng, rng_state, seed_everything, training_network
 from adapt.train.logbook import Logbook
 from adapt.train.loop import run_iterations
-from adapt.train.optim import make_optimizer
+from adapt.train.optim import make_optimizer, poly_lr, set_lr
 from adapt.train.reporting import evaluate_stage, network_fn
 from adapt.train.stage_io import RunContext, begin_stage, write_stage_checkpoint
 
@@ -80,6 +80,7 @@ def fit_correlation(ctx: RunContext, init: Checkpoint) -> None:
             print(f"{STAGE}: resuming at iteration {start} from {last_path}")
 
     def step(i: int) -> dict[str, float]:
+        set_lr(optimizer, poly_lr(stage_cfg.optim.lr, i, stage_cfg.iterations, stage_cfg.optim.poly_power, stage_cfg.optim.warmup))
         images, labels = stream.next()
         images, labels = images.to(ctx.device, non_blocking=True), labels.to(ctx.device, non_blocking=True)
         if perturb is not None:

@@ -7,11 +7,14 @@ Each step:
     strong aug    -> colour jitter + blur on xm
     loss          += weighted CE(student(xm), ym)    (pasted pixels weigh 1, pseudo labels w_t)
                    + lambda_ct * KL(SA(p_teacher(xt)) || p_student(xm))  on target pixels of the mix
+    MIC (option)  -> xk = blocks of strong_aug(xt) blanked;  loss += w_mic * weighted CE(student(xk), yt)
     teacher       <- EMA(teacher, student)
+    module (opt.) <- one step of its source loss on the teacher's predictions of perturbed xs
 
 Correlation transfer here follows the frozen module's view of the *teacher's* prediction: a
 target that moves slowly (like the pseudo labels themselves), not the student's own output.
-The student is what the stage saves and exports.
+`self_train.export` chooses what the stage saves and exports: the student or the EMA teacher,
+either with BatchNorm statistics re-estimated on the target at the end (`target_bn`).
 
 Data-parallel: the student runs under DDP (`network`); each rank labels its own target images
 with its own teacher, and the teachers stay identical because the students' parameters are
@@ -22,6 +25,8 @@ the strong augmentation are drawn for the global batch and applied per rank.
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,14 +38,17 @@ from adapt.classes import IGNORE_INDEX
 from adapt.data.rare_class import class_statistics, rare_class_order
 from adapt.data.transforms import EvalTransform
 from adapt.losses import correlation_transfer_loss, segmentation_ce, valid_mask_at, weighted_segmentation_ce
+from adapt.masking import block_masks, block_size_for, mask_images
 from adapt.mixing import StrongAugmentation, choose_classes, class_presence, mix, paste_masks
 from adapt.models import build_segmenter, upsample_logits
 from adapt.models.correlation import CorrelationModule
-from adapt.pseudo_labels import confidence_weight
+from adapt.pseudo_labels import pseudo_label_weight
 from adapt.teacher import ema_alpha, make_teacher, update_teacher
 from adapt.train.batchnorm import batch_statistics, reestimate_batchnorm
 from adapt.train.batches import BatchStream, StreamState, random_permutation
 from adapt.train.config import TrainConfig
+from adapt.train.correlation_refit import CorrelationRefit, make_refit
+from adapt.train.drift import DriftMonitor, drift_verdict
 from adapt.train.datasets import labelled_train_set, target_crop_set, train_transform, unlabelled_train_set
 from adapt.train.distributed import Distributed, broadcast_buffers, gather_batch, revert_sync_batchnorm
 from adapt.train.environment import autocast, make_grad_scaler, restore_rng, rng_state, seed_everything, training_network
@@ -48,7 +56,9 @@ from adapt.train.logbook import Logbook
 from adapt.train.loop import run_iterations
 from adapt.train.optim import make_optimizer, poly_lr, set_lr
 from adapt.train.reporting import evaluate_stage, keep_best, network_fn
+from adapt.train.correlation_stage import correlation_payload, module_fn
 from adapt.train.stage_io import RunContext, StageStart, write_stage_checkpoint
+from common.atomic import atomic_write_text
 
 STAGE = "self_train"
 FINAL_TAG = "mean_teacher"
@@ -70,6 +80,9 @@ class MeanTeacherState:
     module: CorrelationModule | None
     num_classes: int
     dist: Distributed
+    refit: CorrelationRefit | None = None     # the module keeps fitting on the source (correlation_refit)
+    drift: DriftMonitor | None = None
+    reference: nn.Module | None = None        # the starting network, for `ref_disagree`
 
 
 def ct_weight(cfg: TrainConfig, step: int) -> float:
@@ -81,7 +94,7 @@ def ct_weight(cfg: TrainConfig, step: int) -> float:
 
 
 def mean_teacher_step(state: MeanTeacherState, cfg: TrainConfig, step: int, device: torch.device) -> dict[str, float]:
-    mt = cfg.self_train.mean_teacher
+    mt, st = cfg.self_train.mean_teacher, cfg.self_train
     set_lr(state.optimizer, poly_lr(mt.optim.lr, step, mt.iterations, mt.optim.poly_power, mt.optim.warmup))
     src_images, src_labels = (t.to(device, non_blocking=True) for t in state.source.next())
     tgt_images, tgt_valid_labels = (t.to(device, non_blocking=True) for t in state.target.next())
@@ -93,7 +106,7 @@ def mean_teacher_step(state: MeanTeacherState, cfg: TrainConfig, step: int, devi
     teacher_probs = torch.softmax(upsample_logits(teacher_logits, tuple(tgt_images.shape[-2:])), dim=1)
     confidence, pseudo = teacher_probs.max(dim=1)
     pseudo = pseudo.masked_fill(~target_valid, IGNORE_INDEX)
-    weight = confidence_weight(confidence, mt.confidence_threshold, target_valid)   # (B,)
+    weight = pseudo_label_weight(confidence, mt.confidence_threshold, target_valid, mt.confidence_weight)   # (B,)
 
     # The global batch's random choices, in the single-process order; this rank applies its part.
     global_batch, mine = state.source.batch_size, state.dist.local_slice(state.source.batch_size)
@@ -106,18 +119,36 @@ def mean_teacher_step(state: MeanTeacherState, cfg: TrainConfig, step: int, devi
 
     losses: dict[str, torch.Tensor] = {}
     with autocast(device, cfg.amp):
-        losses["source_ce"] = segmentation_ce(state.network(src_images), src_labels)
+        src_logits = state.network(src_images)
+        losses["source_ce"] = segmentation_ce(src_logits, src_labels)
         mixed_logits = state.network(mixed_images)
         losses["mixed_ce"] = weighted_segmentation_ce(mixed_logits, mixed_labels, pixel_weights)
+    masked_logits = None
+    if mt.mic.enabled:
+        # MIC's "separatetrgaug": the target image gets its own strong augmentation, then blocks
+        # are blanked; its labels are the teacher's of the full, un-augmented image.
+        block = block_size_for(tuple(tgt_images.shape[-2:]), mt.mic.block_fraction)
+        masks = block_masks(global_batch, tuple(tgt_images.shape[-2:]), mt.mic.ratio, block, state.generator)[mine]
+        masked_plans = state.augment.draw(global_batch, state.generator)[mine]
+        masked_images = mask_images(state.augment.apply(tgt_images, masked_plans), masks)
+        with autocast(device, cfg.amp):
+            masked_logits = state.network(masked_images)
+            target_weights = weight.view(-1, 1, 1).expand_as(confidence)
+            losses["masked_ce"] = mt.mic.weight * weighted_segmentation_ce(masked_logits, pseudo, target_weights)
     lambda_ct = ct_weight(cfg, step)
     if state.module is not None and lambda_ct > 0:
-        size = tuple(mixed_logits.shape[-2:])
+        if st.ct_input == "masked":
+            student_logits, region_full = masked_logits, target_valid   # every target pixel of the masked image
+        else:
+            student_logits, region_full = mixed_logits, ~paste & target_valid   # target pixels of the mix
+        size = tuple(student_logits.shape[-2:])
         valid = valid_mask_at(target_valid, size)
-        region = valid_mask_at(~paste & target_valid, size)   # target pixels of the mix
-        if cfg.self_train.ct_region == "unlabelled":
+        region = valid_mask_at(region_full, size)
+        if st.ct_region == "unlabelled":
             region &= valid_mask_at(confidence < mt.confidence_threshold, size)
+        state.module.eval()
         losses["ct_kl"] = lambda_ct * correlation_transfer_loss(
-            state.module, mixed_logits.float(), teacher_logits, valid=valid, mask=region)
+            state.module, student_logits.float(), teacher_logits, valid=valid, mask=region)
     loss = sum(losses.values())
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
@@ -125,7 +156,24 @@ def mean_teacher_step(state: MeanTeacherState, cfg: TrainConfig, step: int, devi
     state.scaler.update()
     broadcast_buffers(state.student, state.dist)
     update_teacher(state.teacher, state.student, ema_alpha(step, mt.ema_alpha))
-    return {"loss": loss.item(), "pseudo_weight": weight.mean().item(), **{k: v.item() for k, v in losses.items()}}
+    record = {"loss": loss.item(), "pseudo_weight": weight.mean().item(), **{k: v.item() for k, v in losses.items()}}
+    if state.refit is not None and state.refit.due(step):
+        record["module_fit"] = state.refit.step(src_images, src_labels, src_logits, state.teacher, cfg,
+                                                state.generator, state.dist, global_batch)
+    if state.drift is not None:
+        record.update(drift_signals(state, tgt_images, target_valid, pseudo, src_labels, src_logits, cfg, device))
+    return record
+
+
+def drift_signals(state: MeanTeacherState, tgt_images, target_valid, pseudo, src_labels, src_logits,
+                  cfg: TrainConfig, device: torch.device) -> dict[str, float]:
+    """The label-free degradation signals of this step (adapt/train/drift.py)."""
+    reference_labels = None
+    if state.reference is not None:
+        with torch.no_grad(), autocast(device, cfg.amp):
+            logits = state.reference(tgt_images).float()
+        reference_labels = upsample_logits(logits, tuple(tgt_images.shape[-2:])).argmax(1).masked_fill(~target_valid, IGNORE_INDEX)
+    return state.drift.update(pseudo, src_labels, src_logits.detach(), reference_labels)
 
 
 def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, module: CorrelationModule | None) -> None:
@@ -146,6 +194,14 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
     teacher = make_teacher(student)
     if resume:
         teacher.load_state_dict(resume.extra["teacher"])
+    reference = None
+    if not resume or "reference" in resume.extra:
+        # The network self-training starts from (target BatchNorm statistics): `ref_disagree`.
+        reference = make_teacher(student)
+        if resume:
+            reference.load_state_dict(resume.extra["reference"])
+    if module is not None and resume and resume.extra.get("live_correlation"):
+        module.load_state_dict(resume.extra["live_correlation"]["state_dict"])
 
     source_set = labelled_train_set(cfg.data.source, train_transform(cfg, cfg.data.source, ctx.mean, ctx.std))
     order = random_permutation
@@ -164,6 +220,9 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
         module=module,
         num_classes=len(ctx.classes),
         dist=ctx.dist,
+        refit=make_refit(module, cfg, ctx.mean, ctx.std, ctx.device, ctx.dist),
+        drift=DriftMonitor(len(ctx.classes)),
+        reference=reference,
     )
     start, best = 0, float("-inf")
     if resume:
@@ -171,15 +230,25 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
         state.source.state = StreamState(**resume.extra["source_stream"])
         state.target.state = StreamState(**resume.extra["target_stream"])
         state.generator.set_state(resume.extra["generator"])
+        if state.refit is not None:
+            state.refit.load_state_dict(resume.extra["correlation_refit"])
+        if "drift" in resume.extra:
+            state.drift.load_state_dict(resume.extra["drift"])
         restore_rng(resume.extra["rng"])
         start, best = resume.step, resume.extra.get("best_miou", best)
         if ctx.dist.is_main:
             print(f"{STAGE}: resuming mean teacher at iteration {start} from {last_path}")
 
-    def save(done: int, complete: bool = False) -> None:
-        write_stage_checkpoint(ctx, last_path, STAGE, student, done, {
+    def save(done: int, complete: bool = False, exported: nn.Module = student) -> None:
+        write_stage_checkpoint(ctx, last_path, STAGE, exported, done, {
             "method": "mean_teacher",
+            "exported": cfg.self_train.export if complete else "student",
+            "student": {k: v.detach().cpu() for k, v in student.state_dict().items()} if complete else None,
             "teacher": {k: v.detach().cpu() for k, v in teacher.state_dict().items()},
+            "reference": {k: v.detach().cpu() for k, v in reference.state_dict().items()} if reference is not None and not complete else None,
+            "live_correlation": correlation_payload(ctx, module) if state.refit is not None else None,
+            "correlation_refit": state.refit.state_dict() if state.refit is not None else None,
+            "drift": state.drift.state_dict(),
             "optimizer": state.optimizer.state_dict(),
             "source_stream": vars(state.source.state).copy(),
             "target_stream": vars(state.target.state).copy(),
@@ -205,10 +274,37 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
             # exported network sees the target only (+6 to 7 mIoU on the synthetic benchmark).
             reestimate_batchnorm(student, target_plain, ctx.device, cfg.data.batch_size, dist=ctx.dist)
             reestimate_batchnorm(teacher, target_plain, ctx.device, cfg.data.batch_size, dist=ctx.dist)
-        evaluate_stage(ctx, network_fn(teacher), stage_dir, "teacher", mt.iterations, log)   # diagnostic
-        result = evaluate_stage(ctx, network_fn(student), stage_dir, FINAL_TAG, mt.iterations, log)
+        exported, other = (teacher, "student") if cfg.self_train.export == "teacher" else (student, "teacher")
+        evaluate_stage(ctx, network_fn(student if other == "student" else teacher), stage_dir, other, mt.iterations, log)   # diagnostic
+        if state.refit is not None:
+            module.eval()
+            evaluate_stage(ctx, module_fn(exported, module), stage_dir, "network+live_module", mt.iterations, log)   # diagnostic
+        result = evaluate_stage(ctx, network_fn(exported), stage_dir, FINAL_TAG, mt.iterations, log)
+        report_drift(ctx, stage_dir, state.drift)
         best = keep_best(result, best, lambda: write_stage_checkpoint(
-            ctx, stage_dir / "best.pt", STAGE, student, mt.iterations, {"miou": result.miou, "complete": True}))
-        save(mt.iterations, complete=True)
+            ctx, stage_dir / "best.pt", STAGE, exported, mt.iterations, {"miou": result.miou, "complete": True}))
+        save(mt.iterations, complete=True, exported=exported)
     finally:
         log.close()
+
+
+def report_drift(ctx: RunContext, stage_dir, drift: DriftMonitor) -> None:
+    """Write `drift.json` and print a warning for each label-free sign of degradation."""
+    if not ctx.dist.is_main:
+        return
+    metrics = stage_dir / "metrics.jsonl"
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
+    records = [r for r in records if r.get("stage") == STAGE]
+    vanished = [ctx.classes[c] for c in drift.vanished()]
+    warnings = drift_verdict(records, vanished)
+    windows = [r for r in records if "source_acc" in r]
+    keys = ("source_acc", "pred_tv", "ref_disagree", "pseudo_weight")
+    report = {
+        "first": {k: windows[0][k] for k in keys if windows and k in windows[0]},
+        "last": {k: windows[-1][k] for k in keys if windows and k in windows[-1]},
+        "vanished_classes": vanished,
+        "warnings": warnings,
+    }
+    atomic_write_text(stage_dir / "drift.json", json.dumps(report, indent=2) + "\n")
+    for warning in warnings:
+        print(f"{STAGE}: warning, self-training may be degrading: {warning} (stage_dir/drift.json; no target label was used)".replace("stage_dir", str(stage_dir)))

@@ -10,7 +10,7 @@ from torch import nn
 from adapt.classes import IGNORE_INDEX
 from adapt.data.rare_class import ClassStatistics, class_probabilities, rare_class_order
 from adapt.losses import weighted_segmentation_ce, segmentation_ce
-from adapt.mixing import StrongAugmentation, classmix_masks, gaussian_blur, kernel_size, mix
+from adapt.mixing import StrongAugmentation, classmix_masks, gaussian_blur, kernel_sizes, mix
 from adapt.pseudo_labels import confidence_weight
 from adapt.teacher import ema_alpha, make_teacher, update_teacher
 from adapt.train.batchnorm import reestimate_batchnorm
@@ -69,7 +69,7 @@ def test_gaussian_blur_preserves_constant_images_and_mass():
     blurred = gaussian_blur(spike, 1.0, 7)
     assert torch.allclose(blurred.sum(dim=(1, 2)), torch.ones(3), atol=1e-5)
     assert blurred[0, 10, 10] < 1.0
-    assert kernel_size((128, 256)) == 13 and kernel_size((10, 10)) == 3
+    assert kernel_sizes((128, 256)) == (13, 25) and kernel_sizes((10, 10)) == (3, 3)
 
 
 def test_ema_alpha_warms_up_then_caps():

@@ -81,6 +81,10 @@ CASES = {
                                                             "self_train.ct_teacher=round"]),
     "mean teacher mid-stage": ("self_train", 1, ["self_train.method=mean_teacher", "self_train.lambda_ct=0.1",
                                                  "self_train.mean_teacher.rare_class_sampling=true"]),
+    "mean teacher with MIC, a live module and the teacher exported": (
+        "self_train", 1, ["self_train.method=mean_teacher", "self_train.lambda_ct=0.1",
+                          "self_train.mean_teacher.mic.enabled=true", "self_train.correlation_refit.every=1",
+                          "self_train.ct_input=masked", "self_train.export=teacher"]),
 }
 
 
@@ -106,3 +110,34 @@ def test_sigkill_at_a_checkpoint_then_resume_matches_an_uninterrupted_run(case, 
     for stage_name, state in straight_weights.items():
         for key, value in state.items():
             assert torch.equal(value, resumed_weights[stage_name][key]), f"{stage_name}: {key}"
+
+
+def test_the_exported_network_is_the_chosen_one_with_target_batchnorm_statistics(data, tmp_path):
+    """`self_train.export=teacher` saves the EMA teacher; its BatchNorm statistics are the target's."""
+    from adapt.data.transforms import EvalTransform
+    from adapt.models import build_segmenter
+    from adapt.train.batchnorm import reestimate_batchnorm
+    from adapt.train.datasets import unlabelled_train_set
+
+    torch.set_num_threads(1)
+    cfg = load_config(TrainConfig, None, overrides(data, "self_train.method=mean_teacher", "self_train.lambda_ct=0",
+                                                   "self_train.export=teacher"))
+    train(cfg, tmp_path / "run")
+    ckpt = load_checkpoint(tmp_path / "run" / "self_train" / "last.pt")
+    assert ckpt.extra["exported"] == "teacher"
+    teacher, student = ckpt.extra["teacher"], ckpt.extra["student"]
+    differs = [k for k in teacher if teacher[k].is_floating_point() and not torch.equal(teacher[k], student[k])]
+    assert differs, "teacher and student are identical: nothing distinguishes the choice"
+    for key, value in ckpt.state_dict.items():
+        assert torch.equal(value, teacher[key]), key
+    # Re-estimating BatchNorm on the target train images again leaves the exported statistics as they are.
+    network = build_segmenter(ckpt.model_name, len(ckpt.classes), None)
+    network.load_state_dict(ckpt.state_dict)
+    target = unlabelled_train_set(cfg.data.target, EvalTransform(size=cfg.data.target.base_size, mean=ckpt.mean, std=ckpt.std))
+    before = {k: v.clone() for k, v in network.state_dict().items() if "running_mean" in k}
+    assert before, "the network has no BatchNorm layer to check"
+    reestimate_batchnorm(network, target, torch.device("cpu"), cfg.data.batch_size)
+    for key, value in before.items():
+        assert torch.allclose(network.state_dict()[key], value, atol=1e-5), key
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert {"mean_teacher", "student"} <= set(summary["self_train"])
