@@ -1,17 +1,39 @@
-"""ONNX Runtime: the CUDA execution provider when this onnxruntime has it, else the CPU."""
+"""ONNX Runtime, on the best execution provider this onnxruntime has: TensorRT, then CUDA, then the CPU.
+
+The onnxruntime-gpu builds for JetPack (Jetson Zoo) and for x86 carry the TensorRT and CUDA
+execution providers: the middle road between CPU ONNX Runtime and a native engine (no
+`uda-adapt build` step, TensorRT speed for the layers it takes, CUDA or CPU for the rest).
+- TensorRT EP: used when listed and TensorRT's library is on this system. It builds its own
+  engines on the first session (minutes on a Jetson) and keeps them, with a timing cache, in
+  `ort_trt_cache/ort<version>.<device>/` beside the model (<device>: the Jetson board, else the
+  GPU index; or under ~/.cache where the model's folder is read-only), so later runs start in
+  seconds. Precision follows the ONNX:
+  fp16 for model.fp16.onnx, int8 for the Q/DQ model.int8.onnx, never lowered for model.onnx.
+- CUDA EP: `device_id` = --device.
+The providers ONNX Runtime actually used are reported (`describe`), and a listed provider it
+could not start (a missing CUDA or TensorRT library) is named in a note.
+"""
 
 from __future__ import annotations
 
+import ctypes.util
+import hashlib
+import importlib.util
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from common.engines import device_key, device_model_name
 from common.errors import UserError
 from common.manifest import Manifest, manifest_for, read_manifest
 from runtime.backends.base import input_size_from, logits_to_mask
+
+TENSORRT_EP, CUDA_EP, CPU_EP = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
+TRT_CACHE_DIR = "ort_trt_cache"
 
 
 class OnnxRuntimeBackend:
@@ -24,7 +46,9 @@ class OnnxRuntimeBackend:
         input_size: tuple[int, int] | None = None,
         log: Callable[[str], None] | None = None,
         spin: bool = False,
+        providers: Sequence[str] | None = None,
     ) -> None:
+        """`providers`: execution provider names in order of preference [default: TensorRT, CUDA, CPU, as available]."""
         import onnxruntime as ort
 
         self.path = Path(model_path)
@@ -37,17 +61,24 @@ class OnnxRuntimeBackend:
         # Spinning workers start each op a little sooner but burn the cores that capture and
         # render need while they wait; in a pipeline on a few cores that costs more than it saves.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        available = ort.get_available_providers()
-        providers: list = ["CPUExecutionProvider"]
-        if "CUDAExecutionProvider" in available:
-            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device}))
+        available = list(ort.get_available_providers())
+        names = choose_providers(available, providers, tensorrt_library_found())
+        trt_cache = trt_cache_dir(self.path, ort.__version__, device) if TENSORRT_EP in names else None
+        wanted = provider_options(names, device, onnx_precision(self.manifest, self.path), trt_cache)
+        if trt_cache is not None and log:
+            log(f"note: ONNX Runtime's TensorRT provider builds its engines on the first run (minutes on a Jetson) and "
+                f"keeps them in {trt_cache}")
         try:
-            self._session = ort.InferenceSession(str(self.path), options, providers=providers)
+            self._session = ort.InferenceSession(str(self.path), options, providers=wanted)
         except Exception as exc:  # ORT raises its own exception types for bad or foreign files
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise UserError(f"onnxruntime cannot load {self.path}: {first.rstrip('.')}; if the file is damaged or cut short, "
                             "export it again with `uda-adapt export CKPT --out DIR`") from exc
         self.providers = list(self._session.get_providers())
+        missing = [name for name in names if name not in self.providers]
+        if missing and log:   # ONNX Runtime falls back on its own, with a warning above; say what it means here
+            log(f"note: ONNX Runtime could not start {', '.join(missing)} (its message is above); running on "
+                f"{', '.join(self.providers)}")
         self.threads = threads
         inputs = self._session.get_inputs()
         names = [i.name for i in inputs]
@@ -71,6 +102,64 @@ class OnnxRuntimeBackend:
 
     def close(self) -> None:
         self._session = None
+
+
+def choose_providers(available: Sequence[str], wanted: Sequence[str] | None, tensorrt_found: bool) -> list[str]:
+    """Execution provider names to ask for, best first; the CPU is always the last resort."""
+    if wanted is not None:
+        unknown = [name for name in wanted if name not in available]
+        if unknown:
+            raise UserError(f"this onnxruntime has no {', '.join(unknown)}; it has {', '.join(available)} "
+                            "(onnxruntime-gpu brings CUDA and TensorRT: on Jetson the JetPack build from the Jetson Zoo)")
+        names = list(wanted)
+    else:
+        # The TensorRT EP is compiled into every onnxruntime-gpu wheel, but it needs libnvinfer at run time.
+        names = [n for n in (TENSORRT_EP, CUDA_EP) if n in available and (n != TENSORRT_EP or tensorrt_found)]
+    return names + [CPU_EP] if CPU_EP not in names else names
+
+
+def provider_options(names: Sequence[str], device: int, precision: str, trt_cache: Path | None) -> list[Any]:
+    """`providers=` for InferenceSession: each name with its options."""
+    options: dict[str, dict[str, Any]] = {CUDA_EP: {"device_id": device}}
+    if trt_cache is not None:
+        options[TENSORRT_EP] = {
+            "device_id": device,
+            # An engine per model and shape, built on the first session: keep it, and the tactic timings.
+            "trt_engine_cache_enable": True, "trt_engine_cache_path": str(trt_cache),
+            "trt_timing_cache_enable": True, "trt_timing_cache_path": str(trt_cache),
+            # The ONNX's own precision: fp16 layers for the fp16 variant, the Q/DQ scales for int8.
+            "trt_fp16_enable": precision in ("fp16", "int8"), "trt_int8_enable": precision == "int8",
+        }
+    return [(name, options[name]) if name in options else name for name in names]
+
+
+def onnx_precision(manifest: Manifest, path: Path) -> str:
+    """fp16 / int8 for a bundle's precision-baked variant, else fp32."""
+    return next((p for p, variant in manifest.variants.items() if variant.get("file") == path.name), "fp32")
+
+
+def tensorrt_library_found() -> bool:
+    """libnvinfer on the library path (JetPack, NVIDIA's packages) or from the tensorrt wheel."""
+    return ctypes.util.find_library("nvinfer") is not None or importlib.util.find_spec("tensorrt_libs") is not None
+
+
+def trt_cache_dir(model_path: Path, ort_version: str, device: int) -> Path:
+    """Where the TensorRT EP keeps its engines: per onnxruntime version (it fixes the TensorRT) and device."""
+    name = f"ort{ort_version}.{device_key(device_model_name(f'gpu{device}'))}"
+    for root in (model_path.parent / TRT_CACHE_DIR, Path.home() / ".cache" / "uda-adapt" / TRT_CACHE_DIR / _path_key(model_path)):
+        folder = root / name
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK):
+            return folder
+    raise UserError(f"cannot create a folder for ONNX Runtime's TensorRT engines beside {model_path} or in ~/.cache; "
+                    "make one of them writable")
+
+
+def _path_key(path: Path) -> str:
+    return hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
 
 
 def load_onnx_manifest(model_path: Path) -> Manifest:
