@@ -27,6 +27,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     export: uda-adapt export CKPT --out DIR [--trt]
     device: uda-adapt build BUNDLE / check BUNDLE   (TensorRT, no torch needed)
     run:    uda-adapt run MODEL|BUNDLE INPUT [OUTPUT] / bench MODEL
+    loop:   uda-adapt data capture INPUT --out ROOT / compare A B INPUT [OUTPUT]
     """
     ctx.obj = {"debug": debug}
 
@@ -34,13 +35,14 @@ def cli(ctx: click.Context, debug: bool) -> None:
 def _register_commands() -> None:
     # Command modules import only click at the top (heavy imports sit inside the command
     # bodies), so `uda-adapt run` on a torch-free install never imports torch.
+    from cli.compare import compare
     from cli.data import data
     from cli.demo import demo
     from cli.export import build, export
     from cli.run import bench, check, run
     from cli.train import evaluate, train
 
-    for command in (data, train, evaluate, export, build, run, check, bench, demo):
+    for command in (data, train, evaluate, export, build, run, check, bench, compare, demo):
         cli.add_command(command)
 
 

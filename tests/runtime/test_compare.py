@@ -1,0 +1,57 @@
+"""`uda-adapt compare A B INPUT OUTPUT`: frame count, three panels, the report files."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+
+from cli.main import main
+from common import label_free
+from tests.runtime.conftest import CLIP_FRAMES, CLIP_SIZE, read_all_frames, street_frame
+
+
+def test_compare_writes_three_panels_per_frame_and_the_report(tmp_path, tiny_onnx, small_onnx, clip_mp4, capsys):
+    out = tmp_path / "ab" / "compare.mp4"
+    assert main(["compare", tiny_onnx, small_onnx, clip_mp4, str(out)]) == 0, capsys.readouterr().err
+    frames = read_all_frames(out)
+    h, w = CLIP_SIZE
+    assert len(frames) == CLIP_FRAMES
+    assert frames[0].shape == (h, 3 * w, 3)                       # A | B | A != B
+    report = json.loads((tmp_path / "ab" / "compare.json").read_text())
+    assert report["frames"] == CLIP_FRAMES and 0.0 < report["disagreement"] <= 1.0
+    for key in ("A", "B"):
+        measures = report["measures"][key]
+        assert 0.0 <= measures[label_free.VALIDATED] <= 1.0
+        assert measures["temporal_flicker"] is not None            # a video: consecutive frames
+        assert measures["mean_max_prob"] is None                   # exported models give class ids only
+    assert "| measure | A | B | better |" in (tmp_path / "ab" / "compare.md").read_text()
+    chart = cv2.imread(str(tmp_path / "ab" / "compare.png"))
+    assert chart is not None and chart.shape[1] == 640
+    assert label_free.VALIDATED in capsys.readouterr().out
+
+
+def test_disagreement_panel_marks_exactly_the_differing_pixels():
+    from runtime.compare import DISAGREE_BGR, disagreement_panel
+
+    frame = np.full((4, 6, 3), 100, np.uint8)
+    a = np.zeros((4, 6), np.int32)
+    b = a.copy()
+    b[1, 2] = b[3, 5] = 7
+    panel, share = disagreement_panel(frame, a, b)
+    assert share == 2 / 24
+    marked = (panel == DISAGREE_BGR).all(axis=2)
+    assert marked.sum() == 2 and marked[1, 2] and marked[3, 5]
+
+
+def test_compare_on_an_image_folder_writes_an_image_grid(tmp_path, tiny_onnx, capsys):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), street_frame(i * 10))
+    assert main(["compare", tiny_onnx, tiny_onnx, str(folder), str(tmp_path / "grid" / "ab_%03d.png")]) == 0, capsys.readouterr().err
+    written = sorted((tmp_path / "grid").glob("ab_*.png"))
+    assert len(written) == 3
+    report = json.loads((tmp_path / "grid" / "compare.json").read_text())
+    assert report["disagreement"] == 0.0 and report["measures"]["A"]["temporal_flicker"] is None
