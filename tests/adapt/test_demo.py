@@ -15,10 +15,16 @@ def test_demo_quick_runs_the_whole_chain(tmp_path, capsys):
     captured = capsys.readouterr()
     assert rc == 0, captured.err[-2000:]
     assert (out / "run" / "self_train" / "last.pt").is_file()
-    # The demo ends by saying what adaptation bought, from the two evaluations it wrote.
+    # The demo ends by saying what adaptation bought for free (target BatchNorm statistics) and
+    # what training added, from the three evaluations it wrote.
     source = 100 * json.loads((out / "run" / "source" / "eval_source.json").read_text())["miou"]
-    adapted = 100 * json.loads((out / "run" / "self_train" / "eval_mean_teacher.json").read_text())["miou"]
-    assert f"source only {source:.2f} -> adapted {adapted:.2f} ({adapted - source:+.2f} points, mean_teacher)" in captured.out
+    target_bn = json.loads((out / "run" / "eval_target_bn.json").read_text())
+    adapted = json.loads((out / "run" / "eval_adapted.json").read_text())
+    assert target_bn["checkpoint"] == str(out / "run" / "source" / "last.pt")
+    assert adapted["checkpoint"] == str(out / "run" / "self_train" / "last.pt")
+    bn, after = 100 * target_bn["miou"], 100 * adapted["miou"]
+    assert (f"source only {source:.2f} -> target BatchNorm only {bn:.2f} -> adapted {after:.2f} "
+            f"(BatchNorm {bn - source:+.2f} points, training {after - bn:+.2f})") in captured.out
     parity = json.loads((out / "export" / "report" / "parity.json").read_text())
     assert parity["passed"] is True
     manifest = json.loads((out / "export" / "model.json").read_text())
