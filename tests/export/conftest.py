@@ -56,15 +56,19 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+# Gates an untrained network meets in fp16 and int8 on any CPU, and a broken variant does not.
+# The network is untrained, so near-ties are everywhere and the default gates (99.5 %, 98 %) are
+# for trained models. Measured here: fp16 99.9 % agreement; int8 (Q/DQ run as written, see
+# export.parity.quantized_as_written) 94 %; int8 calibrated on un-normalised images about 20 %.
+UNTRAINED_NET_GATES = {"fp16": Gate(0.95, None), "int8": Gate(0.80, 100.0)}
+
+
 @pytest.fixture
 def reduced_precision_gates_open(monkeypatch):
-    """fp16 and int8 gates that any agreement passes.
+    """The default fp16/int8 gates lowered to what an untrained network meets (UNTRAINED_NET_GATES).
 
-    The test network is untrained, so near-ties are everywhere, and how many of them fp16 or
-    int8 kernels flip depends on the CPU (int8 agreement 45 % on one AMD EPYC). Tests
-    that export those precisions check what is recorded, not the level; the gate's logic has
-    its own tests with fixed agreements, and the real figures come from
-    benchmarks/export_parity.py.
+    Lowered, not opened: a garbage variant or int8 calibrated on un-normalised images still fails
+    (tests/export/test_precision.py checks both).
     """
-    monkeypatch.setitem(GATES, "fp16", Gate(0.0, None))
-    monkeypatch.setitem(GATES, "int8", Gate(0.0, 100.0))
+    for precision, gate in UNTRAINED_NET_GATES.items():
+        monkeypatch.setitem(GATES, precision, gate)

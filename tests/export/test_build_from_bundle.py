@@ -32,10 +32,11 @@ NANO_FP16 = "model.trt10.3.0.sm87.jetson-orin-nano-developer-kit.fp16.engine"
 
 @pytest.fixture(scope="module")
 def bundle_template(ckpt, target_data, tmp_path_factory):
-    from export.parity import GATES, Gate
+    from export.parity import GATES
+    from tests.export.conftest import UNTRAINED_NET_GATES
 
     saved = dict(GATES)
-    GATES.update({"fp16": Gate(0.0, None)})      # an untrained net: the fp16 level is not the point here
+    GATES.update(UNTRAINED_NET_GATES)            # an untrained net: the fp16 level is not the point here
     try:
         out = tmp_path_factory.mktemp("bundle") / "export"
         export_model(ckpt, out, ExportConfig(size=(64, 128), precision="fp16", parity_data=target_data, parity_num=3))

@@ -28,8 +28,8 @@ def test_fp16_variant(ckpt, target_data, tmp_path, reduced_precision_gates_open)
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
     assert check_tensorrt_compat(model, 10) == []
     fp32, fp16 = result.parity_checks
-    assert (fp16.file, fp16.precision, fp16.min_agreement) == ("model.fp16.onnx", "fp16", 0.0)
-    assert 0.0 <= fp16.pixel_agreement <= 1.0 and fp16.passed
+    assert (fp16.file, fp16.precision, fp16.min_agreement) == ("model.fp16.onnx", "fp16", 0.95)
+    assert 0.95 <= fp16.pixel_agreement <= 1.0 and fp16.passed
     assert result.manifest.variants["fp16"]["file"] == "model.fp16.onnx"
     props = {p.key: p.value for p in model.metadata_props}
     assert props["precision"] == '"fp16"' and "classes" in props
@@ -63,14 +63,14 @@ def test_int8_qdq_variant(ckpt, target_data, tmp_path):
 def test_int8_export_is_recorded(ckpt, target_data, tmp_path, reduced_precision_gates_open):
     result = export_model(ckpt, tmp_path / "out", ExportConfig(size=(64, 128), precision="int8", calib_data=target_data / "train" / "images", calib_num=3, parity_data=target_data, parity_num=3))
     int8 = result.parity_checks[1]
-    assert (int8.file, int8.precision, int8.min_agreement, int8.max_miou_drop) == ("model.int8.onnx", "int8", 0.0, 100.0)
-    assert int8.miou_delta is not None and 0.0 <= int8.pixel_agreement <= 1.0
+    assert (int8.file, int8.precision, int8.min_agreement, int8.max_miou_drop) == ("model.int8.onnx", "int8", 0.8, 100.0)
+    assert int8.miou_delta is not None and 0.8 <= int8.pixel_agreement <= 1.0
     variant = result.manifest.variants["int8"]
     assert variant["file"] == "model.int8.onnx" and variant["calibration"]["n_images"] == 3
     recorded = result.manifest.parity["checks"][1]
     assert recorded["pixel_agreement"] == int8.pixel_agreement and recorded["passed"] is True
     report = json.loads((tmp_path / "out" / "report" / "parity.json").read_text())
-    assert report["checks"][1]["min_agreement"] == 0.0 and report["passed"] is True
+    assert report["checks"][1]["min_agreement"] == 0.8 and report["passed"] is True
 
 
 def test_int8_export_below_its_gate_is_kept_and_refused(ckpt, target_data, tmp_path, monkeypatch):
@@ -155,3 +155,123 @@ def test_fp16_keeps_the_upsampled_logits_float32(ckpt, tmp_path, output):
     x = np.random.default_rng(0).standard_normal((1, 3, 64, 128)).astype(np.float32)
     out = ort.InferenceSession(str(fp16_path), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
     assert out.dtype == (np.int32 if output == "mask" else np.float32)
+
+
+# --- accuracy of the precision variants, independent of the CPU's kernels --------------------------
+#
+# The network is untrained, so its logits are close together; what is checked is how far each
+# variant moves them, against fp32, on real (non-zero) target images:
+# - fp16: the logits themselves, within FP16_TOLERANCE of their range (fp16 rounding: ~0.2 %);
+# - int8: the masks, wherever fp32's two best classes are further apart than a near tie. The Q/DQ
+#   graph runs as written (export.parity.quantized_as_written): ONNX Runtime's fused CPU int8
+#   kernels differ between CPU vendors, the quantization the graph states does not.
+FP16_TOLERANCE = 0.01          # of the largest fp32 logit; measured 0.12-0.19 %
+INT8_TIE = 0.5                 # a near tie: a top-2 gap below half the logits' standard deviation
+INT8_MIN_DECIDED = 0.2         # share of pixels that must be decided (not near ties): else the check says nothing
+
+
+def _logits(path, inputs, precision="fp32"):
+    from export.parity import quantized_as_written
+
+    session = ort.InferenceSession(str(path), quantized_as_written(ort, precision), providers=["CPUExecutionProvider"])
+    return [session.run(None, {"image": x})[0] for x in inputs]
+
+
+def _target_inputs(target_data, size=(64, 128)):
+    from adapt.images import read_rgb
+    from common.preprocess import prepare_input
+
+    spec = InputSpec(size=size)
+    files = sorted((target_data / "val" / "images").glob("*.png")) + sorted((target_data / "train" / "images").glob("*.png"))
+    inputs = [prepare_input(read_rgb(f), spec, frame_order="RGB") for f in files]
+    assert all(float(x.std()) > 0.5 for x in inputs)          # real pictures, not blank frames
+    return inputs
+
+
+def assert_fp16_logits_close(fp32, fp16):
+    for reference, half in zip(fp32, fp16):
+        worst = float(np.abs(half - reference).max())
+        allowed = FP16_TOLERANCE * float(np.abs(reference).max())
+        assert worst <= allowed, f"fp16 logits differ by {worst:.4f}, more than {allowed:.4f} ({FP16_TOLERANCE:.0%} of the range)"
+
+
+def assert_int8_mask_same_up_to_ties(fp32, int8):
+    decided = total = 0
+    for reference, quantized in zip(fp32, int8):
+        top2 = np.sort(reference, axis=1)[:, -2:]
+        clear = (top2[:, 1] - top2[:, 0]) >= INT8_TIE * float(reference.std())
+        wrong = (quantized.argmax(1) != reference.argmax(1)) & clear
+        assert not wrong.any(), f"int8 changes the class of {int(wrong.sum())} pixels that are not near ties"
+        decided, total = decided + int(clear.sum()), total + clear.size
+    assert decided >= INT8_MIN_DECIDED * total, f"only {decided / total:.0%} of pixels are decided: the check says nothing"
+
+
+@pytest.fixture(scope="module")
+def logits_exports(ckpt, target_data, tmp_path_factory):
+    """fp16 and int8 exports with float logits output (the parity gate's level is not the point here)."""
+    from export.parity import GATES
+    from tests.export.conftest import UNTRAINED_NET_GATES
+
+    saved = dict(GATES)
+    GATES.update(UNTRAINED_NET_GATES)
+    try:
+        root = tmp_path_factory.mktemp("logits")
+        export_model(ckpt, root / "fp16", ExportConfig(size=(64, 128), output="logits", precision="fp16",
+                                                       parity_data=target_data, parity_num=1))
+        export_model(ckpt, root / "int8", ExportConfig(size=(64, 128), output="logits", precision="int8",
+                                                       calib_data=target_data / "train" / "images", calib_num=3,
+                                                       parity_data=target_data, parity_num=1))
+    finally:
+        GATES.clear()
+        GATES.update(saved)
+    return root
+
+
+def test_fp16_logits_stay_close_to_fp32(logits_exports, target_data):
+    inputs = _target_inputs(target_data)
+    fp32 = _logits(logits_exports / "fp16" / "model.onnx", inputs)
+    assert_fp16_logits_close(fp32, _logits(logits_exports / "fp16" / "model.fp16.onnx", inputs))
+
+
+def test_int8_masks_match_fp32_up_to_near_ties(logits_exports, target_data):
+    inputs = _target_inputs(target_data)
+    fp32 = _logits(logits_exports / "int8" / "model.onnx", inputs)
+    assert_int8_mask_same_up_to_ties(fp32, _logits(logits_exports / "int8" / "model.int8.onnx", inputs, "int8"))
+
+
+def test_the_accuracy_checks_catch_a_garbage_variant(logits_exports, target_data, tmp_path):
+    """A variant with one layer's weights off by half fails the fp16 check; the checks can fail."""
+    inputs = _target_inputs(target_data)
+    model = onnx.load(str(logits_exports / "fp16" / "model.fp16.onnx"))
+    weight = next(t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16 and len(t.dims) == 4)
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * np.float16(1.5), weight.name))
+    onnx.save(model, str(tmp_path / "garbage.onnx"))
+    fp32 = _logits(logits_exports / "fp16" / "model.onnx", inputs)
+    with pytest.raises(AssertionError, match="fp16 logits differ"):
+        assert_fp16_logits_close(fp32, _logits(tmp_path / "garbage.onnx", inputs))
+
+
+def test_int8_calibrated_on_unnormalised_images_is_caught(logits_exports, target_data, tmp_path):
+    """Calibration that skips the input contract's mean/std gets activation ranges ~60x too wide."""
+    inputs = _target_inputs(target_data)
+    raw = InputSpec(size=(64, 128), scale=1.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    quantize_int8(logits_exports / "int8" / "model.onnx", tmp_path / "bad.int8.onnx",
+                  calibration_files(target_data / "train" / "images", 3), spec=raw)
+    fp32 = _logits(logits_exports / "int8" / "model.onnx", inputs)
+    with pytest.raises(AssertionError, match="int8 changes the class"):
+        assert_int8_mask_same_up_to_ties(fp32, _logits(tmp_path / "bad.int8.onnx", inputs, "int8"))
+
+
+def test_the_lowered_export_gate_still_refuses_unnormalised_int8_calibration(ckpt, target_data, tmp_path, monkeypatch,
+                                                                            reduced_precision_gates_open):
+    """The fixture lowers the gates for an untrained network; it does not open them."""
+    import export.precision
+
+    real = export.precision.prepare_input
+    monkeypatch.setattr(export.precision, "prepare_input",   # calibration forgets the mean/std
+                        lambda rgb, spec, size=None, frame_order="RGB": real(
+                            rgb, InputSpec(size=spec.size, scale=1.0, mean=(0.0,) * 3, std=(1.0,) * 3), size,
+                            frame_order=frame_order))
+    with pytest.raises(UserError, match=r"parity gate failed: model.int8.onnx \(int8, 64x128\) agrees with PyTorch"):
+        export_model(ckpt, tmp_path / "out", ExportConfig(size=(64, 128), precision="int8", calib_data=target_data / "train" / "images",
+                                                        calib_num=3, parity_data=target_data, parity_num=3))
