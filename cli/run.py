@@ -68,6 +68,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @click.option("--input-codec", type=click.Choice(["auto", "h264", "h265", "mjpeg"]), default="auto", show_default=True,
               help="RTSP: auto tries H.264, then H.265; mjpeg: a USB camera's MJPEG mode.")
 @click.option("--input-latency", type=int, default=200, show_default=True, metavar="MS", help="RTSP jitter buffer.")
+@click.option("--input-flip", type=click.Choice(["none", "horizontal", "vertical", "rotate-180"]), default="none", show_default=True,
+              help="Flip or rotate the input (a camera mounted mirrored or upside down); CSI cameras flip in nvvidconv.")
 @click.option("--input-loop", type=int, default=0, show_default=True, metavar="N", help="Replay a file N more times; -1 forever.")
 @click.option("--vid-stride", type=int, default=1, show_default=True, metavar="N", help="Use every Nth frame.")
 @click.option("--latest/--buffered", "latest", default=None, help="Newest frame only, dropping the rest [default for cameras and RTSP] / every frame in order [default for files].")
@@ -78,12 +80,15 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @click.option("--headless", is_flag=True, help="No window; with no OUTPUT, only the report.")
 @click.option("--max-frames", type=int, default=None, metavar="N", help="Stop after N frames.")
 @click.option("--save-frame", nargs=2, type=(int, str), default=None, metavar="N PATH", help="Also save rendered frame N as an image.")
-@click.option("--bitrate", type=int, default=4_000_000, show_default=True, help="RTSP output bitrate.")
+@click.option("--codec", type=click.Choice(["h264", "h265", "mp4v"]), default=None,
+              help="Video and RTSP output codec [default: h264 (yuv420p) where OpenCV has GStreamer, NVENC on Jetsons that have it; "
+                   "else mp4v, OpenCV's own].")
+@click.option("--bitrate", type=int, default=4_000_000, show_default=True, help="H.264/H.265 output bitrate (bit/s).")
 @click.option("--stats", is_flag=True, help="Print the report as JSON too.")
 @json_option
 def run(model, input_uri, output_uri, backend, device, threads, visualize, alpha, ignore_classes, legend, fps_overlay,
-        input_width, input_height, input_rate, input_codec, input_latency, input_loop, vid_stride, latest, size,
-        headless, max_frames, save_frame, bitrate, stats, json_path, build_engine) -> None:
+        input_width, input_height, input_rate, input_codec, input_latency, input_flip, input_loop, vid_stride, latest, size,
+        headless, max_frames, save_frame, codec, bitrate, stats, json_path, build_engine) -> None:
     """Segment a video stream and render it.
 
     MODEL: .engine/.plan (TensorRT), .onnx (ONNX Runtime), .pt (PyTorch), or an export bundle
@@ -92,12 +97,14 @@ def run(model, input_uri, output_uri, backend, device, threads, visualize, alpha
     \b
     INPUT:  file.mp4 | file://clip.mp4 | frames/ | "frames/*.png" | csi://0 | v4l2:///dev/video0 | 0 | rtsp://host/path
             (default: csi://0 on Jetson, else /dev/video0)
-    OUTPUT: display://0 (default) | out.mp4 | out_%05d.png | rtsp://server:8554/seg | null://
+    OUTPUT: display://0 (default) | out.mp4 | out_%05d.png | null://
+            | rtsp://@:8554/out (served from here) | rtsp://[user:pass@]server:8554/seg (pushed to a server)
 
     \b
     uda-adapt run runs/demo/export/model.onnx clip.mp4 overlay.mp4
     uda-adapt run model.engine csi://0 display://0
     uda-adapt run model.onnx rtsp://cam.local/stream null:// --headless --stats
+    uda-adapt run exports/orin csi://0 rtsp://@:8554/out --input-flip rotate-180
     """
     from runtime.capture import log_to_stderr
     from runtime.render import RenderOptions
@@ -119,9 +126,10 @@ def run(model, input_uri, output_uri, backend, device, threads, visualize, alpha
         model=model, input=input_uri, output=output_uri, backend=backend, device=device, threads=threads,
         size=size,
         render=RenderOptions(visualize=visualize, alpha=alpha, ignore_classes=tuple(ignore_classes), legend=legend, fps=fps_overlay),
-        capture=CaptureOptions(width=input_width, height=input_height, rate=input_rate, codec=input_codec, latency_ms=input_latency),
+        capture=CaptureOptions(width=input_width, height=input_height, rate=input_rate, codec=input_codec, latency_ms=input_latency,
+                               flip=input_flip),
         loop=input_loop, stride=vid_stride, latest=latest, headless=headless, max_frames=max_frames,
-        save_frame=tuple(save_frame) if save_frame else None, bitrate=bitrate,
+        save_frame=tuple(save_frame) if save_frame else None, bitrate=bitrate, codec=codec,
     )
     _single_threaded_opencv()
     with _sigterm_as_interrupt():

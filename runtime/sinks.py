@@ -3,6 +3,8 @@
 Every sink is a context manager. A video file is written under a temporary name and renamed
 when the sink closes, which it always does, also on Ctrl-C or an error: an interrupted run
 leaves a playable video of the frames it got to, and never a truncated file under the name.
+Videos are H.264 (yuv420p) through GStreamer where OpenCV has it, else mp4v (`runtime/encoders.py`);
+`rtsp://@:8554/out` is served by `runtime/rtsp_server.py`.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ import numpy as np
 from common.atomic import ensure_writable_dir
 from common.errors import UserError
 from runtime import cvbuild
-from runtime.uri import OutputURI, detect_h264_encoder, rtsp_output_pipeline
+from runtime.encoders import ENCODER_PACKAGES, FOURCC_BY_SUFFIX, STREAM_CODECS, detect_hardware_encoder, encoder_element, file_pipeline, resolve_codec, rtsp_push_pipeline
+from runtime.uri import OutputURI, redact_url, parse_rtsp_url
 
-FOURCC_BY_SUFFIX = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 QUIT_KEYS = (ord("q"), 27)   # q, Esc
 
 
@@ -85,29 +87,41 @@ class NullSink(_SinkBase):
 
 
 class VideoFileSink(_SinkBase):
-    """An mp4 (mp4v) or avi (MJPG) file; the size is fixed by the first frame."""
+    """A video file of `codec` (None: H.264 where OpenCV has GStreamer, else mp4v); the size is fixed by the first frame."""
 
-    def __init__(self, path: str | os.PathLike, fps: float) -> None:
+    def __init__(self, path: str | os.PathLike, fps: float, codec: str | None = None, bitrate: int = 4_000_000,
+                 *, gstreamer: bool | None = None, hardware: bool | None = None) -> None:
         self.path = Path(path)
         self.name = str(self.path)
         self.fps = fps if fps and fps > 0 else 30.0
         if self.path.is_dir():
             raise UserError(f"output {self.path} is a directory; give a file name such as {self.path / 'out.mp4'}")
         ensure_writable_dir(self.path.parent)
-        self._fourcc = FOURCC_BY_SUFFIX.get(self.path.suffix.lower(), "mp4v")
+        gstreamer = cvbuild.has_gstreamer() if gstreamer is None else gstreamer
+        self.codec = resolve_codec(codec, gstreamer)
+        self._hardware = (detect_hardware_encoder() if hardware is None else hardware) and self.codec != "mp4v"
+        self._bitrate = bitrate
         self._writer: cv2.VideoWriter | None = None
         self._tmp: Path | None = None
         self._size: tuple[int, int] | None = None
-        self._failed = False            # a write failed: the video is cut short and is not kept
 
     def _open(self, width: int, height: int) -> None:
         # Not mkstemp: its 0600 mode would stick to the final video; O_EXCL keeps the name ours.
         self._tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp{self.path.suffix}")
         os.close(os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*self._fourcc), self.fps, (width, height))
+        if self.codec == "mp4v":
+            fourcc = FOURCC_BY_SUFFIX.get(self.path.suffix.lower(), "mp4v")
+            writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*fourcc), self.fps, (width, height))
+            problem = f"OpenCV has no {fourcc} encoder for {self.path.suffix}; use .mp4"
+        else:
+            pipeline = file_pipeline(str(self._tmp), self.codec, self._hardware, self._bitrate)
+            writer = cv2.VideoWriter(pipeline, cv2.CAP_GSTREAMER, 0, self.fps, (width, height), True)
+            encoder = encoder_element(self.codec, self._hardware)
+            problem = (f"GStreamer could not start `{pipeline}`; is {encoder} installed "
+                       f"({ENCODER_PACKAGES.get(encoder, 'JetPack')})? Or use --codec mp4v")
         if not writer.isOpened():
             self._tmp.unlink(missing_ok=True)
-            raise UserError(f"cannot write video {self.path}: OpenCV has no {self._fourcc} encoder for {self.path.suffix}; use .mp4")
+            raise UserError(f"cannot write video {self.path}: {problem}")
         self._writer, self._size = writer, (width, height)
 
     def write(self, image: np.ndarray) -> bool:
@@ -117,12 +131,7 @@ class VideoFileSink(_SinkBase):
         if (w, h) != self._size:
             # A video has one size; frames of an image folder may not.
             image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
-        try:
-            self._writer.write(image)
-        except OSError as exc:
-            self._failed = True
-            raise UserError(f"cannot write video {self.path}: {exc.strerror or exc}; free some disk space "
-                            "or choose another output") from exc
+        self._writer.write(image)
         self.frames += 1
         return True
 
@@ -131,22 +140,34 @@ class VideoFileSink(_SinkBase):
             return
         self._writer.release()      # writes the mp4 index: without it the file does not play
         self._writer = None
-        # OpenCV's writer does not report failed writes: a full disk shows as no space left after.
-        cut_short = bool(self.frames) and not self._failed and _disk_full(self._tmp)
-        if self.frames and not self._failed and not cut_short:
+        # OpenCV's writers report no failed write: a full disk or a file size limit shows only as a
+        # file that does not open, or holds fewer frames than were written.
+        readable = _readable_frames(self._tmp) if self.frames else 0
+        if self.frames and readable >= self.frames:
             os.replace(self._tmp, self.path)
             return
         self._tmp.unlink(missing_ok=True)
-        if cut_short:
-            raise UserError(f"cannot write video {self.path}: the disk is full and the video was cut short; "
-                            "free some disk space or choose another output")
+        if self.frames:
+            raise UserError(f"cannot write video {self.path}: it was cut short ({readable} of {self.frames} frames readable; "
+                            f"is the disk full?); free some disk space or choose another output")
 
 
-def _disk_full(path: Path) -> bool:
+def _readable_frames(path: Path) -> int:
+    """How many frames the finished video at `path` holds by its index; 0 when it does not open.
+
+    Containers without a frame count in their index (count unknown) are trusted when a first
+    frame decodes.
+    """
+    cap = cv2.VideoCapture(str(path))
     try:
-        return os.statvfs(path).f_bavail == 0
-    except (OSError, AttributeError):   # no statvfs on Windows
-        return False
+        if not cap.isOpened():
+            return 0
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if count > 0:
+            return count
+        return sys.maxsize if cap.read()[0] else 0
+    finally:
+        cap.release()
 
 
 class ImageSequenceSink(_SinkBase):
@@ -186,24 +207,44 @@ class DisplaySink(_SinkBase):
         key = cv2.waitKey(1) & 0xFF     # also pumps the window's events
         if key in QUIT_KEYS:
             return False
-        return cv2.getWindowProperty(self._window, cv2.WND_PROP_VISIBLE) >= 1
+        return not window_closed(self._window)
 
     def close(self) -> None:
         if self._opened:
-            cv2.destroyWindow(self._window)
             self._opened = False
+            try:
+                cv2.destroyWindow(self._window)
+            except cv2.error:           # already gone with its GUI thread (Qt, after a close)
+                pass
+
+
+def window_closed(window: str) -> bool:
+    """Whether the user closed `window`.
+
+    WND_PROP_VISIBLE is 1 while shown and 0 once closed (Qt, Win32). GTK builds, which include
+    JetPack's and Ubuntu's, do not implement it and return -1 for an open window: only 0 means
+    closed. There a closed window is one that no longer exists, which any property then says
+    with -1 (or an error).
+    """
+    try:
+        visible = cv2.getWindowProperty(window, cv2.WND_PROP_VISIBLE)
+        if visible >= 0:
+            return visible == 0
+        return cv2.getWindowProperty(window, cv2.WND_PROP_AUTOSIZE) < 0
+    except cv2.error:
+        return True
 
 
 class RtspSink(_SinkBase):
-    """H.264 pushed to an RTSP server (e.g. mediamtx) through a GStreamer `rtspclientsink`."""
+    """Frames encoded and pushed to an RTSP server (e.g. mediamtx) through a GStreamer `rtspclientsink`."""
 
-    def __init__(self, url: str, fps: float, bitrate: int = 4_000_000) -> None:
+    def __init__(self, url: str, fps: float, bitrate: int = 4_000_000, codec: str | None = None) -> None:
         if not cvbuild.has_gstreamer():
-            raise UserError(cvbuild.no_gstreamer(f"output {url}") + "; or write a file instead")
-        if "@" in url.split("://", 1)[1].split("/", 1)[0]:
-            raise UserError(f"output {url}: serving RTSP is not built in; run an RTSP server (e.g. mediamtx) and push to rtsp://127.0.0.1:8554/seg")
-        self.name = url
-        self._pipeline = rtsp_output_pipeline(url, bitrate, detect_h264_encoder())
+            raise UserError(cvbuild.no_gstreamer(f"output {redact_url(url)}") + "; or write a file instead")
+        self.codec = _stream_codec(codec)
+        parsed = parse_rtsp_url(url)
+        self.name = parsed.location
+        self._pipeline = rtsp_push_pipeline(parsed.location, parsed.user, parsed.password, self.codec, detect_hardware_encoder(), bitrate)
         self._fps = fps if fps and fps > 0 else 30.0
         self._writer: cv2.VideoWriter | None = None
 
@@ -212,7 +253,9 @@ class RtspSink(_SinkBase):
             h, w = image.shape[:2]
             self._writer = cv2.VideoWriter(self._pipeline, cv2.CAP_GSTREAMER, 0, self._fps, (w, h), True)
             if not self._writer.isOpened():
-                raise UserError(f"cannot stream to {self.name}: GStreamer could not start `{self._pipeline}` (is the server up, are x264enc/rtspclientsink installed?)")
+                raise UserError(f"cannot stream to {self.name}: GStreamer could not connect (is the server up and the "
+                                "password right? are gstreamer1.0-rtsp and the encoder installed?); or serve it "
+                                "yourself with rtsp://@:8554/out")
         self._writer.write(image)
         self.frames += 1
         return True
@@ -221,6 +264,14 @@ class RtspSink(_SinkBase):
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+
+
+def _stream_codec(codec: str | None) -> str:
+    if codec is None:
+        return "h264"
+    if codec not in STREAM_CODECS:
+        raise UserError(f"--codec {codec} cannot be streamed over RTSP; use {' or '.join(STREAM_CODECS)}")
+    return codec
 
 
 def display_problem() -> str | None:
@@ -232,7 +283,7 @@ def display_problem() -> str | None:
     return None
 
 
-def check_output(output: OutputURI, *, headless: bool = False) -> None:
+def check_output(output: OutputURI, *, headless: bool = False, codec: str | None = None) -> None:
     """Fail early, before any model or camera is opened, if `output` cannot be written or shown."""
     if output.kind == "display":
         if headless:
@@ -244,21 +295,37 @@ def check_output(output: OutputURI, *, headless: bool = False) -> None:
         if Path(output.location).is_dir():
             raise UserError(f"output {output.location} is a directory; give a file name such as {Path(output.location) / 'out.mp4'}")
         ensure_writable_dir(Path(output.location).parent)
+        resolve_codec(codec, cvbuild.has_gstreamer())
     elif output.kind == "images":
         ImageSequenceSink(output.location)
-    elif output.kind == "rtsp" and not cvbuild.has_gstreamer():
-        raise UserError(cvbuild.no_gstreamer(f"output {output.location}") + "; or write a file instead")
+    elif output.kind == "rtsp":
+        if not cvbuild.has_gstreamer():
+            raise UserError(cvbuild.no_gstreamer(f"output {redact_url(output.location)}") + "; or write a file instead")
+        _stream_codec(codec)
+    elif output.kind == "rtsp-server":
+        from runtime.rtsp_server import import_gst_rtsp_server
+
+        _stream_codec(codec)
+        import_gst_rtsp_server()
 
 
-def open_sink(output: OutputURI, fps: float | None, *, headless: bool = False, bitrate: int = 4_000_000) -> Sink:
+def open_sink(output: OutputURI, fps: float | None, *, headless: bool = False, bitrate: int = 4_000_000,
+              codec: str | None = None, log=None) -> Sink:
     """The sink for `output`; each checks writability or display availability as it opens."""
-    check_output(output, headless=headless)
+    check_output(output, headless=headless, codec=codec)
     fps = fps or 30.0
     makers = {
         "display": lambda: DisplaySink(),
-        "video": lambda: VideoFileSink(output.location, fps),
+        "video": lambda: VideoFileSink(output.location, fps, codec, bitrate),
         "images": lambda: ImageSequenceSink(output.location),
-        "rtsp": lambda: RtspSink(output.location, fps, bitrate),
+        "rtsp": lambda: RtspSink(output.location, fps, bitrate, codec),
+        "rtsp-server": lambda: _rtsp_server(output, fps, bitrate, codec, log),
         "null": lambda: NullSink(),
     }
     return makers[output.kind]()
+
+
+def _rtsp_server(output: OutputURI, fps: float, bitrate: int, codec: str | None, log) -> Sink:
+    from runtime.rtsp_server import RtspServerSink
+
+    return RtspServerSink(parse_rtsp_url(output.location), fps, _stream_codec(codec), detect_hardware_encoder(), bitrate, log)

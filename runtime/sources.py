@@ -18,20 +18,33 @@ import numpy as np
 from common.errors import UserError
 from runtime import cvbuild
 from runtime.capture import VideoSource
-from runtime.uri import IMAGE_SUFFIXES, CaptureOptions, InputURI, csi_pipeline, is_jetson, rtsp_pipeline, rtsp_pipelines, v4l2_pipeline
+from runtime.uri import (
+    IMAGE_SUFFIXES,
+    CaptureOptions,
+    InputURI,
+    redact_url,
+    csi_pipeline,
+    is_jetson,
+    parse_rtsp_url,
+    rtsp_pipeline,
+    rtsp_pipelines,
+    v4l2_pipeline,
+)
 
 # A dead RTSP server or camera must not block a read forever: OpenCV's FFmpeg backend gives up
 # after these, the source reports "lost", and the capture thread reconnects with back-off.
 NETWORK_TIMEOUT_MS = 5000
 # Low-latency demuxing for FFmpeg RTSP; OpenCV reads this variable each time it opens a stream.
 FFMPEG_LOW_LATENCY = "fflags;nobuffer|flags;low_delay"
+# --input-flip as cv2.flip's flipCode (CSI cameras flip in nvvidconv instead, for free).
+FLIP_CODES = {"horizontal": 1, "vertical": 0, "rotate-180": -1}
 
 
 class OpenCVSource:
     """A `cv2.VideoCapture` over a file, camera or stream."""
 
     def __init__(self, uri: InputURI, options: CaptureOptions, *, gstreamer: bool | None = None, jetson: bool | None = None) -> None:
-        self.name = uri.original
+        self.name = redact_url(uri.original)     # no password in logs and messages
         self.live = uri.live
         self.fps: float | None = None
         self._uri, self._options = uri, options
@@ -66,7 +79,7 @@ class OpenCVSource:
             if self._gstreamer:
                 return rtsp_pipeline(uri.location, options, self._jetson), cv2.CAP_GSTREAMER, []
             os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", FFMPEG_LOW_LATENCY)
-            return uri.location, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS]
+            return parse_rtsp_url(uri.location).url_with_credentials(), cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS]
         raise UserError(f"input {uri.original}: OpenCV cannot read {uri.kind} sources")
 
     def open(self) -> None:
@@ -111,7 +124,7 @@ class OpenCVSource:
         if uri.kind == "v4l2":
             return f"cannot open input {uri.original}: camera {uri.location} is busy, unsupported or not permitted (is another program using it? is the user in the 'video' group?)"
         tried = " (tried H.264 and H.265; give --input-codec for another)" if len(self.capture_candidates()) > 1 else ""
-        return f"cannot open input {uri.original}: no stream within {NETWORK_TIMEOUT_MS // 1000} s{tried} (check the URL, credentials and that the camera is reachable)"
+        return f"cannot open input {self.name}: no stream within {NETWORK_TIMEOUT_MS // 1000} s{tried} (check the URL, credentials and that the camera is reachable)"
 
     def read(self) -> tuple[bool, np.ndarray | None]:
         if self._cap is None:
@@ -173,8 +186,12 @@ class ImageFolderSource:
 
 
 def _fit(image: np.ndarray | None, options: CaptureOptions, uri: InputURI) -> np.ndarray | None:
-    """Resize file and stream frames to --input-width/--input-height (cameras are asked instead)."""
-    if image is None or not (options.width and options.height) or uri.kind in ("v4l2", "csi"):
+    """Flip (--input-flip), and resize file and stream frames to --input-width/--input-height (cameras are asked instead)."""
+    if image is None or not isinstance(image, np.ndarray) or image.size == 0:
+        return image
+    if options.flip != "none" and uri.kind != "csi":
+        image = cv2.flip(image, FLIP_CODES[options.flip])
+    if not (options.width and options.height) or uri.kind in ("v4l2", "csi"):
         return image
     if image.shape[:2] == (options.height, options.width):
         return image

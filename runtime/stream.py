@@ -40,7 +40,8 @@ class RunConfig:
     headless: bool = False
     max_frames: int | None = None
     save_frame: tuple[int, str] | None = None  # (index, PNG path) of one rendered frame to keep
-    bitrate: int = 4_000_000                  # RTSP output
+    bitrate: int = 4_000_000                  # video and RTSP outputs
+    codec: str | None = None                  # --codec h264 | h265 | mp4v; None: h264 where OpenCV has GStreamer, else mp4v
     backoff: Backoff = Backoff()
 
 
@@ -50,7 +51,7 @@ def run_stream(config: RunConfig, log: Log = log_to_stderr) -> PipelineReport:
     output_uri = parse_output(config.output if config.output or not config.headless else "null://")
     model = resolve_model(config.model, config.backend, config.device, log)
     backend_for(model, config.backend)                 # missing or unknown model: fail first
-    check_output(output_uri, headless=config.headless)
+    check_output(output_uri, headless=config.headless, codec=config.codec)
     if config.save_frame is not None:
         index, path = config.save_frame
         if index < 0:
@@ -70,8 +71,10 @@ def run_stream(config: RunConfig, log: Log = log_to_stderr) -> PipelineReport:
         source = open_source(source_uri, config.capture)
         stack.callback(source.close)
         fps = config.capture.rate or source.fps or 30.0
-        sink = stack.enter_context(open_sink(output_uri, fps, headless=config.headless, bitrate=config.bitrate))
-        # Dropped frames (--latest) would make a constant-rate video play too fast: pace it.
+        sink = stack.enter_context(open_sink(output_uri, fps, headless=config.headless, bitrate=config.bitrate,
+                                             codec=config.codec, log=log))
+        # Dropped frames (--latest) would make a constant-rate video play too fast: pace it. (The
+        # RTSP server stamps each frame with its arrival time instead.)
         pacer = FramePacer(fps) if latest and output_uri.kind in ("video", "rtsp") else None
         capture = CaptureThread(
             source, latest=latest, loop=config.loop, stride=config.stride,

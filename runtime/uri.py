@@ -4,7 +4,11 @@ Inputs:  `csi://0`, `v4l2:///dev/video0` (also `/dev/video0` and a bare camera i
          `rtsp://host/path`, `file://clip.mp4` or a bare path, a directory or a quoted glob
          of images.
 Outputs: `display://0`, `file://out.mp4` or a bare video path, `out_%05d.png` (an image
-         sequence), `rtsp://host:8554/seg` (pushed to an RTSP server), `null://`.
+         sequence), `rtsp://@:8554/out` (served from this process; `rtsp://@127.0.0.1:8554/out`
+         binds one address), `rtsp://[user:pass@]host:8554/seg` (pushed to an RTSP server), `null://`.
+
+RTSP credentials never go into a pipeline's `location`: they become `user-id`/`user-pw`
+properties, quoted, so a password with spaces, `!` or quotes cannot break the pipeline.
 """
 
 from __future__ import annotations
@@ -13,11 +17,18 @@ import dataclasses
 import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote, unquote
 
 from common.errors import UserError
+from runtime.encoders import gst_quote
 
 InputKind = Literal["file", "images", "v4l2", "csi", "rtsp"]
-OutputKind = Literal["display", "video", "images", "rtsp", "null"]
+OutputKind = Literal["display", "video", "images", "rtsp", "rtsp-server", "null"]
+Flip = Literal["none", "horizontal", "vertical", "rotate-180"]
+FLIPS: tuple[str, ...] = ("none", "horizontal", "vertical", "rotate-180")
+# nvvidconv's flip-method for each --input-flip (0 none, 2 rotate-180, 4 horizontal, 6 vertical).
+NVVIDCONV_FLIP = {"none": 0, "rotate-180": 2, "horizontal": 4, "vertical": 6}
+DEFAULT_RTSP_PORT = 8554
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi")
@@ -56,6 +67,73 @@ class CaptureOptions:
     rate: float | None = None
     codec: Literal["auto", "h264", "h265", "mjpeg"] = "auto"   # auto: RTSP tries H.264, then H.265
     latency_ms: int = 200                # rtspsrc jitter buffer
+    flip: Flip = "none"                  # --input-flip: a camera mounted upside down or mirrored
+
+
+@dataclasses.dataclass(frozen=True)
+class RtspURL:
+    """An `rtsp://` URL split for GStreamer: credentials apart from the location.
+
+    `serve` is `rtsp://@[address]:port/path` (no host before the port): this process is the server.
+    """
+
+    host: str
+    port: int
+    path: str
+    user: str | None = None
+    password: str | None = None
+    serve: bool = False
+    scheme: str = "rtsp"
+
+    @property
+    def location(self) -> str:
+        """The URL without credentials, for rtspsrc/rtspclientsink `location`."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{self.path}"
+
+    def url_with_credentials(self) -> str:
+        """The URL with percent-encoded credentials, for FFmpeg."""
+        if self.user is None:
+            return self.location
+        userinfo = quote(self.user, safe="") + ":" + quote(self.password or "", safe="")
+        return self.location.replace("://", f"://{userinfo}@", 1)
+
+
+def parse_rtsp_url(url: str) -> RtspURL:
+    """Split `rtsp://[user[:password]@]host[:port][/path]`; the password may hold any character but `@/`.
+
+    Percent-escapes in the user and password are decoded (`p%40ss` is `p@ss`).
+    """
+    scheme, _, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    path = slash + path
+    if "@" in path.split("?")[0] and "@" not in authority:
+        # `rtsp://user:pa/ss@host/...`: a '/' in the password; the last '@' ends the credentials.
+        userinfo_and_more, _, tail = rest.rpartition("@")
+        authority, slash, path = tail.partition("/")
+        authority, path = f"{userinfo_and_more}@{authority}", slash + path
+    userinfo, at, hostport = authority.rpartition("@")
+    user = password = None
+    if at and userinfo:
+        user, _, password = userinfo.partition(":")
+        user, password = unquote(user), unquote(password)
+    match = re.fullmatch(r"(\[[^\]]*\]|[^:]*)(?::(\d*))?", hostport)
+    if not match:
+        raise UserError(f"{scheme}:// URL {redact_url(url)} has a bad host or port; expected {scheme}://[user:pass@]host[:port]/path")
+    host = match.group(1).strip("[]")
+    # `@` with nothing before it, or no host at all: jetson-utils' way of saying "serve it here".
+    serve = (bool(at) and not userinfo) or host in ("", "0.0.0.0")
+    port = int(match.group(2)) if match.group(2) else (DEFAULT_RTSP_PORT if serve else 554)
+    return RtspURL(host=host or "0.0.0.0", port=port, path=path or "/", user=user, password=password, serve=serve, scheme=scheme.lower())
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password replaced by `***`, for messages."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, tail = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{tail}"
 
 
 def parse_input(uri: str) -> InputURI:
@@ -112,7 +190,12 @@ def parse_output(uri: str | None) -> OutputURI:
         if scheme == "null":
             return OutputURI("null", "", text)
         if scheme in ("rtsp", "rtsps"):
-            return OutputURI("rtsp", text, text)
+            url = parse_rtsp_url(text)
+            if url.serve and url.user is not None:
+                raise UserError(f"output {redact_url(text)}: the built-in RTSP server takes no password; serve rtsp://@:{url.port}{url.path}")
+            if url.serve and scheme == "rtsps":
+                raise UserError(f"output {text}: the built-in RTSP server speaks plain rtsp://; serve rtsp://@:{url.port}{url.path}")
+            return OutputURI("rtsp-server" if url.serve else "rtsp", text, text)
         if scheme == "file":
             return _parse_path_output(rest, text)
         raise UserError(f"output {uri!r} has unknown scheme {scheme!r}; valid: display://, file://, rtsp://, null:// or a bare path")
@@ -140,13 +223,13 @@ def _parse_path_output(path: str, original: str) -> OutputURI:
 _APPSINK = "appsink drop=1 max-buffers=1 sync=false"
 
 
-def csi_pipeline(sensor: int, options: CaptureOptions, flip_method: int = 0) -> str:
-    """Jetson CSI camera via nvarguscamerasrc, converted from NVMM NV12 to BGR for OpenCV."""
+def csi_pipeline(sensor: int, options: CaptureOptions) -> str:
+    """Jetson CSI camera via nvarguscamerasrc, converted from NVMM NV12 to BGR for OpenCV (flipped in nvvidconv)."""
     width, height, rate = options.width or 1280, options.height or 720, options.rate or 30
     return (
         f"nvarguscamerasrc sensor-id={sensor} ! "
         f"video/x-raw(memory:NVMM),width={width},height={height},framerate={_fraction(rate)},format=NV12 ! "
-        f"nvvidconv flip-method={flip_method} ! video/x-raw,format=BGRx ! "
+        f"nvvidconv flip-method={NVVIDCONV_FLIP[options.flip]} ! video/x-raw,format=BGRx ! "
         f"videoconvert ! video/x-raw,format=BGR ! {_APPSINK}"
     )
 
@@ -159,9 +242,9 @@ def v4l2_pipeline(device: str, options: CaptureOptions) -> str:
         caps.append(f"framerate={_fraction(options.rate)}")
     caps_text = "," + ",".join(caps) if caps else ""
     if options.codec == "mjpeg":
-        source = f"v4l2src device={device} ! image/jpeg{caps_text} ! jpegdec"
+        source = f"v4l2src device={gst_quote(device)} ! image/jpeg{caps_text} ! jpegdec"
     else:
-        source = f"v4l2src device={device} ! video/x-raw{caps_text}"
+        source = f"v4l2src device={gst_quote(device)} ! video/x-raw{caps_text}"
     return f"{source} ! videoconvert ! video/x-raw,format=BGR ! {_APPSINK}"
 
 
@@ -183,42 +266,18 @@ def rtsp_pipeline(url: str, options: CaptureOptions, jetson: bool, codec: str | 
     else:
         decode = f"avdec_{codec} ! videoconvert"
     return (
-        f"rtspsrc location={url} latency={options.latency_ms} ! "
+        f"{rtspsrc(url)} latency={options.latency_ms} ! "
         f"rtp{codec}depay ! {codec}parse ! {decode} ! video/x-raw,format=BGR ! {_APPSINK}"
     )
 
 
-def h264_encoder(jetson: bool, model: str = "", nvenc_device: bool = True) -> str:
-    """`nvv4l2h264enc` on a Jetson with NVENC, else `x264enc`.
-
-    Jetson Orin Nano has no hardware video encoder (NVENC), so there, and wherever the
-    encoder device node is missing, H.264 is encoded in software, as jetson-utils does.
-    """
-    if jetson and nvenc_device and "orin nano" not in model.lower():
-        return "nvv4l2h264enc"
-    return "x264enc"
-
-
-def detect_h264_encoder() -> str:
-    """`h264_encoder` for this machine (device-tree model, /dev/v4l2-nvenc)."""
-    jetson = is_jetson()
-    try:
-        model = Path("/proc/device-tree/model").read_text(errors="ignore").strip("\x00")
-    except OSError:
-        model = ""
-    return h264_encoder(jetson, model, Path("/dev/v4l2-nvenc").exists())
-
-
-def rtsp_output_pipeline(url: str, bitrate: int, encoder: str) -> str:
-    """Encode BGR frames to H.264 with `encoder` and push them to an RTSP server (e.g. mediamtx) at `url`."""
-    if encoder == "nvv4l2h264enc":
-        encode = (
-            "videoconvert ! video/x-raw,format=BGRx ! nvvidconv ! video/x-raw(memory:NVMM),format=NV12 ! "
-            f"nvv4l2h264enc bitrate={bitrate} insert-sps-pps=1 idrinterval=30"
-        )
-    else:
-        encode = f"videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast bitrate={bitrate // 1000} key-int-max=30"
-    return f"appsrc ! {encode} ! h264parse ! rtspclientsink location={url}"
+def rtspsrc(url: str) -> str:
+    """`rtspsrc` for `url`, the credentials as quoted properties rather than inside the location."""
+    parsed = parse_rtsp_url(url)
+    element = f"rtspsrc location={gst_quote(parsed.location)}"
+    if parsed.user is not None:
+        element += f" user-id={gst_quote(parsed.user)} user-pw={gst_quote(parsed.password or '')}"
+    return element
 
 
 def _fraction(rate: float) -> str:

@@ -8,35 +8,66 @@ import time
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
-from adapt.models import build_segmenter, upsample_logits
 from common.manifest import InputSpec, Manifest, OutputSpec, manifest_for, write_manifest
+
+# torch is imported only where a test exports with it: the GStreamer tests run in a venv without it.
 
 MODEL_SIZE = (64, 128)        # (H, W) of the test network
 CLIP_SIZE = (72, 128)         # (H, W) of the test clip: not the model size, so resizing is exercised
 CLIP_FRAMES = 30
 
 
-class MaskModel(torch.nn.Module):
-    """The exported contract: normalised RGB (B, 3, H, W) -> int32 class mask (B, H, W)."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        logits = upsample_logits(self.net(image), tuple(image.shape[-2:]))
-        return logits.argmax(1).to(torch.int32)
-
-
 def export_small_onnx(directory, size=MODEL_SIZE) -> str:
+    """The exported contract from a real (tiny) segmenter: normalised RGB (B, 3, H, W) -> int32 mask (B, H, W)."""
+    import torch
+
+    from adapt.models import build_segmenter, upsample_logits
+
+    class MaskModel(torch.nn.Module):
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            logits = upsample_logits(self.net(image), tuple(image.shape[-2:]))
+            return logits.argmax(1).to(torch.int32)
+
     torch.manual_seed(0)
     model = MaskModel(build_segmenter("small", len(CITYSCAPES_CLASSES)).eval())
     path = directory / "model.onnx"
     with torch.no_grad():
         torch.onnx.export(model, torch.randn(1, 3, *size), str(path), input_names=["image"], output_names=["mask"], dynamo=False, opset_version=17)
+    _write_test_manifest(path, size)
+    return str(path)
+
+
+def export_channel_argmax_onnx(directory, size=MODEL_SIZE) -> str:
+    """A torch-free model with the same contract: the mask is the strongest colour channel (0 R, 1 G, 2 B).
+
+    Built with onnx.helper, so the tests of a `[jetson]` install (no torch) still run a real ONNX.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    h, w = size
+    graph = helper.make_graph(
+        [helper.make_node("ArgMax", ["image"], ["index"], axis=1, keepdims=0),
+         helper.make_node("Cast", ["index"], ["mask"], to=TensorProto.INT32)],
+        "channel_argmax",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, h, w])],
+        [helper.make_tensor_value_info("mask", TensorProto.INT32, [1, h, w])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8          # readable by every onnxruntime the extras allow
+    path = directory / "model.onnx"
+    onnx.save(model, str(path))
+    _write_test_manifest(path, size)
+    return str(path)
+
+
+def _write_test_manifest(path, size) -> None:
     manifest = Manifest(
         classes=CITYSCAPES_CLASSES,
         palette=CITYSCAPES_PALETTE,
@@ -45,7 +76,6 @@ def export_small_onnx(directory, size=MODEL_SIZE) -> str:
         model_name="small",
     )
     write_manifest(manifest_for(path), manifest)
-    return str(path)
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +85,11 @@ def small_onnx(tmp_path_factory) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return export_small_onnx(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory) -> str:
+    return export_channel_argmax_onnx(tmp_path_factory.mktemp("tiny_model"))
 
 
 def street_frame(index: int, size=CLIP_SIZE) -> np.ndarray:

@@ -106,3 +106,71 @@ def test_a_gstreamer_less_opencv_is_named_with_the_fix(monkeypatch):
             problem()
     monkeypatch.setattr(cvbuild, "_build_information", lambda: "    GStreamer:                   YES (1.20.3)\n")
     assert cvbuild.has_gstreamer()
+
+
+class FakeWindows:
+    """cv2's window calls as a GUI backend answers them: `visible_open` is WND_PROP_VISIBLE of an open window."""
+
+    def __init__(self, visible_open):
+        self.visible_open, self.closed, self.shown = visible_open, False, 0
+
+    def imshow(self, name, image):
+        self.shown += 1
+
+    def waitKey(self, delay):  # noqa: N802  (OpenCV's name)
+        return -1
+
+    def getWindowProperty(self, name, prop):  # noqa: N802
+        if self.closed:
+            if self.visible_open == -1:          # GTK: the window is gone, every property is -1
+                return -1.0
+            return 0.0 if prop == sinks.cv2.WND_PROP_VISIBLE else 1.0   # Qt: closing hides it
+        return self.visible_open if prop == sinks.cv2.WND_PROP_VISIBLE else 0.0
+
+    def destroyWindow(self, name):  # noqa: N802
+        pass
+
+
+@pytest.mark.parametrize("backend, visible_open", [("gtk", -1.0), ("qt", 1.0)])
+def test_the_window_keeps_running_until_it_is_closed(backend, visible_open, monkeypatch):
+    # GTK builds (JetPack's, Ubuntu's) answer WND_PROP_VISIBLE with -1 for an open window.
+    windows = FakeWindows(visible_open)
+    for name in ("imshow", "waitKey", "getWindowProperty", "destroyWindow"):
+        monkeypatch.setattr(sinks.cv2, name, getattr(windows, name))
+    monkeypatch.setattr(sinks, "display_problem", lambda: None)
+    with sinks.DisplaySink() as sink:
+        assert all(sink.write(image(i)) for i in range(10)), f"a {backend} window stopped while open"
+        windows.closed = True
+        assert sink.write(image(0)) is False
+    assert windows.shown == 11
+
+
+def test_video_codec_defaults_to_h264_only_where_gstreamer_is(tmp_path):
+    assert VideoFileSink(tmp_path / "a.mp4", 10, gstreamer=True, hardware=False).codec == "h264"
+    assert VideoFileSink(tmp_path / "a.mp4", 10, gstreamer=False).codec == "mp4v"
+    with pytest.raises(UserError, match="--codec h264 needs OpenCV built with GStreamer"):
+        VideoFileSink(tmp_path / "a.mp4", 10, codec="h264", gstreamer=False)
+
+
+def test_rtsp_output_with_a_password_is_accepted_and_not_shown(monkeypatch):
+    monkeypatch.setattr(sinks.cvbuild, "has_gstreamer", lambda: True)
+    sink = open_sink(parse_output('rtsp://admin:s3cr et!"@mediamtx.local:8554/seg'), 30)
+    assert sink.name == "rtsp://mediamtx.local:8554/seg"
+    assert 'user-id="admin" user-pw="s3cr et!\\""' in sink._pipeline
+    with pytest.raises(UserError, match="cannot be streamed over RTSP"):
+        open_sink(parse_output("rtsp://mediamtx.local:8554/seg"), 30, codec="mp4v")
+
+
+def test_serving_rtsp_without_pygobject_says_what_to_install(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_gi(name, *args, **kwargs):
+        if name == "gi" or name.startswith("gi."):
+            raise ImportError("No module named 'gi'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_gi)
+    with pytest.raises(UserError, match=r"needs PyGObject and gst-rtsp-server: sudo apt-get install python3-gi gir1.2-gst-rtsp-server-1.0"):
+        open_sink(parse_output("rtsp://@:8554/out"), 30)

@@ -1,13 +1,14 @@
 import pytest
 
 from common.errors import UserError
+from runtime.encoders import encode_chain, encoder_element, file_pipeline, has_hardware_encoder, resolve_codec, rtsp_push_pipeline
 from runtime.uri import (
     CaptureOptions,
     csi_pipeline,
-    h264_encoder,
     parse_input,
     parse_output,
-    rtsp_output_pipeline,
+    parse_rtsp_url,
+    redact_url,
     rtsp_pipeline,
     rtsp_pipelines,
     v4l2_pipeline,
@@ -53,6 +54,10 @@ def test_bad_input_uri_is_a_user_error(uri):
         ("out_%05d.png", "images", "out_%05d.png"),
         ("frame.png", "images", "frame_%05d.png"),
         ("rtsp://127.0.0.1:8554/seg", "rtsp", "rtsp://127.0.0.1:8554/seg"),
+        ("rtsp://user:pass@mediamtx.local:8554/seg", "rtsp", "rtsp://user:pass@mediamtx.local:8554/seg"),
+        ("rtsp://@:8554/out", "rtsp-server", "rtsp://@:8554/out"),
+        ("rtsp://@127.0.0.1:8555/out", "rtsp-server", "rtsp://@127.0.0.1:8555/out"),
+        ("rtsp://0.0.0.0:8554/out", "rtsp-server", "rtsp://0.0.0.0:8554/out"),
         ("null://", "null", ""),
     ],
 )
@@ -61,7 +66,7 @@ def test_parse_output(uri, kind, location):
     assert (parsed.kind, parsed.location) == (kind, location)
 
 
-@pytest.mark.parametrize("uri", ["out.xyz", "out_%05d", "smb://x"])
+@pytest.mark.parametrize("uri", ["out.xyz", "out_%05d", "smb://x", "rtsp://u:p@:8554/out", "rtsp://host:port/x"])
 def test_bad_output_uri_is_a_user_error(uri):
     with pytest.raises(UserError):
         parse_output(uri)
@@ -78,10 +83,10 @@ def test_csi_pipeline_string():
 
 def test_v4l2_pipeline_strings():
     assert v4l2_pipeline("/dev/video0", CaptureOptions(width=640, height=480, rate=30)) == (
-        "v4l2src device=/dev/video0 ! video/x-raw,width=640,height=480,framerate=30/1 ! "
+        "v4l2src device=\"/dev/video0\" ! video/x-raw,width=640,height=480,framerate=30/1 ! "
         "videoconvert ! video/x-raw,format=BGR ! appsink drop=1 max-buffers=1 sync=false"
     )
-    assert v4l2_pipeline("/dev/video0", CaptureOptions(codec="mjpeg")).startswith("v4l2src device=/dev/video0 ! image/jpeg ! jpegdec ! ")
+    assert v4l2_pipeline("/dev/video0", CaptureOptions(codec="mjpeg")).startswith('v4l2src device="/dev/video0" ! image/jpeg ! jpegdec ! ')
 
 
 def test_rtsp_pipeline_picks_the_decoder_by_platform():
@@ -89,16 +94,62 @@ def test_rtsp_pipeline_picks_the_decoder_by_platform():
     desktop = rtsp_pipeline("rtsp://cam/s", options, jetson=False)
     jetson = rtsp_pipeline("rtsp://cam/s", options, jetson=True)
     assert desktop == (
-        "rtspsrc location=rtsp://cam/s latency=100 ! rtph264depay ! h264parse ! avdec_h264 ! videoconvert ! "
+        'rtspsrc location="rtsp://cam:554/s" latency=100 ! rtph264depay ! h264parse ! avdec_h264 ! videoconvert ! '
         "video/x-raw,format=BGR ! appsink drop=1 max-buffers=1 sync=false"
     )
     assert "nvv4l2decoder ! nvvidconv" in jetson and "avdec" not in jetson
     assert "rtph265depay ! h265parse ! avdec_h265" in rtsp_pipeline("rtsp://cam/s", CaptureOptions(codec="h265"), jetson=False)
 
 
-def test_rtsp_output_pipeline():
-    assert "x264enc" in rtsp_output_pipeline("rtsp://h:8554/seg", 4_000_000, "x264enc")
-    assert "nvv4l2h264enc bitrate=4000000" in rtsp_output_pipeline("rtsp://h:8554/seg", 4_000_000, "nvv4l2h264enc")
+@pytest.mark.parametrize(("url", "host", "port", "path", "user", "password", "serve"), [
+    ("rtsp://cam.local/stream", "cam.local", 554, "/stream", None, None, False),
+    ("rtsp://admin:secret@10.0.0.5:8554/live?ch=1", "10.0.0.5", 8554, "/live?ch=1", "admin", "secret", False),
+    ('rtsp://admin:pa ss!"q\\@cam/s', "cam", 554, "/s", "admin", 'pa ss!"q\\', False),
+    ("rtsp://admin:p%40ss@cam/s", "cam", 554, "/s", "admin", "p@ss", False),
+    ("rtsp://admin:a/b@cam/s", "cam", 554, "/s", "admin", "a/b", False),
+    ("rtsp://@:8555/out", "0.0.0.0", 8555, "/out", None, None, True),
+    ("rtsp://@127.0.0.1/out", "127.0.0.1", 8554, "/out", None, None, True),
+    ("rtsp://[::1]:8554/x", "::1", 8554, "/x", None, None, False),
+])
+def test_rtsp_urls_split_credentials_from_the_location(url, host, port, path, user, password, serve):
+    parsed = parse_rtsp_url(url)
+    assert (parsed.host, parsed.port, parsed.path, parsed.user, parsed.password, parsed.serve) == (host, port, path, user, password, serve)
+    assert "@" not in parsed.location or not user
+
+
+def test_passwords_stay_out_of_messages_and_pipeline_locations():
+    url = 'rtsp://admin:s3cr et!"@cam.local:554/s'
+    assert redact_url(url) == "rtsp://admin:***@cam.local:554/s"
+    pipeline = rtsp_pipeline(url, CaptureOptions(), jetson=False)
+    assert pipeline.startswith('rtspsrc location="rtsp://cam.local:554/s" user-id="admin" user-pw="s3cr et!\\"" latency=200 ! ')
+    assert parse_rtsp_url(url).url_with_credentials() == "rtsp://admin:s3cr%20et%21%22@cam.local:554/s"
+    push = rtsp_push_pipeline("rtsp://srv:8554/seg", "u", "p w", "h264", False, 4_000_000)
+    assert push.endswith('rtspclientsink location="rtsp://srv:8554/seg" user-id="u" user-pw="p w"')
+
+
+def test_software_encoders_are_pinned_to_4_2_0():
+    # Without the caps, videoconvert offers x264enc Y444 from BGR: High 4:4:4 that few players decode.
+    for codec in ("h264", "h265"):
+        chain = encode_chain(codec, hardware=False, bitrate=4_000_000)
+        assert f"videoconvert ! video/x-raw,format=I420 ! {encoder_element(codec, False)} " in chain
+    assert "nvv4l2h264enc bitrate=4000000" in encode_chain("h264", hardware=True, bitrate=4_000_000)
+    assert file_pipeline("/v/a b.mp4", "h264", False, 2_000_000) == (
+        "appsrc ! videoconvert ! video/x-raw,format=I420 ! x264enc bitrate=2000 tune=zerolatency speed-preset=ultrafast "
+        'key-int-max=30 ! h264parse ! mp4mux ! filesink location="/v/a b.mp4"')
+    assert "! h265parse ! matroskamux !" in file_pipeline("a.mkv", "h265", False, 4_000_000)
+
+
+def test_codec_defaults_to_h264_with_gstreamer_and_mp4v_without():
+    assert resolve_codec(None, gstreamer=True) == "h264"
+    assert resolve_codec(None, gstreamer=False) == "mp4v"
+    assert resolve_codec("mp4v", gstreamer=True) == "mp4v"
+    with pytest.raises(UserError, match="--codec h265 needs OpenCV built with GStreamer.*--codec mp4v"):
+        resolve_codec("h265", gstreamer=False)
+
+
+@pytest.mark.parametrize(("flip", "method"), [("none", 0), ("rotate-180", 2), ("horizontal", 4), ("vertical", 6)])
+def test_csi_flip_is_done_by_nvvidconv(flip, method):
+    assert f"nvvidconv flip-method={method} !" in csi_pipeline(0, CaptureOptions(flip=flip))
 
 
 @pytest.mark.parametrize(("jetson", "model", "nvenc", "encoder"), [
@@ -110,7 +161,7 @@ def test_rtsp_output_pipeline():
     (False, "", False, "x264enc"),
 ])
 def test_h264_encoder_falls_back_to_software_without_nvenc(jetson, model, nvenc, encoder):
-    assert h264_encoder(jetson, model, nvenc) == encoder
+    assert encoder_element("h264", has_hardware_encoder(jetson, model, nvenc)) == encoder
 
 
 def test_rtsp_input_tries_h264_then_h265():
