@@ -4,16 +4,29 @@ Class c is drawn with probability softmax((1 - f_c) / T) over the classes presen
 source, f_c its share of labelled source pixels; then an image containing c is drawn
 uniformly. A small temperature T favours rare classes strongly, so that a class in 2 % of the
 images is seen in many batches, not a few, and self-training does not forget it.
+
+The statistics take one pass over every source label (24,966 for GTA5), so they are cached
+beside the labels, as DAFormer's `sample_class_stats.json`, under a key made of the label
+files' names, sizes and modification times: a changed label, or another class count, is a
+new key. Where the label directory is read-only they are computed at each start.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from adapt.classes import IGNORE_INDEX
+from common.atomic import atomic_write_text
+from common.errors import UserError
+
+CACHE_PREFIX = ".uda-adapt-class-stats-"
 
 
 @dataclass
@@ -22,8 +35,35 @@ class ClassStatistics:
     images_with: list[list[int]]     # per class, the indices of the images that contain it
 
 
+def statistics_cache(dataset, num_classes: int, min_pixels: int) -> Path | None:
+    """Where `dataset`'s statistics are cached (beside its first label), or None for a dataset
+    without label files."""
+    paths = [dataset.label_path(i) for i in range(len(dataset))] if hasattr(dataset, "label_path") else [None]
+    if not paths or any(p is None for p in paths):
+        return None
+    digest = hashlib.sha256(f"{type(dataset).__name__} {num_classes} {min_pixels}".encode())
+    for path in paths:
+        stat = Path(path).stat()
+        digest.update(f"\n{path} {stat.st_size} {stat.st_mtime_ns}".encode())
+    return Path(paths[0]).parent / f"{CACHE_PREFIX}{digest.hexdigest()[:16]}.json"
+
+
 def class_statistics(dataset, num_classes: int, min_pixels: int = 1) -> ClassStatistics:
-    """Read every label of `dataset` (`load(i)` -> (image, label)) once."""
+    """Every label of `dataset` (`load_label(i)` -> train ids) read once, or the cached result."""
+    cache = statistics_cache(dataset, num_classes, min_pixels)
+    if cache is not None and cache.is_file():
+        saved = json.loads(cache.read_text())
+        return ClassStatistics(np.asarray(saved["frequency"], dtype=np.float64), saved["images_with"])
+    stats = _read_class_statistics(dataset, num_classes, min_pixels)
+    if cache is not None and os.access(cache.parent, os.W_OK):
+        try:
+            atomic_write_text(cache, json.dumps({"frequency": stats.frequency.tolist(), "images_with": stats.images_with}))
+        except UserError:
+            pass   # a full disk: the cache is only a saving, and the statistics are already here
+    return stats
+
+
+def _read_class_statistics(dataset, num_classes: int, min_pixels: int) -> ClassStatistics:
     pixels = np.zeros(num_classes, np.int64)
     images_with: list[list[int]] = [[] for _ in range(num_classes)]
     for index in range(len(dataset)):

@@ -1,13 +1,14 @@
 """Data-parallel training on torch.distributed: who this process is, and the few collectives stages use.
 
-`uda-adapt train` started by torchrun (which sets RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous
-address) joins a process group: NCCL on CUDA, one GPU per process (`cuda:LOCAL_RANK`); gloo on CPU.
-Started any other way it is a single process, and every helper here is a no-op.
+`uda-adapt train` started by torchrun or srun (adapt/train/launch.py reads which) joins a process
+group: NCCL on CUDA, one GPU per process (`cuda:LOCAL_RANK`); gloo on CPU. Started any other way
+it is a single process, and every helper here is a no-op.
 
 The division of labour:
-- `data.batch_size` is the *global* batch: each of N processes takes its N-th of every batch
-  the single-process run would take (same images, same augmentation), so a config means the
-  same training on 1 GPU or 8, and a run can resume on a different number of processes;
+- `data.batch_size` is the *global* batch of one optimizer step; with `data.accumulate` = k it
+  is taken in k micro-steps, and each of N processes takes its N-th of every micro-batch the
+  single-process run would take (same images, same augmentation), so a config means the same
+  training on 1 GPU or 8, and a run can resume on a different number of processes;
 - the student is wrapped in DistributedDataParallel (gradients averaged across processes);
   the EMA teacher and the frozen correlation module are plain modules, identical everywhere;
 - rank 0 alone writes checkpoints, logs and overlays; every rank reads them on resume, so the
@@ -18,10 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import inspect
 import os
 import secrets
-import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,8 @@ import torch.distributed as dist
 from torch import nn
 
 from common.errors import UserError
+from adapt.train.launch import Launch, detect_launch
+from adapt.train.preemption import Preempted, handle_signals
 
 
 @dataclass(frozen=True)
@@ -53,49 +56,61 @@ class Distributed:
         per_rank = global_batch // self.world_size
         return slice(self.rank * per_rank, (self.rank + 1) * per_rank)
 
-    def local_batch_size(self, global_batch: int) -> int:
-        if global_batch % self.world_size:
-            raise UserError(f"data.batch_size={global_batch} is the global batch and must be divisible by the "
-                            f"{self.world_size} training processes; use e.g. --set data.batch_size="
-                            f"{max(1, global_batch // self.world_size) * self.world_size}")
-        return global_batch // self.world_size
+    def local_batch_size(self, global_batch: int, accumulate: int = 1) -> int:
+        """Images this rank takes per forward: the global batch over processes x micro-steps."""
+        if accumulate < 1:
+            raise UserError(f"data.accumulate={accumulate} must be 1 or more (the micro-steps of one optimizer step)")
+        parts = self.world_size * accumulate
+        if global_batch % parts:
+            per_step = f"{self.world_size} training processes" + (f" x data.accumulate={accumulate}" if accumulate > 1 else "")
+            fix = (f"e.g. --set data.batch_size={max(1, global_batch // parts) * parts}" if global_batch >= parts else
+                   f"fewer processes, or --set data.batch_size={parts}: each process needs at least one image per micro-step")
+            raise UserError(f"data.batch_size={global_batch} is the global batch and must be divisible by the {per_step}; "
+                            f"use {fix}")
+        return global_batch // parts
 
 
 SINGLE_PROCESS = Distributed()
 
 
-def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+def gpu_index(launch: Launch, visible: int) -> int:
+    """The GPU of a process with `visible` GPUs in view: cuda:LOCAL_RANK, or cuda:0 where srun bound
+    one GPU to each task (`--gpus-per-task=1` / `--gpu-bind`: each task sees one)."""
+    if launch.launcher == "slurm" and visible == 1:
+        return 0
+    if launch.local_rank >= visible:
+        raise UserError(f"local rank {launch.local_rank} has no GPU: this node has {visible}; "
+                        "start at most that many processes per node (--nproc_per_node, or srun --ntasks-per-node)")
+    return launch.local_rank
 
 
-def start(device_name: str, timeout_minutes: float) -> tuple[Distributed, torch.device | None]:
-    """Join the process group torchrun describes; (SINGLE_PROCESS, None) when not launched by it.
+def start(device_name: str, timeout_minutes: float, launch: Launch | None = None) -> tuple[Distributed, torch.device | None]:
+    """Join the process group torchrun or srun describes; (SINGLE_PROCESS, None) for a single process.
 
     Returns the process's device for a CUDA job (`cuda:LOCAL_RANK`), None for a CPU job (the
     caller resolves `device` as usual, which must then be the CPU).
     """
-    if not launched_by_torchrun():
+    launch = launch or detect_launch(os.environ)
+    if launch.world_size <= 1:
         return SINGLE_PROCESS, None
-    info = Distributed(rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]),
-                       local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    info = Distributed(rank=launch.rank, world_size=launch.world_size, local_rank=launch.local_rank)
     use_cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
     if device_name.startswith("cuda:"):
-        raise UserError(f"device={device_name} names one GPU, but under torchrun each process uses cuda:LOCAL_RANK; "
+        raise UserError(f"device={device_name} names one GPU, but under {launch.launcher} each process uses cuda:LOCAL_RANK; "
                         "use --set device=cuda (or auto)")
     if device_name == "cuda" and not use_cuda:
         raise UserError("device=cuda was requested but no CUDA GPU is available; use --set device=cpu")
     device = None
     if use_cuda:
-        if info.local_rank >= torch.cuda.device_count():
-            raise UserError(f"local rank {info.local_rank} has no GPU: this node has {torch.cuda.device_count()}; "
-                            "start at most that many processes per node (--nproc_per_node)")
-        device = torch.device("cuda", info.local_rank)
+        device = torch.device("cuda", gpu_index(launch, torch.cuda.device_count()))
         torch.cuda.set_device(device)
     timeout = datetime.timedelta(minutes=timeout_minutes)
+    where = {} if launch.init_method is None else {"init_method": launch.init_method, "rank": launch.rank,
+                                                     "world_size": launch.world_size}
     if use_cuda:
-        dist.init_process_group("nccl", timeout=timeout, device_id=device)
+        dist.init_process_group("nccl", timeout=timeout, device_id=device, **where)
     else:
-        dist.init_process_group("gloo", timeout=timeout)
+        dist.init_process_group("gloo", timeout=timeout, **where)
     return info, device
 
 
@@ -104,47 +119,67 @@ def stop() -> None:
         dist.destroy_process_group()
 
 
-# What gloo and NCCL say when the process at the other end of a collective is gone.
-_LOST_PEER = ("connection closed by peer", "connection reset by peer", "broken pipe", "timed out", "timeout",
-              "nccl communicator was aborted", "socket", "remote worker")
+# What gloo and NCCL say when the process at the other end of a collective is gone or hung.
+# Specific phrases only: "timeout" or "socket" alone also appear in DataLoader and file errors.
+_LOST_PEER = ("connection closed by peer", "connection reset by peer", "broken pipe",
+              "nccl communicator was aborted", "remote process exited", "watchdog caught collective operation timeout",
+              "timed out waiting", "gloo/transport")
 
 
 def is_lost_peer(error: BaseException) -> bool:
     """Whether `error` is a collective failing because another rank died or hung (not a bug here)."""
+    if isinstance(error, (dist.DistNetworkError, dist.DistStoreError)):
+        return True
     text = str(error).lower()
-    return isinstance(error, dist.DistError) or (isinstance(error, RuntimeError) and any(s in text for s in _LOST_PEER))
-
-
-class StoppedByLauncher(Exception):
-    """torchrun sent SIGTERM: it ends every process of the job when one of them fails."""
-
-
-def _stopped(signum, frame) -> None:
-    raise StoppedByLauncher
+    return isinstance(error, RuntimeError) and any(s in text for s in _LOST_PEER)
 
 
 @contextlib.contextmanager
 def session(device_name: str, timeout_minutes: float, run_dir: Path | str = "RUN_DIR") -> Iterator[tuple[Distributed, torch.device | None]]:
-    """`start` ... `stop`, also when training raises. When another rank dies, this one ends with
-    one line saying so, whether its collective fails first or torchrun stops it first."""
+    """`start` ... `stop`, also when training raises, with SIGTERM/SIGUSR1 handled (adapt/train/preemption.py).
+
+    When another rank dies, this one ends with one line saying so, whether its collective fails
+    first or torchrun stops it first; a preempted run ends with one line saying to rerun it.
+    """
     info, device = start(device_name, timeout_minutes)
-    previous = signal.signal(signal.SIGTERM, _stopped) if info.enabled else None
     resume = f"checkpoints are written whole, so rerun the same command to resume from the last one in {run_dir}"
+    who = f"rank {info.rank} of {info.world_size} " if info.enabled else ""
     try:
-        yield info, device
-    except StoppedByLauncher:
-        raise UserError(f"rank {info.rank} of {info.world_size} was stopped by torchrun because another training process "
-                        f"failed (its error, and torchrun's 'Root Cause', say which); {resume}") from None
+        with handle_signals():
+            yield info, device
+    except Preempted as exc:
+        raise Preempted(f"{who}{exc}; {resume}") from None
     except RuntimeError as exc:
         if not (info.enabled and is_lost_peer(exc)):
             raise
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise UserError(f"rank {info.rank} of {info.world_size} lost contact with another training process ({first}); "
+        raise UserError(f"{who}lost contact with another training process ({first}); "
                         f"that process's own error is above; {resume}") from exc
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
         stop()
+
+
+def decided_by_main(info: Distributed, decide: Callable[[], object]):
+    """`decide()` run on rank 0 and its result given to every rank.
+
+    What to run next (a stage done or not, the round, the step to resume from) must be one
+    decision: on NFS a rank can still see a stale file after a barrier, skip a stage the others
+    run, and leave them waiting until the timeout. The result is pickled (a checkpoint is
+    sent whole, once per stage). A UserError on rank 0 is raised on every rank.
+    """
+    if not info.enabled:
+        return decide()
+    box: list = [None]
+    if info.is_main:
+        try:
+            box[0] = (decide(), None)
+        except UserError as exc:
+            box[0] = (None, str(exc))
+    dist.broadcast_object_list(box, src=0)
+    result, error = box[0]
+    if error is not None:
+        raise UserError(error)
+    return result
 
 
 def barrier(info: Distributed) -> None:
@@ -182,14 +217,17 @@ def all_reduce_sum(tensor: torch.Tensor, info: Distributed) -> torch.Tensor:
     return tensor
 
 
-def mean_over_ranks(values: dict[str, float], info: Distributed, device: torch.device) -> dict[str, float]:
-    """The mean of each logged value over ranks: what the single-process run would log."""
-    if not info.enabled or not values:
-        return values
+def mean_over_ranks(values: dict[str, float], info: Distributed, device: torch.device,
+                    flag: bool = False) -> tuple[dict[str, float], bool]:
+    """The mean of each logged value over ranks (what the single-process run would log), and
+    whether `flag` is set on any rank, in one all-reduce."""
+    if not info.enabled:
+        return values, flag
     keys = sorted(values)
-    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    tensor = torch.tensor([values[k] for k in keys] + [float(flag)], dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
-    return {k: v / info.world_size for k, v in zip(keys, tensor.tolist())}
+    *means, flags = tensor.tolist()
+    return {k: v / info.world_size for k, v in zip(keys, means)}, flags > 0
 
 
 def gather_batch(tensor: torch.Tensor, info: Distributed) -> torch.Tensor:
@@ -248,6 +286,16 @@ def average_batchnorm_statistics(layers: Sequence[nn.modules.batchnorm._BatchNor
             layer.num_batches_tracked.fill_(int(total))
 
 
+def no_buffer_sync_in_forward(ddp_class: type) -> dict[str, bool]:
+    """DDP's keyword for "do not broadcast buffers at each forward", in the installed torch's spelling:
+    `forward_sync_buffers=False` (torch 2.13+, where `broadcast_buffers` is deprecated), else
+    `broadcast_buffers=False` (which also skips the initial buffer broadcast: `wrap_for_training`
+    broadcasts them itself)."""
+    if "forward_sync_buffers" in inspect.signature(ddp_class).parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
+
+
 def wrap_for_training(model: nn.Module, info: Distributed, device: torch.device, sync_batchnorm: bool) -> nn.Module:
     """The module the training step calls: DDP around `model` when distributed, `model` itself otherwise.
 
@@ -258,10 +306,21 @@ def wrap_for_training(model: nn.Module, info: Distributed, device: torch.device,
         return model
     if sync_batchnorm and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    # forward_sync_buffers=False: a step may call the student twice (source, then mixed) before
-    # one backward; buffers are synchronised where they matter (`broadcast_buffers` above).
-    return nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
+    broadcast_buffers(model, info)
+    # No buffer broadcast at each forward: a step may call the student twice (source, then mixed)
+    # before one backward; buffers are synchronised where they matter (`broadcast_buffers` above).
+    ddp = nn.parallel.DistributedDataParallel
+    return ddp(model, device_ids=[device.index] if device.type == "cuda" else None, **no_buffer_sync_in_forward(ddp))
+
+
+def gradient_sync(network: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+    """DDP's `no_sync()` when `sync` is False (a micro-step whose gradients are only accumulated):
+    the all-reduce then happens once, in the last micro-step's backward. Covers forward and
+    backward, as DDP requires; a no-op for a plain or compiled-plain module."""
+    if sync:
+        return contextlib.nullcontext()
+    no_sync = getattr(network, "no_sync", None)     # a compiled DDP module forwards the attribute
+    return no_sync() if no_sync is not None else contextlib.nullcontext()
 
 
 def revert_sync_batchnorm(model: nn.Module) -> nn.Module:

@@ -1,4 +1,5 @@
-"""The iteration loop every stage shares: progress bar, logging, NaN guard, resume points."""
+"""The iteration loop every stage shares: progress bar, logging, NaN guard, resume points, a clean
+stop on SIGTERM/SIGUSR1; and the optimizer step every stage shares, with gradient accumulation."""
 
 from __future__ import annotations
 
@@ -8,11 +9,64 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from common.errors import UserError
-from adapt.train.distributed import SINGLE_PROCESS, Distributed, mean_over_ranks
+from adapt.train.batches import LoadingClock
+from adapt.train.distributed import SINGLE_PROCESS, Distributed, broadcast_buffers, gradient_sync, mean_over_ranks
 from adapt.train.logbook import Logbook
+from adapt.train.preemption import STOP, Preempted
+
+# What one micro-step returns: the loss to backpropagate, and the values to log (scalars).
+MicroLoss = Callable[[], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+def optimizer_step(micro_loss: MicroLoss, *, network: nn.Module, optimizer: torch.optim.Optimizer,
+                   scaler: torch.amp.GradScaler | None = None, micro_steps: int = 1) -> dict[str, float]:
+    """One optimizer step over `micro_steps` calls of `micro_loss` (gradient accumulation).
+
+    Each micro-step's loss is divided by `micro_steps`, so the gradient is the mean over the
+    micro-batches, as DDP's is the mean over ranks: k micro-steps on one process equal k processes
+    of one micro-step each. Under DDP every micro-step but the last runs in `no_sync` (the
+    gradients are averaged across ranks once). Returns the logged values averaged over micro-steps.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    logged: dict[str, torch.Tensor] = {}
+    for micro in range(micro_steps):
+        with gradient_sync(network, sync=micro == micro_steps - 1):
+            loss, values = micro_loss()
+            scaled = loss / micro_steps
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        for key, value in values.items():
+            logged[key] = logged.get(key, 0.0) + value.detach().float() / micro_steps
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    # One host-device sync for every logged value, once per optimizer step.
+    numbers = torch.stack(list(logged.values())).tolist() if logged else []
+    return dict(zip(logged, numbers))
+
+
+def evaluation_every(ctx, model: nn.Module, stage_dir: Path, log: Logbook, tag: str, step_offset: int = 0) -> Callable[[int], None] | None:
+    """The loop's periodic evaluation (`logging.eval_interval`): `model` scored on target val as
+    `eval_<tag>_iter<N>.json` and in the log, its train/eval modes restored after. Diagnostic:
+    the stage's reported model stays the one its `last.pt` holds at the end. None when off."""
+    if not ctx.cfg.logging.eval_interval:
+        return None
+    from adapt.train.reporting import evaluate_stage, network_fn     # reporting imports the stage plumbing
+
+    def evaluate(done: int) -> None:
+        modes = [(module, module.training) for module in model.modules()]
+        broadcast_buffers(model, ctx.dist)       # CPU ranks keep their own BatchNorm statistics while training
+        model.eval()
+        with torch.no_grad():
+            evaluate_stage(ctx, network_fn(model), stage_dir, f"{tag}_iter{done}", step_offset + done, log)
+        for module, training in modes:
+            module.train(training)
+    return evaluate
 
 
 def run_iterations(
@@ -30,23 +84,35 @@ def run_iterations(
     images_per_step: int = 0,
     dist: Distributed = SINGLE_PROCESS,
     device: torch.device = torch.device("cpu"),
+    data_clock: LoadingClock | None = None,
+    evaluate: Callable[[int], None] | None = None,
+    evaluate_every: int = 0,
 ) -> None:
     """Run `step_fn(i)` for i in [start, total); `save_fn(i + 1)` writes a resume point.
 
     A non-finite loss stops training before anything is saved, so the last checkpoint on
-    disk is always a good one. With `images_per_step`, each log record also carries the
-    training throughput since the previous record (`images_per_second`, wall clock).
+    disk is always a good one. Each log record also carries the time per iteration
+    (`step_seconds`), the part of it spent waiting for batches (`data_seconds`, from the streams
+    sharing `data_clock`), with `images_per_step` the throughput of the job and of each process
+    (`images_per_second`, `images_per_second_per_gpu`), and on CUDA the peak memory allocated
+    since the previous record (`peak_memory_mib`); timings are rank 0's.
 
     Distributed, the losses of each step are averaged over ranks before anything else, so every
-    rank logs, checks for non-finite values and stops on the same numbers.
+    rank logs, checks for non-finite values and stops on the same numbers. A SIGTERM or SIGUSR1
+    travels with that average: every rank stops after the same iteration, rank 0 saves it, and
+    `Preempted` says to rerun the same command.
     """
     running: dict[str, float] = {}
     count = 0
-    since = time.perf_counter()
+    clock = data_clock or LoadingClock()
+    since, waited = time.perf_counter(), clock.seconds
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
     with tqdm(total=total, initial=start, desc=description, unit="it", dynamic_ncols=True,
-              disable=None if dist.is_main else True) as bar:
+              disable=None if dist.is_main else True) as bar, STOP.at_iteration_boundaries():
         for i in range(start, total):
-            losses = mean_over_ranks(step_fn(i), dist, device)
+            losses, stop = mean_over_ranks(step_fn(i), dist, device, flag=STOP.requested)
             bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
             if bad:
                 name, value = next(iter(bad.items()))
@@ -57,14 +123,27 @@ def run_iterations(
             count += 1
             bar.update(1)
             done = i + 1
-            if done % log_every == 0 or done == total:
+            if done % log_every == 0 or done == total or stop:
                 means = {k: v / count for k, v in running.items()}
                 now = time.perf_counter()
+                means["step_seconds"] = (now - since) / count
+                means["data_seconds"] = (clock.seconds - waited) / count
                 if images_per_step:
                     means["images_per_second"] = images_per_step * count / max(now - since, 1e-9)
-                since = now
+                    means["images_per_second_per_gpu"] = means["images_per_second"] / dist.world_size
+                if cuda:
+                    means["peak_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+                    torch.cuda.reset_peak_memory_stats(device)
                 log.write(step_offset + done, **means)
-                bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()})
+                bar.set_postfix({k: f"{v:.3f}" for k, v in means.items() if k in losses})
                 running, count = {}, 0
+                since, waited = time.perf_counter(), clock.seconds
+            if stop:
+                save_fn(done)
+                signal_name = STOP.signal_name or "a signal to another training process"
+                raise Preempted(f"{description} stopped by {signal_name} after iteration {done}, saved in {last_good}")
             if done % checkpoint_every == 0 and done != total:
                 save_fn(done)
+            if evaluate is not None and evaluate_every and done % evaluate_every == 0 and done != total:
+                evaluate(done)
+                since, waited = time.perf_counter(), clock.seconds    # evaluation is not training time

@@ -72,9 +72,11 @@ def write_pseudo_labels(
             for turn in range(min(ranks, n - first)):
                 if turn == dist.rank:
                     thresholds = update_thresholds(thresholds, probs, alpha=alpha, beta=cfg.beta, gamma=cfg.gamma)
-                    per_class = thresholds.thresholds
+                    per_class = thresholds.thresholds.clone()
                 if dist.enabled:
-                    shared = broadcast_tensor(thresholds.thresholds.to(device), dist, src=turn)
+                    # A copy: `.to(device)` of a CPU tensor on a CPU job is the tensor itself, and the
+                    # broadcast writes into it; the thresholds this rank labels with must not change.
+                    shared = broadcast_tensor(thresholds.thresholds.to(device, copy=True), dist, src=turn)
                     thresholds = ThresholdState(shared.cpu())
         if probs is None:
             continue

@@ -3,8 +3,9 @@
     source -> correlation -> self_train
 
 Re-running the same command on the same RUN_DIR skips finished stages and resumes an
-interrupted one from its last checkpoint. Started by torchrun, every stage trains data-parallel
-(adapt/train/distributed.py); a run can resume on another number of processes.
+interrupted one from its last checkpoint. Started by torchrun or srun, every stage trains
+data-parallel (adapt/train/distributed.py); a run can resume on another number of processes.
+Which stage runs next, and from what, is decided by rank 0 from its files and sent to the others.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, stage: str | None = None, init:
 
 def _train(cfg: TrainConfig, run_dir: str | Path, stage: str | None, init: str | Path | None,
            dist: distributed.Distributed, device) -> Path:
-    dist.local_batch_size(cfg.data.batch_size)   # a global batch the processes cannot split stops here
+    dist.local_batch_size(cfg.data.batch_size, cfg.data.accumulate)   # a global batch the processes cannot split stops here
     run = ensure_writable_dir(run_dir)
     distributed.check_shared_directory(dist, run, device)
     source = labelled_train_set(cfg.data.source, None)
@@ -58,15 +59,17 @@ def _train(cfg: TrainConfig, run_dir: str | Path, stage: str | None, init: str |
               f"{len(ctx.classes)} classes")
 
     stages = STAGES if stage is None else (stage,)
-    init_ckpt = load_checkpoint(init) if init else None
+    init_ckpt = distributed.decided_by_main(dist, lambda: load_checkpoint(init)) if init else None
     for name in stages:
-        distributed.barrier(dist)   # the previous stage's checkpoints are on disk for every rank
+        distributed.barrier(dist)   # the previous stage's checkpoints are on disk for rank 0
         if name == "source":
             train_source(ctx, init_ckpt if stage == "source" else None)
         elif name == "correlation":
-            fit_correlation(ctx, init_ckpt if stage == "correlation" and init_ckpt else _previous(run, "source", "correlation"))
+            start = init_ckpt if stage == "correlation" and init_ckpt else None
+            fit_correlation(ctx, start or distributed.decided_by_main(dist, lambda: _previous(run, "source", "correlation")))
         else:
-            self_train(ctx, init_ckpt if stage == "self_train" and init_ckpt else _self_train_start(run, cfg))
+            start = init_ckpt if stage == "self_train" and init_ckpt else None
+            self_train(ctx, start or distributed.decided_by_main(dist, lambda: _self_train_start(run, cfg)))
     final = last_checkpoint(run, stages[-1])
     distributed.barrier(dist)
     if dist.is_main:

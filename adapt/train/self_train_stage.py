@@ -30,11 +30,12 @@ from adapt.train.config import per_round
 from adapt.train.correlation_stage import load_correlation_module
 from adapt.train.datasets import labelled_train_set, train_transform, unlabelled_train_set
 from adapt.train.batchnorm import reestimate_batchnorm
-from adapt.train.distributed import revert_sync_batchnorm
-from adapt.train.environment import autocast, make_grad_scaler, restore_rng, rng_state, seed_everything, training_network
+from adapt.train.distributed import broadcast_buffers, decided_by_main, revert_sync_batchnorm
+from adapt.train.environment import (autocast, make_grad_scaler, restore_grad_scaler, restore_rng, rng_state, seed_everything,
+                                     training_layout, training_network)
 from adapt.train.mean_teacher_stage import ct_weight, mean_teacher
 from adapt.train.logbook import Logbook
-from adapt.train.loop import run_iterations
+from adapt.train.loop import evaluation_every, optimizer_step, run_iterations
 from adapt.train.optim import make_optimizer, set_lr, poly_lr
 from adapt.train.pseudo_round import pseudo_labels_ready, write_pseudo_labels
 from adapt.train.reporting import evaluate_stage, keep_best, network_fn
@@ -81,11 +82,12 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
         source_stream = ctx.batch_stream(source, cfg.seed + 3)
 
     first_round, start, best = 0, 0, float("-inf")
-    saved_optimizer, saved_stream, saved_teacher = None, None, None
+    saved_optimizer, saved_stream, saved_teacher, saved_scaler = None, None, None, None
     if resume:
         first_round, start = resume.extra["round"], resume.extra["round_step"]
         best = resume.extra.get("best_miou", best)
         saved_optimizer, saved_stream = resume.extra.get("optimizer"), resume.extra.get("stream")
+        saved_scaler = resume.extra.get("scaler")
         saved_teacher = resume.extra.get("round_teacher")
         restore_rng(resume.extra.get("rng"))
         if ctx.dist.is_main:
@@ -99,7 +101,7 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
             if st.target_bn and not mid_round:
                 # Before the round's pseudo labels: target statistics (a resumed round has them in its weights).
                 reestimate_batchnorm(model, target_plain, ctx.device, cfg.data.batch_size, dist=ctx.dist)
-            if not pseudo_labels_ready(round_dir):
+            if not decided_by_main(ctx.dist, lambda: pseudo_labels_ready(round_dir)):
                 thresholds = ThresholdState.initial(len(ctx.classes), st.pseudo.init_threshold)
                 stats, _ = write_pseudo_labels(model, target_plain, round_dir, thresholds, st.pseudo,
                                                per_round(st.pseudo.alpha, round_index), ctx.device, ctx.dist)
@@ -112,7 +114,7 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
             teacher = None
             if module is not None and st.ct_teacher in ("round", "teacher"):
                 # The network as the round's pseudo labels saw it; a mid-round resume restores that copy.
-                teacher = copy.deepcopy(model).eval().requires_grad_(False)
+                teacher = training_layout(copy.deepcopy(model), cfg, ctx.device).eval().requires_grad_(False)
                 if mid_round and saved_teacher is not None:
                     teacher.load_state_dict(saved_teacher)
             model.train()
@@ -124,29 +126,20 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
             scaler = make_grad_scaler(ctx.device, cfg.amp)
             if saved_optimizer is not None and mid_round:
                 optimizer.load_state_dict(saved_optimizer)
+                restore_grad_scaler(scaler, saved_scaler)
                 stream.state = StreamState(**saved_stream)
 
-            def step(i: int) -> dict[str, float]:
+            def micro_loss(i: int):
                 images, pseudo = stream.next()
                 images, pseudo = images.to(ctx.device, non_blocking=True), pseudo.to(ctx.device, non_blocking=True)
-                set_lr(optimizer, poly_lr(lr, i, st.iterations_per_round, st.optim.poly_power, st.optim.warmup))
                 losses: dict[str, torch.Tensor] = {}
                 with autocast(ctx.device, cfg.amp):
                     logits = network(images)
                     losses["pseudo_ce"] = segmentation_ce(logits, pseudo)
-                    if module is not None:
-                        teacher_logits = None
-                        if teacher is not None:
-                            with torch.no_grad():
-                                teacher_logits = teacher(images)
-                        size = tuple(logits.shape[-2:])
-                        # Pseudo labels mark padding and unlabelled pixels alike; the image tells them
-                        # apart: padding is exactly 0 after normalisation, which no pixel value
-                        # (x / 255 - mean) / std can be, since no ImageNet mean is a multiple of 1/255.
-                        valid = images.abs().sum(dim=1) > 0
-                        region = valid_mask_at(pseudo == IGNORE_INDEX, size) if st.ct_region == "unlabelled" else None
-                        losses["ct_kl"] = ct_weight(cfg, round_index * st.iterations_per_round + i) * correlation_transfer_loss(
-                            module, logits.float(), teacher_logits, valid=valid_mask_at(valid, size), mask=region)
+                    teacher_logits = None
+                    if module is not None and teacher is not None:
+                        with torch.no_grad():
+                            teacher_logits = teacher(images)
                     if st.entropy_weight > 0:
                         losses["entropy"] = st.entropy_weight * entropy_on_ignored(logits, pseudo)
                     if st.kl_uniform_weight > 0:
@@ -155,12 +148,24 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
                         src_images, src_labels = source_stream.next()
                         src_logits = network(src_images.to(ctx.device))
                         losses["source_ce"] = st.source_ce_weight * segmentation_ce(src_logits, src_labels.to(ctx.device))
+                if module is not None:
+                    # Outside autocast, as in the mean teacher: the module and the KL in fp32.
+                    size = tuple(logits.shape[-2:])
+                    # Pseudo labels mark padding and unlabelled pixels alike; the image tells them
+                    # apart: padding is exactly 0 after normalisation, which no pixel value
+                    # (x / 255 - mean) / std can be, since no ImageNet mean is a multiple of 1/255.
+                    valid = images.abs().sum(dim=1) > 0
+                    region = valid_mask_at(pseudo == IGNORE_INDEX, size) if st.ct_region == "unlabelled" else None
+                    losses["ct_kl"] = ct_weight(cfg, round_index * st.iterations_per_round + i) * correlation_transfer_loss(
+                        module, logits.float(), None if teacher_logits is None else teacher_logits.float(),
+                        valid=valid_mask_at(valid, size), mask=region)
                 loss = sum(losses.values())
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                return {"loss": loss.item(), **{k: v.item() for k, v in losses.items()}}
+                return loss, {"loss": loss, **losses}
+
+            def step(i: int) -> dict[str, float]:
+                set_lr(optimizer, poly_lr(lr, i, st.iterations_per_round, st.optim.poly_power, st.optim.warmup))
+                return optimizer_step(lambda: micro_loss(i), network=network, optimizer=optimizer, scaler=scaler,
+                                      micro_steps=stream.accumulate)
 
             def save(done: int, round_index: int = round_index, complete: bool = False) -> None:
                 write_stage_checkpoint(ctx, last_path, STAGE, model, round_index * st.iterations_per_round + done, {
@@ -170,6 +175,7 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
                     "round_step": done,
                     "method": "iast",
                     "rng": rng_state(),
+                    "scaler": scaler.state_dict(),
                     "round_teacher": None if teacher is None else {k: v.detach().cpu() for k, v in teacher.state_dict().items()},
                     "best_miou": best,
                     "complete": complete,
@@ -182,13 +188,16 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
                            description=f"{STAGE} {tag}/{st.rounds}", last_good=last_path,
                            step_offset=round_index * st.iterations_per_round,
                            images_per_step=stream.batch_size + (source_stream.batch_size if source_stream else 0),
-                           dist=ctx.dist, device=ctx.device)
+                           dist=ctx.dist, device=ctx.device, data_clock=ctx.data_clock,
+                           evaluate=evaluation_every(ctx, model, stage_dir, log, tag, round_index * st.iterations_per_round),
+                           evaluate_every=cfg.logging.eval_interval)
             revert_sync_batchnorm(model).eval()
+            broadcast_buffers(model, ctx.dist)   # CPU ranks normalise alone: evaluate what rank 0 saves
             done_steps = (round_index + 1) * st.iterations_per_round
             result = evaluate_stage(ctx, network_fn(model), stage_dir, tag, done_steps, log)
             best = keep_best(result, best, lambda: write_stage_checkpoint(
                 ctx, stage_dir / "best.pt", STAGE, model, done_steps, {"miou": result.miou, "round": round_index + 1, "complete": True}))
-            start, saved_optimizer = 0, None
+            start, saved_optimizer, saved_scaler = 0, None, None
             final = round_index + 1 == st.rounds
             # The round is over: the next resume starts the following round from scratch.
             write_stage_checkpoint(ctx, last_path, STAGE, model, done_steps, {

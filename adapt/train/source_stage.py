@@ -7,10 +7,11 @@ from adapt.losses import segmentation_ce
 from adapt.models import build_segmenter
 from adapt.train.batches import StreamState
 from adapt.train.datasets import labelled_train_set, train_transform
-from adapt.train.distributed import revert_sync_batchnorm
-from adapt.train.environment import autocast, make_grad_scaler, restore_rng, rng_state, seed_everything, training_network
+from adapt.train.distributed import broadcast_buffers, revert_sync_batchnorm
+from adapt.train.environment import (autocast, make_grad_scaler, restore_grad_scaler, restore_rng, rng_state, seed_everything,
+                                     training_network)
 from adapt.train.logbook import Logbook
-from adapt.train.loop import run_iterations
+from adapt.train.loop import evaluation_every, optimizer_step, run_iterations
 from adapt.train.optim import make_optimizer, poly_lr, set_lr
 from adapt.train.reporting import evaluate_stage, keep_best, network_fn
 from adapt.train.stage_io import RunContext, begin_stage, write_stage_checkpoint
@@ -42,27 +43,28 @@ def train_source(ctx: RunContext, init: Checkpoint | None = None) -> None:
         optimizer.load_state_dict(resume.extra["optimizer"])
         stream.state = StreamState(**resume.extra["stream"])
         restore_rng(resume.extra.get("rng"))
+        restore_grad_scaler(scaler, resume.extra.get("scaler"))
         start, best = resume.step, resume.extra.get("best_miou", best)
         if ctx.dist.is_main:
             print(f"{STAGE}: resuming at iteration {start} from {last_path}")
 
-    def step(i: int) -> dict[str, float]:
+    def micro_loss():
         images, labels = stream.next()
         images, labels = images.to(ctx.device, non_blocking=True), labels.to(ctx.device, non_blocking=True)
-        set_lr(optimizer, poly_lr(stage_cfg.optim.lr, i, stage_cfg.iterations, stage_cfg.optim.poly_power, stage_cfg.optim.warmup))
         with autocast(ctx.device, cfg.amp):
             loss = segmentation_ce(network(images), labels)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        return {"loss": loss.item()}  # .item() syncs with the GPU once per step; fine at this granularity
+        return loss, {"loss": loss}
+
+    def step(i: int) -> dict[str, float]:
+        set_lr(optimizer, poly_lr(stage_cfg.optim.lr, i, stage_cfg.iterations, stage_cfg.optim.poly_power, stage_cfg.optim.warmup))
+        return optimizer_step(micro_loss, network=network, optimizer=optimizer, scaler=scaler, micro_steps=stream.accumulate)
 
     def save(done: int, complete: bool = False) -> None:
         write_stage_checkpoint(ctx, last_path, STAGE, model, done, {
             "optimizer": optimizer.state_dict(),
             "stream": vars(stream.state).copy(),
             "rng": rng_state(),
+            "scaler": scaler.state_dict(),
             "best_miou": best,
             "complete": complete,
         })
@@ -72,8 +74,10 @@ def train_source(ctx: RunContext, init: Checkpoint | None = None) -> None:
         run_iterations(start=start, total=stage_cfg.iterations, step_fn=step, save_fn=save, log=log,
                        log_every=cfg.logging.log_every, checkpoint_every=cfg.logging.checkpoint_every,
                        description=STAGE, last_good=last_path, images_per_step=stream.batch_size,
-                       dist=ctx.dist, device=ctx.device)
+                       dist=ctx.dist, device=ctx.device, data_clock=ctx.data_clock,
+                       evaluate=evaluation_every(ctx, model, stage_dir, log, STAGE), evaluate_every=cfg.logging.eval_interval)
         revert_sync_batchnorm(model).eval()
+        broadcast_buffers(model, ctx.dist)   # CPU ranks normalise alone: evaluate what rank 0 saves
         result = evaluate_stage(ctx, network_fn(model), stage_dir, STAGE, stage_cfg.iterations, log)
         best = keep_best(result, best, lambda: write_stage_checkpoint(
             ctx, stage_dir / "best.pt", STAGE, model, stage_cfg.iterations, {"miou": result.miou, "complete": True}))

@@ -8,7 +8,7 @@ RUN_DIR/tensorboard/
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,9 @@ from torch import nn
 from common.atomic import ensure_writable_dir
 from adapt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from adapt.config import to_dict
-from adapt.train.batches import BatchStream, EpochOrder, random_permutation
+from adapt.train.batches import BatchStream, EpochOrder, LoadingClock, random_permutation
 from adapt.train.config import TrainConfig
-from adapt.train.distributed import SINGLE_PROCESS, Distributed, barrier
+from adapt.train.distributed import SINGLE_PROCESS, Distributed, barrier, decided_by_main
 
 
 @dataclass
@@ -35,15 +35,17 @@ class RunContext:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     dist: Distributed = SINGLE_PROCESS
+    data_clock: LoadingClock = field(default_factory=LoadingClock)   # time the stages' streams wait for batches
 
     def stage_dir(self, stage: str) -> Path:
         return ensure_writable_dir(self.run_dir / stage)
 
     def batch_stream(self, dataset, seed: int, order: EpochOrder = random_permutation) -> BatchStream:
-        """The training batches of `dataset`: this rank's part of each global batch of `data.batch_size`."""
+        """The training batches of `dataset`: this rank's part of each micro-batch of each global batch of `data.batch_size`."""
         data = self.cfg.data
         return BatchStream(dataset, data.batch_size, seed, data.num_workers, order=order, shard=self.dist,
-                           pin_memory=data.pin_memory and self.device.type == "cuda")
+                           pin_memory=data.pin_memory and self.device.type == "cuda",
+                           accumulate=data.accumulate, clock=self.data_clock)
 
     @property
     def tensorboard_dir(self) -> Path:
@@ -74,11 +76,12 @@ class StageStart:
 def begin_stage(ctx: RunContext, stage: str) -> StageStart | None:
     """None when the stage already finished in this run directory (it is then skipped).
 
-    Every rank reads the same `last.pt`, after rank 0 has finished writing the previous stage.
+    Rank 0 reads `last.pt`, after it has finished writing the previous stage, and every rank
+    gets its copy: the ranks cannot disagree on whether, or where, the stage resumes.
     """
     barrier(ctx.dist)
     last_path = last_checkpoint(ctx.run_dir, stage)
-    resume = read_stage_checkpoint(last_path)
+    resume = decided_by_main(ctx.dist, lambda: read_stage_checkpoint(last_path))
     if is_complete(resume):
         if ctx.dist.is_main:
             print(f"{stage}: already complete ({last_path}), skipping")

@@ -5,6 +5,10 @@ one rank right after rank 0 has written its N-th `last.pt` of a stage.
         KILL_STAGE KILL_AFTER KILL_RANK RUN_DIR STAGE INIT [KEY=VALUE ...]
 
 KILL_STAGE, STAGE and INIT may be "" (no kill; the whole schedule; no init checkpoint).
+
+With STALE_FILES_ON_RANK=r in the environment, rank r sees the run directory as a stale NFS
+client may: no stage checkpoint and no finished pseudo labels. Only decisions rank 0 makes
+and sends keep such a rank in step.
 """
 
 from __future__ import annotations
@@ -32,6 +36,11 @@ def write_then_maybe_die(ctx, path, stage, *args, **kwargs):
 
 # Before the stages import it by name.
 stage_io.write_stage_checkpoint = write_then_maybe_die
+if os.environ.get("STALE_FILES_ON_RANK") == os.environ.get("RANK"):
+    from adapt.train import pseudo_round
+
+    stage_io.read_stage_checkpoint = lambda path: None
+    pseudo_round.pseudo_labels_ready = lambda round_dir: False
 
 from adapt.config import load_config  # noqa: E402
 from adapt.train.config import TrainConfig  # noqa: E402
