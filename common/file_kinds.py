@@ -87,8 +87,9 @@ _FIXES: dict[tuple[str, str], str] = {
     ("onnx", "*"): "re-export it with `uda-adapt export CKPT --out DIR`",
     ("engine", "checkpoint"): "build an engine with `uda-adapt export CKPT --out DIR --trt`, or run the checkpoint "
                               "itself with a .pt name",
-    ("engine", "onnx"): "give it an .onnx name so ONNX Runtime runs it, or build an engine with `uda-adapt export CKPT --trt`",
-    ("engine", "*"): "rebuild it with `uda-adapt export CKPT --out DIR --trt`",
+    ("engine", "onnx"): "give it an .onnx name so ONNX Runtime runs it, or build an engine on this device with "
+                        "`uda-adapt build BUNDLE` (the export directory)",
+    ("engine", "*"): "build it again on this device with `uda-adapt build BUNDLE` (the export directory)",
 }
 
 

@@ -49,10 +49,7 @@ def engine_for_this_device(folder: Path, manifest: Manifest, device: int, build:
     if spec is not None:
         return spec
     if not build:
-        try:
-            compatible_engine(manifest, here)       # raises, naming why no engine fits
-        except UserError as exc:
-            raise UserError(f"{exc} (not built now: --no-build)") from None
+        compatible_engine(manifest, here)           # raises, naming why no engine fits and the build command
     from common.engine_build import BuildConfig, build_from_bundle
 
     log(f"{folder} has no TensorRT engine for this {here.model} with TensorRT {here.trt_version}: building one now "

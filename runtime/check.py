@@ -36,7 +36,8 @@ def check_engine(bundle: str | Path, engine: str | Path | None = None, *, device
 
     folder = Path(bundle)
     manifest = read_manifest(folder / MANIFEST_NAME)
-    engine_path = Path(engine) if engine is not None else model_in_bundle(folder, "trt", device, log)
+    # Never built here: `check` judges an engine that exists (`uda-adapt build` makes one).
+    engine_path = Path(engine) if engine is not None else model_in_bundle(folder, "trt", device, log, build=False)
     spec = next((e for e in manifest.engines if e.file == engine_path.name), None)
     precision = spec.precision if spec is not None else "fp32"
     images = [folder / name for name in manifest.parity.get("images", [])] or sorted((folder / "parity").glob("*.png"))

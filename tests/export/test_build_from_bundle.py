@@ -202,9 +202,15 @@ def test_the_first_run_builds_the_engine_once_and_keeps_it(bundle, device):
 def test_no_build_refuses_to_build_on_the_first_run(bundle, device):
     notes = []
     assert model_in_bundle(bundle, log=notes.append, build=False) == bundle / "model.onnx"
-    assert "--no-build" in notes[-1] and "uda-adapt build BUNDLE" in notes[-1] and device.builds() == 0
-    with pytest.raises(UserError, match="no TensorRT engine.*--no-build"):
+    assert "has no TensorRT engine" in notes[-1] and "uda-adapt build BUNDLE" in notes[-1] and device.builds() == 0
+    with pytest.raises(UserError, match="no TensorRT engine; build one on this device with `uda-adapt build BUNDLE`"):
         model_in_bundle(bundle, "trt", build=False)
+
+
+def test_check_never_builds_an_engine(bundle, device):
+    with pytest.raises(UserError, match="no TensorRT engine; build one on this device"):
+        check_engine(bundle, log=lambda m: None)
+    assert device.builds() == 0
     assert model_in_bundle(bundle, "ort") == bundle / "model.onnx" and device.builds() == 0
 
 
@@ -310,4 +316,4 @@ def test_uda_adapt_run_no_build_runs_the_onnx_where_tensorrt_could_build(bundle,
 
     assert main(["run", str(bundle), str(_clip(tmp_path)), str(tmp_path / "out.mp4"), "--headless", "--no-build"]) == 0
     assert device.builds() == 0 and read_manifest(bundle / "model.json").engines == []
-    assert "--no-build" in capfd.readouterr().err
+    assert "has no TensorRT engine; build one on this device" in capfd.readouterr().err
