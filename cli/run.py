@@ -86,9 +86,14 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @click.option("--bitrate", type=int, default=4_000_000, show_default=True, help="H.264/H.265 output bitrate (bit/s).")
 @click.option("--stats", is_flag=True, help="Print the report as JSON too.")
 @json_option
+@click.option("--watch", is_flag=True, help="Running window of the validated label-free measure, in the report and on the overlay "
+              "(one more inference per frame).")
+@click.option("--collect", "collect_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Keep the frames the model is least sure of in DIR/train/images: the next adaptation's target set.")
+@click.option("--collect-max", type=click.IntRange(min=1), default=200, show_default=True, metavar="N", help="Frames --collect keeps.")
 def run(model, input_uri, output_uri, backend, device, threads, visualize, alpha, ignore_classes, legend, fps_overlay,
         input_width, input_height, input_rate, input_codec, input_latency, input_flip, input_loop, vid_stride, latest, size,
-        headless, max_frames, save_frame, codec, bitrate, stats, json_path, build_engine) -> None:
+        headless, max_frames, save_frame, codec, bitrate, stats, json_path, build_engine, watch, collect_dir, collect_max) -> None:
     """Segment a video stream and render it.
 
     MODEL: .engine/.plan (TensorRT), .onnx (ONNX Runtime), .pt (PyTorch), or an export bundle
@@ -130,11 +135,16 @@ def run(model, input_uri, output_uri, backend, device, threads, visualize, alpha
                                flip=input_flip),
         loop=input_loop, stride=vid_stride, latest=latest, headless=headless, max_frames=max_frames,
         save_frame=tuple(save_frame) if save_frame else None, bitrate=bitrate, codec=codec,
+        watch=watch, collect=collect_dir, collect_max=collect_max,
     )
     _single_threaded_opencv()
     with _sigterm_as_interrupt():
         report = run_stream(config, log=log_to_stderr)
     click.echo(format_run_report(report), err=True)
+    if report.label_free:
+        from runtime.watch import format_watch
+
+        click.echo(format_watch(report.label_free), err=True)
     if stats:
         click.echo(json.dumps(report.to_dict(), indent=2))
     if json_path:

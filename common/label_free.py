@@ -60,6 +60,9 @@ MEASURES: dict[str, MeasureInfo] = {
 # The measure that ranked checkpoints best in benchmarks/results/label_free.json; the one that
 # `eval --no-labels`, the end of a run without target labels and `run --watch` report.
 VALIDATED = "augment_agreement"
+# The best validated measure that class ids alone give (exported models fuse the argmax):
+# what `uda-adapt run --watch` reports and `--collect` ranks frames by, one frame at a time.
+RUNTIME = "augment_agreement"
 
 
 def as_masks(prediction: np.ndarray) -> np.ndarray:

@@ -42,6 +42,7 @@ class PipelineReport:
     backend: str = ""
     sink: str = ""
     interrupted: bool = False
+    label_free: dict | None = None    # --watch / --collect: the running label-free measure (runtime/watch.py)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

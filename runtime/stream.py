@@ -21,6 +21,7 @@ from runtime.render import Renderer, RenderOptions
 from runtime.sinks import FramePacer, check_output, open_sink
 from runtime.sources import open_source
 from runtime.uri import CaptureOptions, parse_input, parse_output
+from runtime.watch import attach_watch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +44,9 @@ class RunConfig:
     bitrate: int = 4_000_000                  # video and RTSP outputs
     codec: str | None = None                  # --codec h264 | h265 | mp4v; None: h264 where OpenCV has GStreamer, else mp4v
     backoff: Backoff = Backoff()
+    watch: bool = False                       # --watch: running label-free measure in the report and on the overlay
+    collect: str | None = None                # --collect DIR: keep the least-sure frames there
+    collect_max: int = 200                    # --collect-max N
 
 
 def run_stream(config: RunConfig, log: Log = log_to_stderr) -> PipelineReport:
@@ -67,6 +71,11 @@ def run_stream(config: RunConfig, log: Log = log_to_stderr) -> PipelineReport:
         manifest = backend.manifest
         renderer = Renderer(manifest.classes, manifest.palette, config.render, manifest.ignore_index)
         preprocess = Preprocessor(manifest.input, backend.input_size)
+        watcher = None
+        if config.watch or config.collect:
+            backend, preprocess, renderer = attach_watch(backend, preprocess, renderer, watch=config.watch,
+                                                         collect=config.collect, collect_max=config.collect_max)
+            watcher = renderer
 
         source = open_source(source_uri, config.capture)
         stack.callback(source.close)
@@ -81,7 +90,7 @@ def run_stream(config: RunConfig, log: Log = log_to_stderr) -> PipelineReport:
             rate=config.capture.rate, backoff=config.backoff, log=log,
         )
         log(f"running {source_uri.original} -> {sink.name} ({'latest frame' if latest else 'every frame'})")
-        return run_pipeline(
+        report = run_pipeline(
             capture, backend, preprocess, renderer, sink,
             max_frames=config.max_frames,
             queue_size=1 if latest else 2,     # live: the least queueing latency
@@ -90,6 +99,9 @@ def run_stream(config: RunConfig, log: Log = log_to_stderr) -> PipelineReport:
             log=log,
             pacer=pacer,
         )
+        if watcher is not None:
+            report.label_free = watcher.report()
+        return report
 
 
 def _frame_saver(index: int, path: str | os.PathLike):
