@@ -317,3 +317,19 @@ def test_uda_adapt_run_no_build_runs_the_onnx_where_tensorrt_could_build(bundle,
     assert main(["run", str(bundle), str(_clip(tmp_path)), str(tmp_path / "out.mp4"), "--headless", "--no-build"]) == 0
     assert device.builds() == 0 and read_manifest(bundle / "model.json").engines == []
     assert "has no TensorRT engine; build one on this device" in capfd.readouterr().err
+
+
+def test_the_first_run_build_imports_no_torch():
+    """`run BUNDLE` builds on a Jetson without torch: the build code it reaches imports none of the training stack."""
+    import subprocess
+    from pathlib import Path
+
+    code = ("import sys\n"
+            "for name in ('torch', 'torchvision', 'onnx'):\n"
+            "    sys.modules[name] = None          # importing them now raises ImportError\n"
+            "import runtime.bundle, common.engine_build, common.tensorrt_build\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('adapt', 'export') )\n"
+            "assert not heavy, heavy\n")
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

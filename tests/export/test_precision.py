@@ -161,11 +161,12 @@ def test_fp16_keeps_the_upsampled_logits_float32(ckpt, tmp_path, output):
 #
 # The network is untrained, so its logits are close together; what is checked is how far each
 # variant moves them, against fp32, on real (non-zero) target images:
-# - fp16: the logits themselves, within FP16_TOLERANCE of their range (fp16 rounding: ~0.2 %);
+# - fp16: the logits themselves, within FP16_TOLERANCE of their range (fp16 rounding: ~0.2 %, with
+#   room for CPUs whose fp16 kernels also accumulate in fp16);
 # - int8: the masks, wherever fp32's two best classes are further apart than a near tie. The Q/DQ
 #   graph runs as written (export.parity.quantized_as_written): ONNX Runtime's fused CPU int8
 #   kernels differ between CPU vendors, the quantization the graph states does not.
-FP16_TOLERANCE = 0.01          # of the largest fp32 logit; measured 0.12-0.19 %
+FP16_TOLERANCE = 0.03          # of the largest fp32 logit; measured 0.12-0.19 %, one weight 1.5x off: 50 %
 INT8_TIE = 0.5                 # a near tie: a top-2 gap below half the logits' standard deviation
 INT8_MIN_DECIDED = 0.2         # share of pixels that must be decided (not near ties): else the check says nothing
 
