@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,36 +19,71 @@ from adapt.train.distributed import SINGLE_PROCESS, Distributed, broadcast_buffe
 from adapt.train.logbook import Logbook
 from adapt.train.preemption import STOP, Preempted
 
-# What one micro-step returns: the loss to backpropagate, and the values to log (scalars).
-MicroLoss = Callable[[], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+@dataclass(frozen=True)
+class MicroStep:
+    """Which of an optimizer step's `count` micro-steps (gradient accumulation) this is."""
+
+    index: int = 0
+    count: int = 1
+
+    @property
+    def last(self) -> bool:
+        return self.index == self.count - 1
 
 
-def optimizer_step(micro_loss: MicroLoss, *, network: nn.Module, optimizer: torch.optim.Optimizer,
-                   scaler: torch.amp.GradScaler | None = None, micro_steps: int = 1) -> dict[str, float]:
-    """One optimizer step over `micro_steps` calls of `micro_loss` (gradient accumulation).
+WHOLE_STEP = MicroStep()
 
-    Each micro-step's loss is divided by `micro_steps`, so the gradient is the mean over the
-    micro-batches, as DDP's is the mean over ranks: k micro-steps on one process equal k processes
-    of one micro-step each. Under DDP every micro-step but the last runs in `no_sync` (the
-    gradients are averaged across ranks once). Returns the logged values averaged over micro-steps.
+
+def backward_micro_step(loss: torch.Tensor, micro: MicroStep, optimizer: torch.optim.Optimizer,
+                        scaler: torch.amp.GradScaler | None = None) -> None:
+    """The optimizer's part of one micro-step: gradients cleared on the first, `loss / count`
+    backpropagated (so the gradient is the mean over micro-batches, as DDP's is the mean over
+    ranks: k micro-steps on one process equal k processes of one each), the step on the last."""
+    if micro.index == 0:
+        optimizer.zero_grad(set_to_none=True)
+    scaled = loss / micro.count
+    (scaler.scale(scaled) if scaler is not None else scaled).backward()
+    if micro.last:
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+
+
+def accumulated(step_fn: Callable[[int, MicroStep], dict[str, float | torch.Tensor]], network: nn.Module,
+                micro_steps: int) -> Callable[[int], dict[str, float]]:
+    """An iteration of `micro_steps` calls `step_fn(i, micro)`, the values each returns averaged.
+
+    Every call but the last runs in DDP's `no_sync` (forward and backward, as DDP requires): the
+    gradients are averaged across ranks once, in the last micro-step's backward.
     """
-    optimizer.zero_grad(set_to_none=True)
-    logged: dict[str, torch.Tensor] = {}
-    for micro in range(micro_steps):
-        with gradient_sync(network, sync=micro == micro_steps - 1):
-            loss, values = micro_loss()
-            scaled = loss / micro_steps
-            (scaler.scale(scaled) if scaler is not None else scaled).backward()
-        for key, value in values.items():
-            logged[key] = logged.get(key, 0.0) + value.detach().float() / micro_steps
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    # One host-device sync for every logged value, once per optimizer step.
-    numbers = torch.stack(list(logged.values())).tolist() if logged else []
-    return dict(zip(logged, numbers))
+    def iteration(i: int) -> dict[str, float]:
+        logged: dict[str, float | torch.Tensor] = {}
+        for index in range(micro_steps):
+            micro = MicroStep(index, micro_steps)
+            with gradient_sync(network, sync=micro.last):
+                values = step_fn(i, micro)
+            for key, value in values.items():
+                value = value.detach().float() if isinstance(value, torch.Tensor) else value
+                logged[key] = logged.get(key, 0.0) + value / micro_steps
+        # Tensors become numbers in one host-device sync per iteration.
+        tensors = [k for k, v in logged.items() if isinstance(v, torch.Tensor)]
+        numbers = torch.stack([logged[k] for k in tensors]).tolist() if tensors else []
+        return {**logged, **dict(zip(tensors, numbers))}
+    return iteration
+
+
+def optimizer_step(micro_loss: Callable[[], tuple[torch.Tensor, dict[str, torch.Tensor]]], *, network: nn.Module,
+                   optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None = None,
+                   micro_steps: int = 1) -> dict[str, float]:
+    """One optimizer step over `micro_steps` calls of `micro_loss` -> (loss to backpropagate,
+    values to log); returns the values averaged over the micro-steps."""
+    def one(i: int, micro: MicroStep) -> dict[str, torch.Tensor]:
+        loss, values = micro_loss()
+        backward_micro_step(loss, micro, optimizer, scaler)
+        return values
+    return accumulated(one, network, micro_steps)(0)
 
 
 def evaluation_every(ctx, model: nn.Module, stage_dir: Path, log: Logbook, tag: str, step_offset: int = 0) -> Callable[[int], None] | None:

@@ -135,6 +135,39 @@ def test_the_ema_teacher_and_batchnorm_statistics_match_one_process_too(twin, pa
         assert relative_difference(root / "ddp", root / "single", "self_train", part) < RELATIVE_TOLERANCE
 
 
+def test_mean_teacher_micro_steps_on_two_processes_train_as_on_one(twin, tmp_path):
+    """data.accumulate=2: per optimizer step 2 micro-steps, ClassMix and augmentation drawn for each
+    micro-step's images over all ranks, gradients averaged once (no_sync before), one EMA update."""
+    root, settings, _ = twin
+    accumulate = [*settings, "data.accumulate=2", "self_train.mean_teacher.iterations=2"]
+    init = root / "single" / "correlation" / "last.pt"
+    single(tmp_path / "single", accumulate, stage="self_train", init=init)
+    ran = torchrun(tmp_path / "ddp", accumulate, stage="self_train", init=init)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    for part in ("network", "teacher", "running_mean"):
+        assert relative_difference(tmp_path / "ddp", tmp_path / "single", "self_train", part) < RELATIVE_TOLERANCE, part
+    records = [json.loads(line) for line in (tmp_path / "ddp" / "self_train" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2]            # optimizer steps, not micro-steps
+
+
+def test_iast_correlation_transfer_runs_in_fp32_under_mixed_precision(twin, tmp_path, monkeypatch):
+    """As in the mean teacher: the module and the KL outside autocast (bf16 CPU autocast stands in for CUDA's)."""
+    from adapt.train import self_train_stage
+
+    root, settings, _ = twin
+    seen = []
+    real = self_train_stage.correlation_transfer_loss
+
+    def spy(module, logits, teacher_logits=None, **kwargs):
+        seen.append((torch.is_autocast_enabled("cpu"), logits.dtype, None if teacher_logits is None else teacher_logits.dtype))
+        return real(module, logits, teacher_logits, **kwargs)
+    monkeypatch.setattr(self_train_stage, "correlation_transfer_loss", spy)
+    monkeypatch.setattr(self_train_stage, "autocast", lambda device, mode: torch.autocast("cpu", dtype=torch.bfloat16))
+    iast = [*settings, "self_train.method=iast", "self_train.lambda_ct=0.1", "self_train.rounds=1", "self_train.iterations_per_round=1"]
+    single(tmp_path / "iast", iast, stage="self_train", init=root / "single" / "correlation" / "last.pt")
+    assert seen == [(False, torch.float32, torch.float32)]
+
+
 def test_the_tolerance_separates_a_rank_training_alone(twin):
     """Half the global batch (a rank whose gradients are not averaged) is far outside the tolerance."""
     root, settings, _ = twin

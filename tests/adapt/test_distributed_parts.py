@@ -446,3 +446,30 @@ def test_rare_class_statistics_are_read_once_and_cached_beside_the_labels(tmp_pa
     os.utime(label, ns=(label.stat().st_atime_ns, label.stat().st_mtime_ns + 10**9))   # a label changed
     class_statistics(counting(open_dataset("folder", root, "train", require_labels=True)), 19)
     assert len(reads) == 10
+
+
+def test_real_ddp_averages_gradients_once_per_accumulated_step(tmp_path):
+    """A one-process gloo group is enough for DDP to run its reducer: its all-reduce hook fires once
+    for 3 micro-steps."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        network = nn.parallel.DistributedDataParallel(nn.Linear(3, 1))
+        reductions = []
+
+        def count(state, bucket):
+            reductions.append(bucket.index())
+            future = torch.futures.Future()
+            future.set_result(bucket.buffer())
+            return future
+        network.register_comm_hook(None, count)
+        batches = iter(torch.randn(3, 2, 3))
+
+        def micro_loss():
+            loss = network(next(batches)).square().mean()
+            return loss, {"loss": loss}
+        optimizer_step(micro_loss, network=network, optimizer=torch.optim.SGD(network.parameters(), lr=0.1), micro_steps=3)
+        assert len(reductions) == 1
+    finally:
+        dist.destroy_process_group()
