@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import shlex
 import statistics
@@ -310,7 +311,7 @@ def plot(path: Path, rows: dict[str, list[dict]], classes: list[str]) -> None:
     right.legend(fontsize=7)
     right.set_title("per-class IoU")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.png")   # seeds run as parallel processes write the same report
     fig.savefig(tmp, dpi=110)
     tmp.replace(path)
     plt.close(fig)
