@@ -104,7 +104,10 @@ def register_engine(bundle: str | Path, engine: str | Path, config: BuildConfig 
     if config.dla_core is not None and config.dla_core >= here.dla_cores:
         raise UserError(f"--dla-core {config.dla_core}: this device has {here.dla_cores} DLA cores; drop --dla-core")
     plan = source.read_bytes()
-    loaded = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan)
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    if config.dla_core is not None:
+        runtime.DLA_core = config.dla_core          # a DLA plan loads on the core it is given (trtexec --useDLACore)
+    loaded = runtime.deserialize_cuda_engine(plan)
     if loaded is None:
         raise UserError(f"TensorRT {trt.__version__} cannot load {source}: it was built with another TensorRT version "
                         f"or for another GPU; build one here with `uda-adapt build {folder}`")

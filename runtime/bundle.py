@@ -10,6 +10,7 @@ once, with the reason, so a user knows why the slow path runs.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from common.engines import Device, compatible_engine, device_model_name, matching_engine
@@ -50,6 +51,9 @@ def engine_for_this_device(folder: Path, manifest: Manifest, device: int, build:
         return spec
     if not build:
         compatible_engine(manifest, here)           # raises, naming why no engine fits and the build command
+    if not os.access(folder, os.W_OK):              # say so before minutes of building, not after
+        raise UserError(f"{folder} has no TensorRT engine for this {here.model} and is not writable, so none can be "
+                        f"built and kept there; copy the bundle somewhere writable, or run `uda-adapt build` as its owner")
     from common.engine_build import BuildConfig, build_from_bundle
 
     log(f"{folder} has no TensorRT engine for this {here.model} with TensorRT {here.trt_version}: building one now "
