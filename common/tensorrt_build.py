@@ -33,6 +33,8 @@ from common.errors import UserError
 from common.manifest import EngineSpec, InputSpec
 
 ENTROPY_CALIBRATOR = "IInt8EntropyCalibrator2"
+INSTALL_TENSORRT = ("on Jetson it comes with JetPack (python3-libnvinfer, seen from a venv made with "
+                    "--system-site-packages); on x86 `pip install tensorrt-cu12 cuda-python`")
 
 
 class TensorRTUnavailable(UserError):
@@ -69,7 +71,7 @@ def import_tensorrt() -> ModuleType:
     try:
         import tensorrt
     except (ImportError, OSError) as exc:  # OSError: the wheel is there but its CUDA libraries are not
-        raise TensorRTUnavailable(f"TensorRT is not installed (import tensorrt failed: {exc})") from exc
+        raise TensorRTUnavailable(f"TensorRT is not installed (import tensorrt failed: {exc}); {INSTALL_TENSORRT}") from exc
     return tensorrt
 
 

@@ -20,12 +20,10 @@ from common.cuda import CudaLayer, open_cuda
 from common.engines import Device, check_engine_compatible, device_model_name
 from common.errors import UserError
 from common.manifest import Manifest, manifest_for, read_manifest
+from common.tensorrt_build import INSTALL_TENSORRT
 from runtime.backends.base import input_size_from, logits_to_mask
 
-INSTALL_HINT = (
-    "TensorRT is not installed: on Jetson it comes with JetPack (python3-libnvinfer, in a venv made with "
-    "--system-site-packages); on x86 `pip install tensorrt-cu12 cuda-python`; or run the .onnx with --backend ort"
-)
+INSTALL_HINT = f"TensorRT is not installed: {INSTALL_TENSORRT}; or run the .onnx with --backend ort"
 
 
 class TensorRTBackend:
