@@ -6,6 +6,7 @@ one rank right after rank 0 has written its N-th `last.pt` of a stage.
 
 KILL_STAGE, STAGE and INIT may be "" (no kill; the whole schedule; no init checkpoint).
 
+With SIGNAL_AT=STAGE:N:r, rank r is sent SIGUSR1 during the stage's N-th iteration.
 With STALE_FILES_ON_RANK=r in the environment, rank r sees the run directory as a stale NFS
 client may: no stage checkpoint and no finished pseudo labels. Only decisions rank 0 makes
 and sends keep such a rank in step.
@@ -36,6 +37,20 @@ def write_then_maybe_die(ctx, path, stage, *args, **kwargs):
 
 # Before the stages import it by name.
 stage_io.write_stage_checkpoint = write_then_maybe_die
+if os.environ.get("SIGNAL_AT"):
+    # STAGE:N:RANK: that rank gets SIGUSR1 (SLURM's warning) during the stage's iteration N.
+    from adapt.train import loop
+
+    signal_stage, signal_iteration, signal_rank = os.environ["SIGNAL_AT"].split(":")
+    real_run_iterations = loop.run_iterations
+
+    def run_iterations_signalled(*, step_fn, description, **kwargs):
+        def step(i):
+            if description.startswith(signal_stage) and i + 1 == int(signal_iteration) and os.environ["RANK"] == signal_rank:
+                os.kill(os.getpid(), signal.SIGUSR1)
+            return step_fn(i)
+        return real_run_iterations(step_fn=step, description=description, **kwargs)
+    loop.run_iterations = run_iterations_signalled
 if os.environ.get("STALE_FILES_ON_RANK") == os.environ.get("RANK"):
     from adapt.train import pseudo_round
 

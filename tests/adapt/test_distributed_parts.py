@@ -473,3 +473,22 @@ def test_real_ddp_averages_gradients_once_per_accumulated_step(tmp_path):
         assert len(reductions) == 1
     finally:
         dist.destroy_process_group()
+
+
+def test_evaluation_every_n_iterations_leaves_last_pt_the_reported_model(tmp_path):
+    from adapt.checkpoint import load_checkpoint
+    from adapt.train.runner import train
+    from tests.adapt.fixtures import make_folder_dataset
+
+    data = make_folder_dataset(tmp_path / "data", num=4, size=(32, 64), seed=0)
+    cfg = load_config(TrainConfig, None, ["device=cpu", "data.crop_size=[32, 64]", "data.batch_size=2", f"data.source.root={data}",
+                                          f"data.target.root={data}", "source.iterations=4", "logging.num_overlays=0",
+                                          "logging.eval_interval=2", "logging.log_every=1"])
+    train(cfg, tmp_path / "run", stage="source")
+    stage = tmp_path / "run" / "source"
+    assert json.loads((stage / "eval_source_iter2.json").read_text())["step"] == 2
+    assert not (stage / "eval_source_iter4.json").exists()                 # the end of the stage is the usual evaluation
+    records = [json.loads(line) for line in (stage / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "miou" in r] == [2, 4]
+    assert load_checkpoint(stage / "last.pt").step == 4
+    assert list(json.loads((tmp_path / "run" / "summary.json").read_text())["source"]) == ["source_iter2", "source"]
