@@ -86,6 +86,8 @@ def file_pipeline(path: str, codec: str, hardware: bool, bitrate: int) -> str:
     except KeyError:
         raise UserError(f"output {path}: cannot write {codec} into {suffix or 'a file without a suffix'}; "
                         f"use one of {', '.join(MUXERS)}") from None
+    if codec == "h265" and mux == "avimux":
+        raise UserError(f"output {path}: an .avi file cannot hold H.265; use .mp4 or .mkv, or --codec h264")
     return (f"appsrc ! {encode_chain(codec, hardware, bitrate)} ! {codec}parse ! {mux} ! "
             f"filesink location={gst_quote(path)}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +35,10 @@ from runtime.uri import (
 # A dead RTSP server or camera must not block a read forever: OpenCV's FFmpeg backend gives up
 # after these, the source reports "lost", and the capture thread reconnects with back-off.
 NETWORK_TIMEOUT_MS = 5000
+# OpenCV (4.6, Debian's and JetPack's) waits for a GStreamer pipeline to start without a limit, and
+# an RTSP server that refuses the connection at the wrong moment leaves it waiting for ever: a
+# live GStreamer open that takes longer is given up (its thread left to finish on its own).
+GSTREAMER_OPEN_TIMEOUT_S = 10.0
 # Low-latency demuxing for FFmpeg RTSP; OpenCV reads this variable each time it opens a stream.
 FFMPEG_LOW_LATENCY = "fflags;nobuffer|flags;low_delay"
 # --input-flip as cv2.flip's flipCode (CSI cameras flip in nvvidconv instead, for free).
@@ -93,10 +98,10 @@ class OpenCVSource:
         # read once, at OpenCV's first FFmpeg use. Set OPENCV_FFMPEG_LOGLEVEL to see FFmpeg's log.
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
         for target, api, params in self.capture_candidates():
-            cap = cv2.VideoCapture(target, api, params)
-            if cap.isOpened():
+            timeout = GSTREAMER_OPEN_TIMEOUT_S if api == cv2.CAP_GSTREAMER and uri.live else None
+            cap = _open_capture(target, api, params, timeout)
+            if cap is not None:
                 break
-            cap.release()
         else:
             raise UserError(self._why_not_open())
         if uri.kind == "v4l2" and api == cv2.CAP_V4L2:
@@ -124,7 +129,8 @@ class OpenCVSource:
         if uri.kind == "v4l2":
             return f"cannot open input {uri.original}: camera {uri.location} is busy, unsupported or not permitted (is another program using it? is the user in the 'video' group?)"
         tried = " (tried H.264 and H.265; give --input-codec for another)" if len(self.capture_candidates()) > 1 else ""
-        return f"cannot open input {self.name}: no stream within {NETWORK_TIMEOUT_MS // 1000} s{tried} (check the URL, credentials and that the camera is reachable)"
+        within = GSTREAMER_OPEN_TIMEOUT_S if self._gstreamer else NETWORK_TIMEOUT_MS / 1000
+        return f"cannot open input {self.name}: no stream within {within:g} s{tried} (check the URL, credentials and that the camera is reachable)"
 
     def read(self) -> tuple[bool, np.ndarray | None]:
         if self._cap is None:
@@ -141,6 +147,32 @@ class OpenCVSource:
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+
+
+def _open_capture(target: str | int, api: int, params: list[int], timeout: float | None) -> cv2.VideoCapture | None:
+    """An opened `cv2.VideoCapture`, or None; with `timeout`, None also when opening takes longer."""
+    if timeout is None:
+        cap = cv2.VideoCapture(target, api, params)
+        if cap.isOpened():
+            return cap
+        cap.release()
+        return None
+    lock, result = threading.Lock(), {}
+
+    def open_in_background() -> None:
+        cap = cv2.VideoCapture(target, api, params)
+        with lock:
+            if "abandoned" not in result and cap.isOpened():
+                result["cap"] = cap
+                return
+        cap.release()
+
+    opener = threading.Thread(target=open_in_background, name="open capture", daemon=True)
+    opener.start()
+    opener.join(timeout)
+    with lock:
+        result["abandoned"] = True
+        return result.get("cap")
 
 
 class ImageFolderSource:

@@ -71,3 +71,39 @@ def test_rtsp_source_opens_an_h265_stream_without_being_told(monkeypatch):
     assert len(tried) == 2 and "rtph264depay" in tried[0] and "rtph265depay ! h265parse ! nvv4l2decoder" in tried[1]
     assert source.fps == 25.0
     np.testing.assert_equal(source.live, True)
+
+
+def test_a_gstreamer_open_that_hangs_is_given_up_and_retried(monkeypatch):
+    # OpenCV 4.6 can wait for ever for an RTSP pipeline to start; the source gives up after a
+    # deadline (the capture thread then reconnects with back-off), and releases a late success.
+    import threading
+
+    import pytest
+
+    import runtime.sources as sources
+    from common.errors import UserError
+
+    release = threading.Event()
+    released = []
+
+    class HangingCapture:
+        def __init__(self, target, api, params):
+            release.wait(10)
+
+        def isOpened(self):  # noqa: N802
+            return True
+
+        def release(self):
+            released.append(self)
+
+    monkeypatch.setattr(sources.cv2, "VideoCapture", HangingCapture)
+    monkeypatch.setattr(sources, "GSTREAMER_OPEN_TIMEOUT_S", 0.2)
+    source = sources.OpenCVSource(parse_input("rtsp://cam.local/stream"), CaptureOptions(codec="h264"), gstreamer=True, jetson=False)
+    with pytest.raises(UserError, match="no stream within 0.2 s"):
+        source.open()
+    release.set()
+    for _ in range(100):
+        if released:
+            break
+        threading.Event().wait(0.02)
+    assert len(released) == 1

@@ -137,6 +137,8 @@ def test_software_encoders_are_pinned_to_4_2_0():
         "appsrc ! videoconvert ! video/x-raw,format=I420 ! x264enc bitrate=2000 tune=zerolatency speed-preset=ultrafast "
         'key-int-max=30 ! h264parse ! mp4mux ! filesink location="/v/a b.mp4"')
     assert "! h265parse ! matroskamux !" in file_pipeline("a.mkv", "h265", False, 4_000_000)
+    with pytest.raises(UserError, match="an .avi file cannot hold H.265"):
+        file_pipeline("a.avi", "h265", False, 4_000_000)
 
 
 def test_codec_defaults_to_h264_with_gstreamer_and_mp4v_without():
