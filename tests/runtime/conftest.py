@@ -132,11 +132,12 @@ class FakeSource:
     """An in-memory source. `frames` items: an array, None (a corrupt frame), or an exception to raise.
 
     `live` sources return "lost" once the list is exhausted `drop_after` times over, then come back.
-    `interval` paces reads like a camera.
+    `interval` paces reads like a camera. `fresh`: every read returns a new array, as a decoder
+    does, so a pipeline that kept frames would show in memory.
     """
 
-    def __init__(self, frames, *, live=False, interval=0.0, fail_opens=0, name="fake://"):
-        self.name, self.live, self.fps = name, live, 30.0
+    def __init__(self, frames, *, live=False, interval=0.0, fail_opens=0, name="fake://", fresh=False):
+        self.name, self.live, self.fps, self.fresh = name, live, 30.0, fresh
         self._frames, self._interval, self._fail_opens = list(frames), interval, fail_opens
         self.opens = 0
         self.closed = 0
@@ -162,6 +163,8 @@ class FakeSource:
             raise item
         if isinstance(item, str) and item == "lost":
             return False, None
+        if self.fresh and isinstance(item, np.ndarray):
+            item = item.copy()
         return True, item
 
     def skip(self):

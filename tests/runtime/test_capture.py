@@ -9,6 +9,15 @@ from common.errors import UserError
 from runtime.capture import Backoff, CaptureThread, EndOfStream, Frame, LatestFrameSlot
 
 FAST = Backoff(initial=0.01, maximum=0.04)
+# Every test here waits on a thread: a hang fails it (pytest-timeout) instead of stalling the run.
+pytestmark = pytest.mark.timeout(30)
+
+
+def wait_until(condition, timeout=10.0, what="the condition"):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.001)
 
 
 def frames(n, h=8, w=16):
@@ -48,9 +57,9 @@ def test_input_loop_replays_and_stride_skips():
 def test_source_that_raises_mid_stream_ends_with_a_user_error_naming_it():
     source = FakeSource([*frames(3), RuntimeError("usb disconnected")], name="v4l2:///dev/video9")
     with CaptureThread(source, latest=False, log=lambda m: None) as capture:
-        got = []
+        got, deadline = [], time.monotonic() + 10
         with pytest.raises(UserError, match=r"v4l2:///dev/video9 failed mid-stream: RuntimeError: usb disconnected"):
-            while True:
+            while time.monotonic() < deadline:
                 frame = capture.get(timeout=1.0)
                 if frame is not None:
                     got.append(frame)
@@ -91,13 +100,14 @@ def test_latest_mode_drops_frames_behind_a_slow_consumer():
     source = FakeSource(frames(200), live=True, interval=0.001)
     seen = []
     with CaptureThread(source, latest=True, backoff=FAST, log=lambda m: None) as capture:
+        deadline = time.monotonic() + 10
         while len(seen) < 5:
+            assert time.monotonic() < deadline, "no 5 frames within 10 s"
             frame = capture.get(timeout=1.0)
             if frame is not None:
                 seen.append(frame)
                 # The slow stage: busy until the source has delivered 3 more frames.
-                while capture.stats.captured < frame.seq + 4:
-                    time.sleep(0.001)
+                wait_until(lambda: capture.stats.captured >= frame.seq + 4, what="3 more frames")
     seqs = [f.seq for f in seen]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     assert capture.dropped > 0
@@ -133,8 +143,7 @@ def test_stop_interrupts_a_reconnecting_source_promptly():
     # A back-off far longer than stop's join timeout: the thread is only gone if stop cut the wait short.
     capture = CaptureThread(source, latest=True, backoff=Backoff(initial=600.0, maximum=600.0), log=messages.append)
     with capture:
-        while not any("reconnecting in 600 s" in m for m in messages):
-            time.sleep(0.01)
+        wait_until(lambda: any("reconnecting in 600 s" in m for m in messages), what="the reconnect message")
     assert not capture._thread.is_alive()
 
 

@@ -115,3 +115,33 @@ def test_bench_reports_model_only_and_pipeline(uda, small_onnx, tmp_path):
     assert result["shape"] == [1, 3, 64, 128] and result["providers"] == ["CPUExecutionProvider"]
     assert result["model_only"]["throughput_qps"] > 0 and result["pipeline"]["frames"] == 6
     assert set(result["model_only"]["latency_ms"]) == {"min", "mean", "median", "p90", "p95", "p99", "max"}
+
+
+def test_latest_and_buffered_pass_through_run_on_a_file(uda, small_onnx, clip_mp4, tmp_path):
+    report = tmp_path / "report.json"
+    status, _, err = uda("run", small_onnx, clip_mp4, "null://", "--buffered", "--json", report)
+    assert status == 0, err
+    assert "(every frame)" in err
+    result = json.loads(report.read_text())
+    assert result["frames"] == result["captured"] == CLIP_FRAMES and result["dropped"] == 0
+
+    # --latest on a file: capture no longer waits for the pipeline; whatever it does not take is dropped and counted.
+    status, _, err = uda("run", small_onnx, clip_mp4, "null://", "--latest", "--json", report)
+    assert status == 0, err
+    assert "(latest frame)" in err
+    result = json.loads(report.read_text())
+    assert result["captured"] == CLIP_FRAMES and result["frames"] + result["dropped"] == CLIP_FRAMES
+
+
+def test_input_flip_flips_the_frames(uda, small_onnx, clip_mp4, tmp_path):
+    import numpy as np
+
+    for flip in ("none", "horizontal"):
+        status, _, err = uda("run", small_onnx, clip_mp4, tmp_path / flip / "f_%02d.png", "--input-flip", flip,
+                             "--visualize", "side-by-side", "--no-legend", "--no-fps-overlay", "--max-frames", 1)
+        assert status == 0, err
+    import cv2
+
+    plain, flipped = (cv2.imread(str(tmp_path / flip / "f_00.png")) for flip in ("none", "horizontal"))
+    width = plain.shape[1] // 2           # side-by-side: the input frame is the left half
+    assert np.abs(flipped[:, :width].astype(int) - plain[:, :width][:, ::-1].astype(int)).mean() < 1

@@ -49,7 +49,8 @@ class SlowSink(NullSink):
 
 
 def _run(frames=600, max_frames=None, interrupt_at=None, on_frame=None):
-    source = CountingSource([FRAME] * frames, live=True, interval=0.0002)
+    # fresh=True: a new array per frame, as from a decoder; one shared array would hide kept frames.
+    source = CountingSource([FRAME] * frames, live=True, interval=0.0002, fresh=True)
     source.total = frames
     backend = FakeBackend(size=(16, 32))
     capture = CaptureThread(source, latest=True, backoff=Backoff(0.01, 0.01), log=lambda m: None)

@@ -154,7 +154,8 @@ def test_memory_stays_flat_over_thousands_of_frames():
 
     tracemalloc.start()
     try:
-        capture = CaptureThread(FakeSource(frames), latest=False, log=lambda m: None)
+        # fresh=True: a new array per frame, as from a decoder; one shared array would hide kept frames.
+        capture = CaptureThread(FakeSource(frames, fresh=True), latest=False, log=lambda m: None)
         renderer = Renderer(backend.manifest.classes, backend.manifest.palette, RenderOptions())
         report = run_pipeline(capture, backend, Preprocessor(backend.manifest.input, (16, 32)), renderer, NullSink(), on_frame=on_frame, **QUIET)
     finally:
