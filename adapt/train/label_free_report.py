@@ -28,10 +28,12 @@ def has_split(spec: DatasetConfig, split: str) -> bool:
 
 
 def unlabelled_target_images(ctx: RunContext):
-    """(images RGB uint8 (N, H, W, 3), the split they come from): val if the target has it, else train."""
+    """(images RGB uint8 (N, H, W, 3), the split they come from): val if the target has 2 or more, else train."""
     spec, size = ctx.cfg.data.target, ctx.cfg.data.eval_size
     split = spec.val_split if has_split(spec, spec.val_split) else spec.train_split
     dataset = open_dataset(spec.kind, spec.root, split, require_labels=False)
+    if len(dataset) < 2 and split != spec.train_split:      # a tiny captured val: the measures need pairs
+        split, dataset = spec.train_split, open_dataset(spec.kind, spec.root, spec.train_split, require_labels=False)
     return load_target_images(dataset, tuple(size) if size else None), split
 
 
