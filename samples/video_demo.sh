@@ -8,7 +8,8 @@
 # OUT_DIR  where the clip, the overlay video and the still go (default: runs/demo/video).
 #
 # Environment: FRAMES (90), SIZE (256x512), FRAME (index of the still, 45),
-#              STILL (path of the still, default OUT_DIR/overlay_frame.png).
+#              STILL (path of the still, default OUT_DIR/overlay_frame.png),
+#              CODEC (h264 | h265 | mp4v; default: h264 where OpenCV has GStreamer, else mp4v).
 set -euo pipefail
 
 MODEL=${1:-runs/demo/export/model.onnx}
@@ -33,6 +34,6 @@ mkdir -p "$OUT" "$(dirname "$STILL")"
 
 # 2. Every frame through the model: overlay video, one still frame and the run report.
 "$UDA" run "$MODEL" "$OUT/target.mp4" "$OUT/overlay.mp4" \
-    --buffered --headless --alpha 0.5 --save-frame "$FRAME" "$STILL" --json "$OUT/run.json"
+    --buffered --headless --alpha 0.5 --save-frame "$FRAME" "$STILL" --json "$OUT/run.json" ${CODEC:+--codec "$CODEC"}
 
 echo "video_demo: wrote $OUT/overlay.mp4 and $STILL"
