@@ -13,6 +13,7 @@ PyGObject and gst-rtsp-server are imported here only, when an `rtsp://@...` outp
 
 from __future__ import annotations
 
+import socket
 import threading
 
 import numpy as np
@@ -57,7 +58,6 @@ class RtspServerSink:
         self._Gst, self._GLib, self._GstRtspServer = import_gst_rtsp_server()
         self.name = f"rtsp://{url.host}:{url.port}{url.path}"
         self.frames = 0
-        self.served = 0                 # frames handed to a client's pipeline
         self._url, self._fps, self._codec, self._hardware, self._bitrate = url, fps, codec, hardware, bitrate
         self._log = log or (lambda message: None)
         self._lock = threading.Lock()
@@ -75,7 +75,7 @@ class RtspServerSink:
         self.close()
 
     def _start(self, width: int, height: int) -> None:
-        Gst, GLib, GstRtspServer = self._Gst, self._GLib, self._GstRtspServer
+        GLib, GstRtspServer = self._GLib, self._GstRtspServer
         server = GstRtspServer.RTSPServer()
         server.set_address(self._url.host)
         server.set_service(str(self._url.port))
@@ -95,8 +95,11 @@ class RtspServerSink:
         self._thread = threading.Thread(target=self._loop.run, name="rtsp server", daemon=True)
         self._thread.start()
         self._size = (width, height)
-        shown = "127.0.0.1" if self._url.host in ("0.0.0.0", "::") else self._url.host
-        self._log(f"serving rtsp://{shown}:{self._url.port}{self._url.path} ({self._codec}, {'NVENC' if self._hardware else 'software'} encoder)")
+        encoder = f"{self._codec}, {'NVENC' if self._hardware else 'software'} encoder"
+        if self._url.host in ("0.0.0.0", "::"):
+            self._log(f"serving rtsp://{socket.gethostname()}:{self._url.port}{self._url.path} on every interface ({encoder})")
+        else:
+            self._log(f"serving rtsp://{self._url.host}:{self._url.port}{self._url.path} ({encoder})")
 
     def _on_media_configure(self, factory, media) -> None:
         # Runs on the server's thread when the first client connects (shared media: once).
@@ -124,7 +127,6 @@ class RtspServerSink:
             return True                 # nobody watching: the frame is not kept
         buffer = self._Gst.Buffer.new_wrapped(np.ascontiguousarray(image).tobytes())
         appsrc.emit("push-buffer", buffer)
-        self.served += 1
         return True
 
     def close(self) -> None:

@@ -69,6 +69,10 @@ class CaptureOptions:
     latency_ms: int = 200                # rtspsrc jitter buffer
     flip: Flip = "none"                  # --input-flip: a camera mounted upside down or mirrored
 
+    def __post_init__(self) -> None:
+        if self.flip not in FLIPS:
+            raise UserError(f"--input-flip {self.flip!r} is unknown; valid: {', '.join(FLIPS)}")
+
 
 @dataclasses.dataclass(frozen=True)
 class RtspURL:

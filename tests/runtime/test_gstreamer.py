@@ -209,7 +209,8 @@ def test_frames_round_trip_file_run_rtsp_server_reader(tiny_onnx, clip, tmp_path
     expected = _mask_frames(tiny_onnx, clip, tmp_path)
     port = free_port()
     with _serve(tiny_onnx, clip, port) as server:
-        server.wait_for(f"serving rtsp://127.0.0.1:{port}/out (h264, software encoder)", timeout=60)
+        line = server.lines[server.wait_for(f":{port}/out on every interface", timeout=60)]
+        assert line.startswith("uda-adapt: serving rtsp://") and line.endswith("(h264, software encoder)")
         reader = _open_reader(f"rtsp://127.0.0.1:{port}/out")
         try:
             got = [image for ok, image in (reader.read() for _ in range(15)) if ok]
@@ -221,6 +222,12 @@ def test_frames_round_trip_file_run_rtsp_server_reader(tiny_onnx, clip, tmp_path
             # Lossy H.264: each received frame is close to one of the rendered masks.
             nearest = min(np.abs(image.astype(int) - e.astype(int)).mean() for e in expected)
             assert nearest < 6, f"a received frame is {nearest:.1f} grey levels from every rendered one"
+        # A client after the first one left gets the stream too (the shared media is set up again).
+        reader = _open_reader(f"rtsp://127.0.0.1:{port}/out")
+        try:
+            assert all(reader.read()[0] for _ in range(5))
+        finally:
+            reader.close()
         assert server.stop() == 130          # SIGTERM is the CLI's Ctrl-C
 
 

@@ -149,6 +149,11 @@ def test_codec_defaults_to_h264_with_gstreamer_and_mp4v_without():
         resolve_codec("h265", gstreamer=False)
 
 
+def test_an_unknown_flip_lists_the_valid_ones():
+    with pytest.raises(UserError, match="--input-flip 'upside-down' is unknown; valid: none, horizontal, vertical, rotate-180"):
+        CaptureOptions(flip="upside-down")
+
+
 @pytest.mark.parametrize(("flip", "method"), [("none", 0), ("rotate-180", 2), ("horizontal", 4), ("vertical", 6)])
 def test_csi_flip_is_done_by_nvvidconv(flip, method):
     assert f"nvvidconv flip-method={method} !" in csi_pipeline(0, CaptureOptions(flip=flip))
