@@ -19,13 +19,13 @@ from conftest import CLIP_FRAMES, street_frame
 from gst_env import REQUIRED, Process, require_gstreamer, uda_env
 
 pytestmark = [pytest.mark.gstreamer, pytest.mark.timeout(180)]
+require_gstreamer(module_level=True)
 
 WINDOW = "uda-adapt"
 
 
 @pytest.fixture(scope="module")
 def x_display():
-    require_gstreamer()
     try:
         from Xlib import display  # noqa: F401  (python3-xlib)
     except ImportError:

@@ -33,13 +33,9 @@ from runtime.sources import OpenCVSource
 from runtime.uri import CaptureOptions, csi_pipeline, parse_input, rtsp_pipelines, v4l2_pipeline
 
 pytestmark = [pytest.mark.gstreamer, pytest.mark.timeout(180)]
+require_gstreamer(module_level=True)
 
 PASSWORD = 'p a"s!s\\word'       # a space, a quote, a '!' and a backslash
-
-
-@pytest.fixture(autouse=True)
-def _environment():
-    require_gstreamer()
 
 
 @pytest.fixture(scope="module")
