@@ -68,6 +68,17 @@ def source_label_share(kind: str, root: str | Path, split: str, num_classes: int
     return counts / max(counts.sum(), 1.0)
 
 
+def source_share_for(ckpt, source_root: str | Path | None) -> np.ndarray | None:
+    """The source label share from `source_root` (a folder dataset), else from the checkpoint's own
+    training source when it is still where the config says; None when neither is at hand."""
+    if source_root:
+        return source_label_share("folder", source_root, "train", ckpt.num_classes)
+    source = ckpt.config.get("data", {}).get("source", {})
+    if source.get("root") and Path(source["root"]).is_dir():
+        return source_label_share(source.get("kind", "folder"), source["root"], source.get("train_split", "train"), ckpt.num_classes)
+    return None
+
+
 def measure_network(model: nn.Module, images: np.ndarray, *, mean, std, num_classes: int, device="cpu",
                     source_share: np.ndarray | None = None, video: bool = False) -> dict:
     was_training = model.training
@@ -91,7 +102,7 @@ def measure_checkpoint(checkpoint: str | Path, data_root: str | Path, *, kind: s
         raise UserError(f"checkpoint {checkpoint} predicts {len(ckpt.classes)} classes but {data_root} has {len(dataset.classes)}; "
                         "measure on data with the same classes")
     torch_device = resolve_device(device)
-    share = source_label_share("folder", source_root, "train", ckpt.num_classes) if source_root else None
+    share = source_share_for(ckpt, source_root)
     values = measure_network(build_model(ckpt).to(torch_device), load_target_images(dataset, size, limit),
                              mean=ckpt.mean, std=ckpt.std, num_classes=ckpt.num_classes, device=torch_device, source_share=share)
     out = Path(json_path) if json_path else Path(checkpoint).with_name(f"{Path(checkpoint).stem}_label_free_{split}.json")

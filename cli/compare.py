@@ -38,7 +38,13 @@ def compare(model_a, model_b, input_uri, output_uri, backend, threads, max_frame
     config = CompareConfig(model_a=model_a, model_b=model_b, input=input_uri, output=output_uri, report_dir=report_dir,
                            backend=backend, threads=threads, max_frames=max_frames, like=like, alpha=alpha)
     report = run_compare(config, log=log_to_stderr)
-    validated = report["validated"]
-    a, b = report["measures"]["A"][validated], report["measures"]["B"][validated]
+    from common.label_free import RANKS_MODELS
+
     click.echo(f"{report['frames']} frames -> {report['output']}; A and B disagree on {100 * report['disagreement']:.1f} % of pixels")
-    click.echo(f"{validated}: A {a:.4f}  B {b:.4f}  (report: compare.json, compare.md, compare.png beside the output)")
+    for name in RANKS_MODELS:
+        a, b = report["measures"]["A"][name], report["measures"]["B"][name]
+        if a is None:
+            click.echo(f"{name}: n/a (give --like SOURCE_ROOT, the labelled source dataset)")
+        else:
+            click.echo(f"{name}: A {a:.4f}  B {b:.4f}")
+    click.echo("report: compare.json, compare.md and compare.png beside the output")

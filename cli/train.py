@@ -44,7 +44,7 @@ def train(config_path: str | None, overrides: tuple[str, ...], run_dir: str, sta
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Where to write the result (default: beside the checkpoint).")
 @click.option("--no-labels", is_flag=True, help="Score without labels: the label-free measures (the validated one marked).")
 @click.option("--like", "source_root", type=click.Path(file_okay=False), default=None, metavar="SOURCE_ROOT",
-              help="--no-labels: the labelled source dataset, for the class-share distance.")
+              help="--no-labels: the labelled source dataset, for the class-share distance [default: the checkpoint's training source].")
 def evaluate(checkpoint: str, data_root: str, kind: str, split: str, size, device: str, json_path: str | None,
              no_labels: bool, source_root: str | None) -> None:
     """Per-class IoU and mIoU (19/16/13 protocols) of CHECKPOINT on a labelled split.

@@ -49,9 +49,10 @@ def report_label_free(ctx: RunContext, model_fn, stage_dir: Path, tag: str, step
     payload = {"tag": tag, "step": step, "split": split, "images": len(images), "validated": label_free.VALIDATED,
                "measures": values}
     atomic_write_text(stage_dir / f"label_free_{tag}.json", json.dumps(payload, indent=2) + "\n")
-    log.write(step, **{f"label_free_{label_free.VALIDATED}": values[label_free.VALIDATED]})
-    print(f"\n{tag}: target has no labels; label-free {label_free.VALIDATED} {values[label_free.VALIDATED]:.4f} "
-          f"on {len(images)} target {split} images")
+    scores = {name: values[name] for name in label_free.RANKS_MODELS if values[name] is not None}
+    log.write(step, **{f"label_free_{name}": value for name, value in scores.items()})
+    shown = "  ".join(f"{name} {value:.4f}" for name, value in scores.items())
+    print(f"\n{tag}: target has no labels; label-free {shown} on {len(images)} target {split} images")
     return values
 
 
@@ -62,8 +63,9 @@ def final_line(run_dir: str | Path) -> str | None:
     for stage in ("source", "self_train"):
         files = sorted((run / stage).glob("label_free_*.json"), key=lambda p: p.stat().st_mtime)
         files = [p for p in files if p.stem != "label_free_teacher"]     # the EMA teacher is a diagnostic
-        if files:
-            scores[stage] = json.loads(files[-1].read_text())["measures"][label_free.VALIDATED]
+        value = json.loads(files[-1].read_text())["measures"][label_free.VALIDATED] if files else None
+        if value is not None:
+            scores[stage] = value
     if not scores:
         return None
     name = label_free.VALIDATED

@@ -13,8 +13,11 @@ from tests.runtime.conftest import CLIP_FRAMES, CLIP_SIZE, read_all_frames, stre
 
 
 def test_compare_writes_three_panels_per_frame_and_the_report(tmp_path, tiny_onnx, small_onnx, clip_mp4, capsys):
+    source = tmp_path / "source" / "train" / "labels"
+    source.mkdir(parents=True)
+    cv2.imwrite(str(source / "a.png"), np.kron(np.array([[0, 2], [10, 13]], np.uint8), np.ones((4, 4), np.uint8)))
     out = tmp_path / "ab" / "compare.mp4"
-    assert main(["compare", tiny_onnx, small_onnx, clip_mp4, str(out)]) == 0, capsys.readouterr().err
+    assert main(["compare", tiny_onnx, small_onnx, clip_mp4, str(out), "--like", str(tmp_path / "source")]) == 0, capsys.readouterr().err
     frames = read_all_frames(out)
     h, w = CLIP_SIZE
     assert len(frames) == CLIP_FRAMES
@@ -23,13 +26,13 @@ def test_compare_writes_three_panels_per_frame_and_the_report(tmp_path, tiny_onn
     assert report["frames"] == CLIP_FRAMES and 0.0 < report["disagreement"] <= 1.0
     for key in ("A", "B"):
         measures = report["measures"][key]
-        assert 0.0 <= measures[label_free.VALIDATED] <= 1.0
+        assert 0.0 <= measures[label_free.VALIDATED] <= 1.0 and 0.0 <= measures[label_free.RUNTIME] <= 1.0
         assert measures["temporal_flicker"] is not None            # a video: consecutive frames
         assert measures["mean_max_prob"] is None                   # exported models give class ids only
     assert "| measure | A | B | better |" in (tmp_path / "ab" / "compare.md").read_text()
     chart = cv2.imread(str(tmp_path / "ab" / "compare.png"))
     assert chart is not None and chart.shape[1] == 640
-    assert label_free.VALIDATED in capsys.readouterr().out
+    assert f"{label_free.VALIDATED}: A " in capsys.readouterr().out
 
 
 def test_disagreement_panel_marks_exactly_the_differing_pixels():
