@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import sys
 from pathlib import Path
 
@@ -122,7 +123,7 @@ def analyse(runs: dict[str, list[dict]]) -> dict:
             "miou_range": [min(miou), max(miou)]}
 
 
-def write_report(out: Path, runs: dict[str, list[dict]], analysis: dict, command: str) -> None:
+def write_report(out: Path, runs: dict[str, list[dict]], analysis: dict, command: str, commands: list[list[str]]) -> None:
     payload = {"command": command, "analysis": analysis, "runs": runs}
     atomic_write_text(out / "label_free.json", json.dumps(payload, indent=2) + "\n")
     lines = [
@@ -155,7 +156,10 @@ def write_report(out: Path, runs: dict[str, list[dict]], analysis: dict, command
                   f"(gains in points: {picks['gain_points']}): the measures compare models (source only against adapted, "
                   "A against B, today against last month), they do not pick a checkpoint within a run better than "
                   "taking the last one, which is why reported numbers stay on last.pt."]
-    lines += [""]
+    lines += ["", "The checkpoints: `python benchmarks/label_free_runs.py --out RUNS_DIR` ran, each with OMP_NUM_THREADS=1 "
+              "and every `last.pt` copied as it was written:", "", "```"]
+    lines += [f"uda-adapt {shlex.join(command)}" for command in commands]
+    lines += ["```", ""]
     lines += ["| run | checkpoint | stage | step | mIoU | " + " | ".join(label_free.MEASURES) + " |",
               "|---|---|---|---|---|" + "---|" * len(label_free.MEASURES)]
     for run, rows in runs.items():
@@ -197,7 +201,11 @@ def main(argv: list[str] | None = None) -> int:
             runs.setdefault(run_dir.name, []).append(row)
     analysis = analyse(runs)
     command = "python benchmarks/label_free.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    write_report(Path(args.out), runs, analysis, command.strip())
+    from benchmarks.label_free_runs import DATA_ARGS, RUNS, train_command
+
+    commands = [["data", "benchmark", "--out", str(runs_dir / "data"), *DATA_ARGS]]
+    commands += [train_command(runs_dir, name) for name in RUNS if name in runs]
+    write_report(Path(args.out), runs, analysis, command.strip(), commands)
     for name, r in analysis["measures"].items():
         rho = "n/a" if r["spearman"] is None else f"{r['spearman']:+.2f}"
         print(f"{name:<22} Spearman {rho}  {'ranks models' if r['ranks_models'] else 'does not rank models'}")

@@ -44,7 +44,7 @@ RUNS: dict[str, tuple[int, list[str], str | None]] = {
 def train_command(out: Path, name: str) -> list[str]:
     seed, settings, start = RUNS[name]
     data = out / "data"
-    args = ["train", "--config", str(ROOT / "samples/configs/synthetic.yaml"), "--out", str(out / name),
+    args = ["train", "--config", "samples/configs/synthetic.yaml", "--out", str(out / name),
             "--set", f"data.source.root={data / 'source'}", "--set", f"data.target.root={data / 'target'}",
             "--set", f"seed={seed}"]
     for item in [*SHORT, *settings]:
@@ -75,7 +75,7 @@ def snapshot_while(process: subprocess.Popen, run_dir: Path, poll_s: float = 0.5
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="runs/label_free")
+    parser.add_argument("--out", default="runs/label_free", help="relative to the repository root, where the runs start")
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     args = parser.parse_args(argv)
     out = Path(args.out)
