@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/label_free", help="relative to the repository root, where the runs start")
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     args = parser.parse_args(argv)
+    os.chdir(ROOT)              # the printed commands are the ones to type at the repository root
     out = Path(args.out)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     if not (out / "data" / "target" / "meta.json").is_file():
