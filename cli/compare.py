@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from cli.options import SIZE
+
 
 @click.command("compare")
 @click.argument("model_a", type=click.Path(), metavar="A")
@@ -12,6 +14,8 @@ import click
 @click.argument("output_uri", metavar="[OUTPUT]", required=False)
 @click.option("--backend", type=click.Choice(["auto", "trt", "ort", "torch"]), default="auto", show_default=True,
               help="auto picks by file type for each model.")
+@click.option("--size", type=SIZE, default=None, metavar="HxW",
+              help="Network input size of a checkpoint [default: the other model's, when it is an export; else 512x1024].")
 @click.option("--threads", type=int, default=None, metavar="N", help="CPU threads for inference [default: the backend's].")
 @click.option("--max-frames", type=click.IntRange(min=2), default=None, metavar="N", help="Stop after N frames.")
 @click.option("--like", type=click.Path(file_okay=False), default=None, metavar="SOURCE_ROOT",
@@ -19,7 +23,7 @@ import click
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Where compare.json, compare.md and compare.png go [default: beside OUTPUT].")
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="Overlay opacity 0..1.")
-def compare(model_a, model_b, input_uri, output_uri, backend, threads, max_frames, like, report_dir, alpha) -> None:
+def compare(model_a, model_b, input_uri, output_uri, backend, size, threads, max_frames, like, report_dir, alpha) -> None:
     """Models A and B side by side on INPUT, a panel where they disagree, and their label-free measures.
 
     \b
@@ -36,7 +40,7 @@ def compare(model_a, model_b, input_uri, output_uri, backend, threads, max_frame
     from runtime.compare import compare as run_compare
 
     config = CompareConfig(model_a=model_a, model_b=model_b, input=input_uri, output=output_uri, report_dir=report_dir,
-                           backend=backend, threads=threads, max_frames=max_frames, like=like, alpha=alpha)
+                           backend=backend, size=size, threads=threads, max_frames=max_frames, like=like, alpha=alpha)
     report = run_compare(config, log=log_to_stderr)
     from common.label_free import RANKS_MODELS
 

@@ -24,7 +24,7 @@ from common import label_free
 from common.atomic import atomic_path, atomic_write_text
 from common.errors import UserError
 from common.preprocess import prepare_input
-from runtime.backends import open_backend
+from runtime.backends import backend_for, open_backend
 from runtime.backends.base import Backend
 from runtime.bundle import resolve_model
 from runtime.capture import Log, log_to_stderr
@@ -48,6 +48,7 @@ class CompareConfig:
     output: str | None = None         # None: OUT_DIR/compare.mp4 (video input) or OUT_DIR/compare_%05d.png (images)
     report_dir: str | None = None     # None: beside the output
     backend: str = "auto"
+    size: tuple[int, int] | None = None   # network input (H, W) of a checkpoint; None: the exported model's
     threads: int | None = None
     max_frames: int | None = None
     like: str | None = None           # labelled source root, for the class-share distance
@@ -109,12 +110,18 @@ def compare(config: CompareConfig, log: Log = log_to_stderr) -> dict:
         raise UserError(f"compare writes a video file or an image sequence, not {output.original}")
     report_dir = Path(config.report_dir) if config.report_dir else Path(output.location).parent
     with contextlib.ExitStack() as stack:
+        paths = [resolve_model(model, config.backend, 0, log) for model in (config.model_a, config.model_b)]
+        # A checkpoint has no input size of its own: it runs at --size, else at the exported model's.
+        exported = [p for p in paths if backend_for(p, config.backend) != "torch"]
+        size = config.size
         backends = []
-        for model in (config.model_a, config.model_b):
-            backend = open_backend(resolve_model(model, config.backend, 0, log), config.backend, threads=config.threads)
+        for path in sorted(paths, key=lambda p: p not in exported):
+            backend = open_backend(path, config.backend, threads=config.threads, input_size=size)
             stack.callback(backend.close)
-            backends.append(backend)
-        a, b = backends
+            size = size or (backend.input_size if path in exported else None)
+            backends.append((paths.index(path), backend))
+        a, b = (backend for _, backend in sorted(backends, key=lambda item: item[0]))
+        backends = [a, b]
         if tuple(a.manifest.classes) != tuple(b.manifest.classes):
             raise UserError(f"{config.model_a} and {config.model_b} predict different classes; compare models of the same class set")
         options = RenderOptions(alpha=config.alpha, fps=False)
@@ -151,6 +158,7 @@ def compare(config: CompareConfig, log: Log = log_to_stderr) -> dict:
             measures[key] = label_free.measure_images(mask_predictor(backend), images, num_classes=len(a.manifest.classes),
                                                       source_share=share, video=video)
     report = {"A": config.model_a, "B": config.model_b, "input": config.input, "output": output.location, "frames": frames,
+              "input_size": {"A": list(a.input_size), "B": list(b.input_size)},
               "disagreement": float(np.mean(disagreements)), "validated": label_free.VALIDATED, "measures": measures}
     write_report(report_dir, report)
     return report

@@ -58,3 +58,18 @@ def test_compare_on_an_image_folder_writes_an_image_grid(tmp_path, tiny_onnx, ca
     assert len(written) == 3
     report = json.loads((tmp_path / "grid" / "compare.json").read_text())
     assert report["disagreement"] == 0.0 and report["measures"]["A"]["temporal_flicker"] is None
+
+
+def test_a_checkpoint_runs_at_the_exported_models_size(tmp_path, tiny_onnx, clip_mp4):
+    from adapt.checkpoint import Checkpoint, save_checkpoint
+    from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+    from adapt.models import build_segmenter
+    from runtime.compare import CompareConfig, compare
+    from tests.runtime.conftest import MODEL_SIZE
+
+    net = build_segmenter("small", len(CITYSCAPES_CLASSES))
+    ckpt = tmp_path / "source.pt"
+    save_checkpoint(ckpt, Checkpoint("small", CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, net.state_dict()))
+    report = compare(CompareConfig(str(ckpt), tiny_onnx, clip_mp4, str(tmp_path / "out" / "ab.mp4"), max_frames=3))
+    assert report["frames"] == 3
+    assert report["input_size"] == {"A": list(MODEL_SIZE), "B": list(MODEL_SIZE)}    # not the checkpoint default 512x1024
