@@ -21,8 +21,17 @@ import numpy as np
 from common.atomic import ensure_writable_dir
 from common.errors import UserError
 from runtime import cvbuild
-from runtime.encoders import ENCODER_PACKAGES, FOURCC_BY_SUFFIX, STREAM_CODECS, detect_hardware_encoder, encoder_element, file_pipeline, resolve_codec, rtsp_push_pipeline
-from runtime.uri import OutputURI, redact_url, parse_rtsp_url
+from runtime.encoders import (
+    ENCODER_PACKAGES,
+    FOURCC_BY_SUFFIX,
+    STREAM_CODECS,
+    detect_hardware_encoder,
+    encoder_element,
+    file_pipeline,
+    resolve_codec,
+    rtsp_push_pipeline,
+)
+from runtime.uri import OutputURI, parse_rtsp_url, redact_url
 
 QUIT_KEYS = (ord("q"), 27)   # q, Esc
 
