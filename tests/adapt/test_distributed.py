@@ -291,18 +291,17 @@ def test_a_killed_rank_stops_the_job_with_a_clear_error_and_the_rerun_resumes(tw
 def test_a_signal_to_one_rank_stops_every_rank_after_the_same_iteration_and_the_rerun_resumes(twin, tmp_path):
     root, settings, _ = twin
     run = tmp_path / "run"
-    stopped = torchrun(run, settings, env={"SIGNAL_AT": "source:1:1"})
+    stopped = torchrun(run, settings, stage="source", env={"SIGNAL_AT": "source:1:1"})
     assert stopped.returncode != 0
     assert "rank 1 of 2 source stopped by SIGUSR1 after iteration 1" in stopped.stderr
     assert "rank 0 of 2 source stopped by a signal to another training process after iteration 1" in stopped.stderr
     assert "rerun the same command to resume" in stopped.stderr
     saved = load_checkpoint(run / "source" / "last.pt")
     assert saved.step == 1 and not saved.extra["complete"]
-    resumed = torchrun(run, settings)
+    resumed = torchrun(run, settings, stage="source")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "source: resuming at iteration 1" in resumed.stdout
-    for stage in ("source", "correlation", "self_train"):
-        assert torch.equal(weights(run, stage), weights(root / "ddp", stage)), stage
+    assert torch.equal(weights(run, "source"), weights(root / "ddp", "source"))
 
 
 def free_port() -> int:
