@@ -253,6 +253,8 @@ def write_report(out: Path, rows: dict[str, list[dict]], args) -> None:
     header = "| method | mIoU | gap closed | per seed |" + (" tune mIoU |" if args.tune else "")
     lines += [header, "|---|---|---|---|" + ("---|" if args.tune else "")]
     for name, entries in rows.items():
+        if not entries:
+            continue   # not trained (yet) for these seeds
         m, s = mean_std([e["miou"] for e in entries])
         seeds = ", ".join(f"s{e['seed']}: {100 * e['miou']:.1f}" for e in entries)
         closed = gap_closed(rows, name)
@@ -271,6 +273,9 @@ def write_report(out: Path, rows: dict[str, list[dict]], args) -> None:
             m, s = mean_std([d / 100 for _, d in deltas])
             lines.append(f"| {row} - {base} | {100 * m:+.2f} +- {100 * s:.2f} | " + ", ".join(f"s{seed}: {d:+.2f}" for seed, d in deltas) + " |")
     rows = {name: entries for name, entries in rows.items() if entries}
+    if not rows:
+        print(f"no finished runs in {out} for seeds {args.seeds}: nothing to report")
+        return
     classes = list(next(iter(rows.values()))[0]["per_class_iou"])
     names = list(rows)
     lines += ["", "Per-class IoU (%), mean over seeds (n/a: class absent from the benchmark):", "",
@@ -318,4 +323,8 @@ def plot(path: Path, rows: dict[str, list[dict]], classes: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except UserError as exc:
+        print(f"ablation: error: {exc}", file=sys.stderr)
+        sys.exit(1)
