@@ -91,7 +91,7 @@ def video(out: Path, domain: str, frames: int, size: tuple[int, int], fps: float
               help="Keep at most one frame per SECONDS (of video time for files, of clock time for cameras).")
 @click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True, metavar="N", help="Consider every Nth frame only.")
 @click.option("--max", "max_images", type=click.IntRange(min=1), default=None, metavar="N", help="Stop after N new images.")
-@click.option("--size", type=SIZE, default=None, help="Store frames at HxW [default: as captured].")
+@click.option("--size", type=SIZE, default=None, help="Store frames at HxW [default: the size of the images already in ROOT, else as captured].")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True, metavar="F",
               help="Put this share of the kept frames in val/images (unlabelled, for looking at and label-free scores).")
 @click.option("--like", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="SOURCE_ROOT",

@@ -42,7 +42,7 @@ class CaptureConfig:
     every_s: float | None = None          # keep at most one frame per this many seconds of video
     stride: int = 1                       # consider every Nth frame only
     max_images: int | None = None         # stop after this many new images
-    size: tuple[int, int] | None = None   # (H, W) to store; None: as captured
+    size: tuple[int, int] | None = None   # (H, W) to store; None: the existing set's, else as captured
     val_fraction: float = 0.0             # this share of kept images goes to val/ (unlabelled)
     like: Path | None = None              # a source dataset root whose meta.json (classes) the set takes
     min_change: float = DEFAULT_MIN_CHANGE
@@ -122,10 +122,13 @@ def capture_set(config: CaptureConfig, progress: Callable[[FilterCounts], None] 
     already = existing_images(out)
     number, index = next_number(already), len(already)
     frame_filter = FrameFilter(config.min_change, config.min_sharpness)
+    size = config.size
     for path in already:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is not None:
             frame_filter.remember(image)
+            # Adding to a set: new frames take its size, so that it never mixes sizes (batches need one).
+            size = size or image.shape[:2]
 
     result = CaptureResult(frame_filter.counts)
     source = open_source(uri, config.capture)
@@ -147,8 +150,8 @@ def capture_set(config: CaptureConfig, progress: Callable[[FilterCounts], None] 
             now = time.monotonic() - started if uri.live else frame_index / fps
             if config.every_s is not None and now - last_kept_s < config.every_s:
                 continue
-            if config.size is not None and image.shape[:2] != tuple(config.size):
-                image = cv2.resize(image, (config.size[1], config.size[0]), interpolation=cv2.INTER_AREA)
+            if size is not None and image.shape[:2] != tuple(size):
+                image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
             if frame_filter.check(image) == "kept":
                 split = "val" if goes_to_val(index, config.val_fraction) else "train"
                 name = f"{PREFIX}_{number:06d}{SUFFIX}"

@@ -49,7 +49,8 @@ def clip(tmp_path) -> Path:
 
 def images_in(root: Path, split: str = "train") -> list[Path]:
     folder = root / split / "images"
-    return sorted(folder.glob("*.jpg")) if folder.is_dir() else []
+    # Hidden files are the temporaries of writes in progress, not images of the set.
+    return sorted(p for p in folder.glob("*.jpg") if not p.name.startswith(".")) if folder.is_dir() else []
 
 
 def test_capture_keeps_distinct_frames_and_counts_what_it_drops(tmp_path, clip):
@@ -85,6 +86,9 @@ def test_rerun_appends_without_clashes_or_duplicates(tmp_path, clip):
     more = capture_set(CaptureConfig(input=str(other), out=root))
     assert more.counts.kept == 3 and more.first_name == "cap_000010.jpg"
     assert len(images_in(root)) == 13
+    bigger = write_clip(tmp_path / "bigger.avi", [blocky_frame(900, (128, 256))] * 2)
+    capture_set(CaptureConfig(input=str(bigger), out=root))
+    assert cv2.imread(str(root / "train" / "images" / "cap_000013.jpg")).shape[:2] == SIZE   # the set's size kept
 
 
 def test_like_copies_the_source_classes(tmp_path, clip):
