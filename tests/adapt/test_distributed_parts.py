@@ -22,7 +22,7 @@ from torch import nn
 
 from adapt.config import load_config
 from adapt.mixing import StrongAugmentation, choose_classes, class_presence, classmix_masks, paste_masks
-from adapt.train import distributed, environment
+from adapt.train import distributed
 from adapt.train.batches import BatchStream, StreamState
 from adapt.train.config import TrainConfig
 from adapt.train.distributed import Distributed, gpu_index, is_lost_peer, revert_sync_batchnorm, wrap_for_training
