@@ -17,7 +17,7 @@ from adapt.train.datasets import labelled_train_set, train_transform
 from adapt.mixing import StrongAugmentation
 from adapt.train.environment import autocast, restore_rng, rng_state, seed_everything, training_network
 from adapt.train.logbook import Logbook
-from adapt.train.loop import run_iterations
+from adapt.train.loop import WHOLE_STEP, MicroStep, accumulated, backward_micro_step, run_iterations
 from adapt.train.optim import make_optimizer, poly_lr, set_lr
 from adapt.train.reporting import evaluate_stage, network_fn
 from adapt.train.stage_io import RunContext, begin_stage, write_stage_checkpoint
@@ -79,19 +79,17 @@ def fit_correlation(ctx: RunContext, init: Checkpoint) -> None:
         if ctx.dist.is_main:
             print(f"{STAGE}: resuming at iteration {start} from {last_path}")
 
-    def step(i: int) -> dict[str, float]:
+    def step(i: int, micro: MicroStep = WHOLE_STEP) -> dict[str, float]:
         set_lr(optimizer, poly_lr(stage_cfg.optim.lr, i, stage_cfg.iterations, stage_cfg.optim.poly_power, stage_cfg.optim.warmup))
         images, labels = stream.next()
         images, labels = images.to(ctx.device, non_blocking=True), labels.to(ctx.device, non_blocking=True)
         if perturb is not None:
-            # Drawn for the global batch, applied to this rank's part (adapt/mixing.py).
-            images = perturb.apply(images, perturb.draw(stream.batch_size, generator)[ctx.dist.local_slice(stream.batch_size)])
+            # Drawn for the micro-step's images over all ranks, applied to this rank's part (adapt/mixing.py).
+            images = perturb.apply(images, perturb.draw(stream.micro_batch_size, generator)[ctx.dist.local_slice(stream.micro_batch_size)])
         with torch.no_grad(), autocast(ctx.device, cfg.amp):
             logits = network(images)
         loss = correlation_fit_loss(trained_module, logits.float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        backward_micro_step(loss, micro, optimizer)
         return {"loss": loss.item()}
 
     def save(done: int, complete: bool = False) -> None:
@@ -106,10 +104,10 @@ def fit_correlation(ctx: RunContext, init: Checkpoint) -> None:
 
     log = Logbook(stage_dir, ctx.tensorboard_dir, tag=STAGE, enabled=ctx.dist.is_main)
     try:
-        run_iterations(start=start, total=stage_cfg.iterations, step_fn=step, save_fn=save, log=log,
-                       log_every=cfg.logging.log_every, checkpoint_every=cfg.logging.checkpoint_every,
+        run_iterations(start=start, total=stage_cfg.iterations, step_fn=accumulated(step, trained_module, stream.accumulate),
+                       save_fn=save, log=log, log_every=cfg.logging.log_every, checkpoint_every=cfg.logging.checkpoint_every,
                        description=STAGE, last_good=last_path, images_per_step=stream.batch_size,
-                       dist=ctx.dist, device=ctx.device)
+                       dist=ctx.dist, device=ctx.device, data_clock=ctx.data_clock)
         module.eval()
         # Diagnostic only: the network followed by the module at test time. The deployed
         # model is the network alone; this shows what the module would teach on the target.

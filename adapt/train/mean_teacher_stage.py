@@ -51,9 +51,10 @@ from adapt.train.correlation_refit import CorrelationRefit, make_refit
 from adapt.train.drift import DriftMonitor, drift_verdict
 from adapt.train.datasets import labelled_train_set, target_crop_set, train_transform, unlabelled_train_set
 from adapt.train.distributed import Distributed, broadcast_buffers, gather_batch, revert_sync_batchnorm
-from adapt.train.environment import autocast, make_grad_scaler, restore_rng, rng_state, seed_everything, training_network
+from adapt.train.environment import (autocast, make_grad_scaler, restore_grad_scaler, restore_rng, rng_state, seed_everything,
+                                     training_layout, training_network)
 from adapt.train.logbook import Logbook
-from adapt.train.loop import run_iterations
+from adapt.train.loop import WHOLE_STEP, MicroStep, accumulated, backward_micro_step, evaluation_every, run_iterations
 from adapt.train.optim import make_optimizer, poly_lr, set_lr
 from adapt.train.reporting import evaluate_stage, keep_best, network_fn
 from adapt.train.correlation_stage import correlation_payload, module_fn
@@ -93,7 +94,8 @@ def ct_weight(cfg: TrainConfig, step: int) -> float:
     return st.lambda_ct * min(1.0, (step + 1) / st.ct_warmup)
 
 
-def mean_teacher_step(state: MeanTeacherState, cfg: TrainConfig, step: int, device: torch.device) -> dict[str, float]:
+def mean_teacher_step(state: MeanTeacherState, cfg: TrainConfig, step: int, device: torch.device,
+                      micro: MicroStep = WHOLE_STEP) -> dict[str, float]:
     mt, st = cfg.self_train.mean_teacher, cfg.self_train
     set_lr(state.optimizer, poly_lr(mt.optim.lr, step, mt.iterations, mt.optim.poly_power, mt.optim.warmup))
     src_images, src_labels = (t.to(device, non_blocking=True) for t in state.source.next())
@@ -108,8 +110,8 @@ def mean_teacher_step(state: MeanTeacherState, cfg: TrainConfig, step: int, devi
     pseudo = pseudo.masked_fill(~target_valid, IGNORE_INDEX)
     weight = pseudo_label_weight(confidence, mt.confidence_threshold, target_valid, mt.confidence_weight)   # (B,)
 
-    # The global batch's random choices, in the single-process order; this rank applies its part.
-    global_batch, mine = state.source.batch_size, state.dist.local_slice(state.source.batch_size)
+    # The random choices for the micro-step's images over all ranks, in the single-process order; this rank applies its part.
+    global_batch, mine = state.source.micro_batch_size, state.dist.local_slice(state.source.micro_batch_size)
     presence = gather_batch(class_presence(src_labels, state.num_classes).to(torch.uint8), state.dist).bool()
     paste = paste_masks(src_labels, choose_classes(presence, state.generator)[mine])
     plans = state.augment.draw(global_batch, state.generator)[mine]
@@ -150,14 +152,12 @@ def mean_teacher_step(state: MeanTeacherState, cfg: TrainConfig, step: int, devi
         losses["ct_kl"] = lambda_ct * correlation_transfer_loss(
             state.module, student_logits.float(), teacher_logits, valid=valid, mask=region)
     loss = sum(losses.values())
-    state.optimizer.zero_grad(set_to_none=True)
-    state.scaler.scale(loss).backward()
-    state.scaler.step(state.optimizer)
-    state.scaler.update()
-    broadcast_buffers(state.student, state.dist)
-    update_teacher(state.teacher, state.student, ema_alpha(step, mt.ema_alpha))
+    backward_micro_step(loss, micro, state.optimizer, state.scaler)
+    if micro.last:   # after the optimizer step
+        broadcast_buffers(state.student, state.dist)
+        update_teacher(state.teacher, state.student, ema_alpha(step, mt.ema_alpha))
     record = {"loss": loss.item(), "pseudo_weight": weight.mean().item(), **{k: v.item() for k, v in losses.items()}}
-    if state.refit is not None and state.refit.due(step):
+    if micro.last and state.refit is not None and state.refit.due(step):
         record["module_fit"] = state.refit.step(src_images, src_labels, src_logits, state.teacher, cfg,
                                                 state.generator, state.dist, global_batch)
     if state.drift is not None:
@@ -191,7 +191,7 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
         if cfg.self_train.target_bn:
             # The teacher's first pseudo labels come from target statistics, not source ones.
             reestimate_batchnorm(student, target_plain, ctx.device, cfg.data.batch_size, dist=ctx.dist)
-    teacher = make_teacher(student)
+    teacher = training_layout(make_teacher(student), cfg, ctx.device)   # the student's is set with `network` below
     if resume:
         teacher.load_state_dict(resume.extra["teacher"])
     reference = None
@@ -230,6 +230,7 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
         state.source.state = StreamState(**resume.extra["source_stream"])
         state.target.state = StreamState(**resume.extra["target_stream"])
         state.generator.set_state(resume.extra["generator"])
+        restore_grad_scaler(state.scaler, resume.extra.get("scaler"))
         if state.refit is not None:
             state.refit.load_state_dict(resume.extra["correlation_refit"])
         if "drift" in resume.extra:
@@ -250,6 +251,7 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
             "correlation_refit": state.refit.state_dict() if state.refit is not None else None,
             "drift": state.drift.state_dict(),
             "optimizer": state.optimizer.state_dict(),
+            "scaler": state.scaler.state_dict(),
             "source_stream": vars(state.source.state).copy(),
             "target_stream": vars(state.target.state).copy(),
             "generator": state.generator.get_state(),
@@ -263,11 +265,13 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
     try:
         student.train()
         run_iterations(start=start, total=mt.iterations,
-                       step_fn=lambda i: mean_teacher_step(state, cfg, i, ctx.device), save_fn=save, log=log,
+                       step_fn=accumulated(lambda i, micro: mean_teacher_step(state, cfg, i, ctx.device, micro), state.network,
+                                           state.source.accumulate), save_fn=save, log=log,
                        log_every=cfg.logging.log_every, checkpoint_every=cfg.logging.checkpoint_every,
                        description=f"{STAGE} (mean teacher)", last_good=last_path,
                        images_per_step=state.source.batch_size + state.target.batch_size,
-                       dist=ctx.dist, device=ctx.device)
+                       dist=ctx.dist, device=ctx.device, data_clock=ctx.data_clock, evaluate_every=cfg.logging.eval_interval,
+                       evaluate=evaluation_every(ctx, teacher if cfg.self_train.export == "teacher" else student, stage_dir, log, FINAL_TAG))
         revert_sync_batchnorm(student).eval()
         if cfg.self_train.target_bn:
             # Training left running statistics averaged over source and mixed batches; the

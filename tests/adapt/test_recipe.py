@@ -102,7 +102,6 @@ def test_mic_masks_blank_whole_blocks_at_the_ratio():
 class _Stream:
     def __init__(self, images, labels):
         self.images, self.labels, self.batch_size = images, labels, len(images)
-        self.micro_batch_size = self.batch_size     # no gradient accumulation
         self.micro_batch_size, self.accumulate = len(images), 1      # no gradient accumulation
 
     def next(self):
