@@ -31,7 +31,7 @@ def load_target_images(dataset, size: tuple[int, int] | None = None, limit: int 
     """The first `limit` images of an opened dataset as RGB uint8 (N, H, W, 3), all at `size` (default: the first's)."""
     count = min(limit, len(dataset)) if limit else len(dataset)
     if count < 2:
-        raise UserError(f"label-free measures need at least 2 target images, the split has {len(dataset)}; add images")
+        raise UserError(f"label-free measures need at least 2 target images, the split has {len(dataset)}; add images or measure another split (--split train)")
     images = []
     for index in range(count):
         image = dataset.load_image(index)

@@ -29,7 +29,7 @@ step data video --out "$OUT/camera_day1.mp4" --domain real --frames "$FRAMES" --
 step data video --out "$OUT/camera_day2.mp4" --domain real --frames "$FRAMES" --size 256x512 --seed 4
 
 # 1. Capture an unlabelled target set from the camera (duplicates and blurred frames dropped).
-step data capture "$OUT/camera_day1.mp4" --out "$OUT/target" --every 0.2 --size 128x256 --val-fraction 0.1 \
+step data capture "$OUT/camera_day1.mp4" --out "$OUT/target" --every 0.2 --size 128x256 --val-fraction 0.2 \
     --like "$OUT/data/source"
 
 # 2. Adapt: the target has no labels, so each stage reports the label-free measure, and so does the end.
