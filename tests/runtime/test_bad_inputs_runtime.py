@@ -134,7 +134,9 @@ def test_ctrl_c_mid_video_finalises_the_mp4(small_onnx, clip_mp4, tmp_path):
     out = tmp_path / "out.mp4"
     args = [sys.executable, "-m", "cli.main", "run", small_onnx, clip_mp4, str(out), "--input-rate", "10", "--no-legend"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # SIG_DFL: a test run from a background job inherits SIGINT ignored, and would pass it on.
+    process = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         # The sink's temporary appears with the first frame; then let a few more through.
