@@ -239,22 +239,22 @@ def test_serving_on_a_port_in_use_is_one_line(tiny_onnx, clip):
 @pytest.mark.parametrize("mode", ["--latest", "--buffered"])
 def test_rtsp_input_reconnects_after_its_server_restarts(mode, tiny_onnx, clip, tmp_path):
     port, report = free_port(), tmp_path / "report.json"
-    server = _serve(tiny_onnx, clip, port)
-    with server, Process("run", tiny_onnx, f"rtsp://127.0.0.1:{port}/out", "null://", mode, "--max-frames", "60",
-                         "--json", report) as reader:
-        server.wait_for("serving", timeout=60)
-        running = reader.wait_for("running rtsp://", timeout=60)
-        assert ("(latest frame)" if mode == "--latest" else "(every frame)") in reader.lines[running]
-        time.sleep(2.0)                        # some frames through the first connection
-        assert server.stop() == 130
-        lost = reader.wait_for("lost; reconnecting", timeout=30)
-        with _serve(tiny_onnx, clip, port) as restarted:
-            try:
-                reader.wait_for("reconnected", timeout=60, after=lost)
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}\nthe restarted server:\n{restarted.stderr[-2000:]}") from None
-            assert reader.wait(90) == 0, reader.stderr[-3000:]
-            restarted.stop()
+    with _serve(tiny_onnx, clip, port) as server:
+        server.wait_for("serving", timeout=60)      # the first open must find the stream; later ones retry
+        with Process("run", tiny_onnx, f"rtsp://127.0.0.1:{port}/out", "null://", mode, "--max-frames", "60",
+                     "--json", report) as reader:
+            running = reader.wait_for("running rtsp://", timeout=60)
+            assert ("(latest frame)" if mode == "--latest" else "(every frame)") in reader.lines[running]
+            time.sleep(2.0)                        # some frames through the first connection
+            assert server.stop() == 130
+            lost = reader.wait_for("lost; reconnecting", timeout=30)
+            with _serve(tiny_onnx, clip, port) as restarted:
+                try:
+                    reader.wait_for("reconnected", timeout=60, after=lost)
+                except AssertionError as exc:
+                    raise AssertionError(f"{exc}\nthe restarted server:\n{restarted.stderr[-2000:]}") from None
+                assert reader.wait(90) == 0, reader.stderr[-3000:]
+                restarted.stop()
     result = json.loads(report.read_text())
     assert result["frames"] == 60 and result["reconnects"] >= 1
 
