@@ -162,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
                 train(run_cfg, run_dir, stage="self_train", init=corr)
             add_row(rows, name, score(run_dir / "self_train", final_tag(run_cfg), args.tune))
             if name in args.teacher_of:
-                add_row(rows, f"{name}{TEACHER_SUFFIX}", score(run_dir / "self_train", "teacher", None))
+                # eval_teacher.json is the EMA teacher's when the student is exported; with
+                # self_train.export=teacher the teacher is the exported network, scored under the final tag.
+                teacher_tag = "teacher" if (run_dir / "self_train" / "eval_teacher.json").is_file() else final_tag(run_cfg)
+                add_row(rows, f"{name}{TEACHER_SUFFIX}", score(run_dir / "self_train", teacher_tag, args.tune))
         if not args.no_oracle:
             oracle_cfg = load_config(TrainConfig, args.config, [*overrides, f"seed={seed}", f"data.source.root={data / 'target'}"])
             if wanted(ORACLE):
