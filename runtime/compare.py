@@ -87,6 +87,11 @@ def disagreement_panel(frame: np.ndarray, mask_a: np.ndarray, mask_b: np.ndarray
     return panel, float(differ.mean())
 
 
+def short_name(model: str) -> str:
+    """The last three parts of a model's path: run/self_train/last.pt tells two last.pt apart."""
+    return "/".join(Path(model).parts[-3:])
+
+
 def title(image: np.ndarray, text: str) -> None:
     origin = (8, image.shape[0] - 10)
     cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
@@ -139,8 +144,8 @@ def compare(config: CompareConfig, log: Log = log_to_stderr) -> dict:
             masks = [m.infer(prepare_input(frame, m.manifest.input, m.input_size))[0] for m in backends]
             panels = [r.render(frame, mask) for r, mask in zip(renderers, masks)]
             third, share = disagreement_panel(frame, *masks)
-            title(panels[0], f"A: {Path(config.model_a).name}")
-            title(panels[1], f"B: {Path(config.model_b).name}")
+            title(panels[0], f"A: {short_name(config.model_a)}")
+            title(panels[1], f"B: {short_name(config.model_b)}")
             title(third, f"A != B: {100 * share:.1f} %")
             sink.write(np.hstack([*panels, third]))
             disagreements.append(share)
@@ -166,7 +171,7 @@ def compare(config: CompareConfig, log: Log = log_to_stderr) -> dict:
 
 def write_report(folder: Path, report: dict) -> None:
     atomic_write_text(folder / "compare.json", json.dumps(report, indent=2) + "\n")
-    lines = [f"# {Path(report['A']).name} (A) vs {Path(report['B']).name} (B)", "",
+    lines = [f"# {short_name(report['A'])} (A) vs {short_name(report['B'])} (B)", "",
              f"{report['frames']} frames of {report['input']}; they disagree on {100 * report['disagreement']:.1f} % of pixels.", "",
              "| measure | A | B | better |", "|---|---|---|---|"]
     for name, info in label_free.MEASURES.items():
@@ -187,11 +192,12 @@ def write_report(folder: Path, report: dict) -> None:
 def bar_chart(measures: dict[str, dict]) -> np.ndarray:
     """A BGR bar chart of every measure (all lie in 0..1) for A (blue) and B (orange), drawn with OpenCV."""
     names = [n for n in label_free.MEASURES if measures["A"].get(n) is not None and measures["B"].get(n) is not None]
-    row, width, left = 34, 640, 210
+    row, width, left = 34, 640, 250
     image = np.full((20 + row * max(len(names), 1), width, 3), 255, np.uint8)
     for i, name in enumerate(names):
         y = 14 + i * row
-        cv2.putText(image, name, (8, y + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        label = name if label_free.MEASURES[name].higher_is_better else f"{name} (lower=better)"
+        cv2.putText(image, label, (8, y + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
         for j, (key, colour) in enumerate((("A", (180, 119, 31)), ("B", (14, 127, 255)))):
             value = float(np.clip(measures[key][name], 0.0, 1.0))
             top = y + j * 13

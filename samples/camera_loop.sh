@@ -49,7 +49,8 @@ step run "$OUT/export/model.onnx" "$OUT/camera_day2.mp4" "$OUT/watch/overlay.mp4
 step data capture "$OUT/collected/train/images" --out "$OUT/target"
 step train --out "$OUT/run2" --stage self_train --init "$OUT/run/self_train/last.pt" \
     --set "data.source.root=$OUT/data/source" --set "data.target.root=$OUT/target" "${TRAIN_SET[@]}"
-step compare "$OUT/run/self_train/last.pt" "$OUT/run2/self_train/last.pt" "$OUT/camera_day2.mp4" "$OUT/compare2/compare.mp4"
+step compare "$OUT/run/self_train/last.pt" "$OUT/run2/self_train/last.pt" "$OUT/camera_day2.mp4" "$OUT/compare2/compare.mp4" \
+    --size 128x256 --like "$OUT/data/source"
 
 echo
 echo "camera_loop: target set $OUT/target, runs $OUT/run and $OUT/run2, compare $OUT/compare and $OUT/compare2,"
