@@ -164,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
             if name in args.teacher_of:
                 # eval_teacher.json is the EMA teacher's when the student is exported; with
                 # self_train.export=teacher the teacher is the exported network, scored under the final tag.
-                teacher_tag = "teacher" if (run_dir / "self_train" / "eval_teacher.json").is_file() else final_tag(run_cfg)
-                add_row(rows, f"{name}{TEACHER_SUFFIX}", score(run_dir / "self_train", teacher_tag, args.tune))
+                # Only the exported network is in last.pt, so only it can be scored on tune here.
+                exported = not (run_dir / "self_train" / "eval_teacher.json").is_file()
+                teacher_tag = final_tag(run_cfg) if exported else "teacher"
+                add_row(rows, f"{name}{TEACHER_SUFFIX}", score(run_dir / "self_train", teacher_tag, args.tune if exported else None))
         if not args.no_oracle:
             oracle_cfg = load_config(TrainConfig, args.config, [*overrides, f"seed={seed}", f"data.source.root={data / 'target'}"])
             if wanted(ORACLE):
