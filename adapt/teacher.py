@@ -32,10 +32,16 @@ def make_teacher(student: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def update_teacher(teacher: nn.Module, student: nn.Module, alpha: float) -> None:
-    """teacher <- alpha * teacher + (1 - alpha) * student, in place (parameters and float buffers)."""
+def update_teacher(teacher: nn.Module, student: nn.Module, alpha: float, buffers: bool = True) -> None:
+    """teacher <- alpha * teacher + (1 - alpha) * student, in place (parameters and float buffers).
+
+    `buffers=False` leaves the teacher's buffers (BatchNorm running statistics) as they are: the
+    teacher then keeps statistics of its own (`teacher_bn: target`).
+    """
     for t, s in zip(teacher.parameters(), student.parameters()):
         t.mul_(alpha).add_(s.detach(), alpha=1.0 - alpha)
+    if not buffers:
+        return
     for t, s in zip(teacher.buffers(), student.buffers()):
         if t.is_floating_point():
             t.mul_(alpha).add_(s.detach(), alpha=1.0 - alpha)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from adapt.train.distributed import SINGLE_PROCESS, Distributed, average_batchnorm_statistics
+from adapt.train.distributed import SINGLE_PROCESS, Distributed, all_reduce_sum, average_batchnorm_statistics
 
 
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -44,6 +44,53 @@ def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
             layer.momentum = momentum
             if count is not None:
                 layer.num_batches_tracked.copy_(count)
+
+
+@contextlib.contextmanager
+def track_batch_statistics(model: nn.Module, momentum: float = 0.1, dist: Distributed = SINGLE_PROCESS) -> Iterator[nn.Module]:
+    """Run `model` as it is (eval mode: running statistics normalise), then fold the statistics of
+    what it saw into its running ones: running = (1 - momentum) * running + momentum * batch.
+
+    The mean teacher with `teacher_bn: target`: its running statistics follow the target batches
+    it labels, and only those, instead of an average of the student's over source and mixed
+    batches (which, on a shift of illumination such as the night benchmark, is far from the
+    target). The batch statistics are recorded by pre-hooks (no extra forward) and applied after
+    the forward, so each batch is labelled with the statistics of the batches before it. The
+    variance is unbiased, as PyTorch's own running variance. Distributed, the batch statistics
+    are averaged over ranks, so every rank's teacher stays identical.
+    """
+    layers = batchnorm_layers(model)
+    seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def record(index: int):
+        def hook(_module, inputs):
+            x = inputs[0].detach().float()
+            dims = [d for d in range(x.dim()) if d != 1]
+            count = x.numel() // x.shape[1]
+            mean = x.mean(dim=dims)
+            var = x.var(dim=dims, unbiased=False) * count / max(count - 1, 1)
+            seen[index] = (mean, var)
+        return hook
+
+    handles = [layer.register_forward_pre_hook(record(i)) for i, layer in enumerate(layers)]
+    try:
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+    if len(seen) != len(layers):
+        return
+    with torch.no_grad():
+        stacked = torch.cat([torch.cat([seen[i][0], seen[i][1]]) for i in range(len(layers))])
+        if dist.enabled:
+            stacked = all_reduce_sum(stacked, dist) / dist.world_size
+        offset = 0
+        for layer in layers:
+            channels = layer.running_mean.numel()
+            mean, var = stacked[offset: offset + channels], stacked[offset + channels: offset + 2 * channels]
+            offset += 2 * channels
+            layer.running_mean.mul_(1 - momentum).add_(mean.to(layer.running_mean.dtype), alpha=momentum)
+            layer.running_var.mul_(1 - momentum).add_(var.to(layer.running_var.dtype), alpha=momentum)
 
 
 @torch.no_grad()

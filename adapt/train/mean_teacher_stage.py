@@ -44,7 +44,7 @@ from adapt.models import build_segmenter, upsample_logits
 from adapt.models.correlation import CorrelationModule
 from adapt.pseudo_labels import pseudo_label_weight
 from adapt.teacher import ema_alpha, make_teacher, update_teacher
-from adapt.train.batchnorm import batch_statistics, reestimate_batchnorm
+from adapt.train.batchnorm import batch_statistics, reestimate_batchnorm, track_batch_statistics
 from adapt.train.batches import BatchStream, StreamState, random_permutation
 from adapt.train.config import TrainConfig
 from adapt.train.correlation_refit import CorrelationRefit, make_refit
@@ -102,7 +102,8 @@ def mean_teacher_step(state: MeanTeacherState, cfg: TrainConfig, step: int, devi
     tgt_images, tgt_valid_labels = (t.to(device, non_blocking=True) for t in state.target.next())
     target_valid = tgt_valid_labels != IGNORE_INDEX    # False on crop padding
 
-    bn_mode = batch_statistics(state.teacher) if mt.teacher_bn == "batch" else contextlib.nullcontext()
+    bn_mode = {"batch": lambda: batch_statistics(state.teacher),
+               "target": lambda: track_batch_statistics(state.teacher, dist=state.dist)}.get(mt.teacher_bn, contextlib.nullcontext)()
     with torch.no_grad(), autocast(device, cfg.amp), bn_mode:
         teacher_logits = state.teacher(tgt_images).float()
     teacher_probs = torch.softmax(upsample_logits(teacher_logits, tuple(tgt_images.shape[-2:])), dim=1)
@@ -155,7 +156,7 @@ def mean_teacher_step(state: MeanTeacherState, cfg: TrainConfig, step: int, devi
     backward_micro_step(loss, micro, state.optimizer, state.scaler)
     if micro.last:   # after the optimizer step
         broadcast_buffers(state.student, state.dist)
-        update_teacher(state.teacher, state.student, ema_alpha(step, mt.ema_alpha))
+        update_teacher(state.teacher, state.student, ema_alpha(step, mt.ema_alpha), buffers=mt.teacher_bn != "target")
     record = {"loss": loss.item(), "pseudo_weight": weight.mean().item(), **{k: v.item() for k, v in losses.items()}}
     if micro.last and state.refit is not None and state.refit.due(step):
         record["module_fit"] = state.refit.step(src_images, src_labels, src_logits, state.teacher, cfg,

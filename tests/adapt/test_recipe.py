@@ -223,3 +223,30 @@ def test_drift_signals_flag_a_collapse_and_stay_quiet_when_stable():
     warnings = drift_verdict([{"stage": "s", **first}, {"stage": "s", **last}], ["sidewalk", "building"])
     assert len(warnings) == 4
     assert drift_verdict([{"stage": "s", **first}, {"stage": "s", **first}], []) == []
+
+
+def test_target_teacher_statistics_follow_the_batches_it_labels_after_labelling_them():
+    from adapt.teacher import make_teacher, update_teacher
+    from adapt.train.batchnorm import track_batch_statistics
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).eval()
+    images = 4.0 + 2.0 * torch.randn(8, 3, 6, 6)
+    before = model[1].running_mean.clone(), model[1].running_var.clone()
+    with torch.no_grad():
+        plain = model(images)
+        with track_batch_statistics(model, momentum=0.1):
+            tracked = model(images)
+    assert torch.equal(plain, tracked)        # this batch is labelled with the statistics before it
+    features = model[0](images).detach()
+    mean, var = features.mean(dim=(0, 2, 3)), features.var(dim=(0, 2, 3), unbiased=True)
+    assert not torch.allclose(before[0], mean, atol=0.1)
+    assert torch.allclose(model[1].running_mean, 0.9 * before[0] + 0.1 * mean, atol=1e-5)
+    assert torch.allclose(model[1].running_var, 0.9 * before[1] + 0.1 * var, atol=1e-4)
+    # The EMA update then leaves the teacher's own statistics alone.
+    student = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    student.train()(torch.randn(4, 3, 6, 6))
+    teacher = make_teacher(model)
+    kept = teacher[1].running_mean.clone()
+    update_teacher(teacher, student, 0.5, buffers=False)
+    assert torch.equal(teacher[1].running_mean, kept) and not torch.equal(teacher[0].weight, model[0].weight)
