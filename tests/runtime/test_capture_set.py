@@ -111,8 +111,10 @@ def test_ctrl_c_keeps_what_was_written(tmp_path):
     clip = write_clip(tmp_path / "long.avi", [blocky_frame(i, (32, 64)) for i in range(1500)])
     root = tmp_path / "set"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # SIG_DFL: a test run from a background job inherits SIGINT ignored, and would pass it on.
     process = subprocess.Popen([sys.executable, "-m", "cli.main", "data", "capture", str(clip), "--out", str(root)],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while len(images_in(root)) < 5 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
