@@ -56,20 +56,19 @@ def track_batch_statistics(model: nn.Module, momentum: float = 0.1, dist: Distri
     batches (which, on a shift of illumination such as the night benchmark, is far from the
     target). The batch statistics are recorded by pre-hooks (no extra forward) and applied after
     the forward, so each batch is labelled with the statistics of the batches before it. The
-    variance is unbiased, as PyTorch's own running variance. Distributed, the batch statistics
-    are averaged over ranks, so every rank's teacher stays identical.
+    variance is unbiased, as PyTorch's own running variance. Distributed, counts, sums and sums
+    of squares are added over ranks: every rank's teacher gets the global batch's statistics, the
+    same as one process, and the teachers stay identical.
     """
     layers = batchnorm_layers(model)
-    seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    seen: dict[int, torch.Tensor] = {}
 
     def record(index: int):
         def hook(_module, inputs):
-            x = inputs[0].detach().float()
-            dims = [d for d in range(x.dim()) if d != 1]
-            count = x.numel() // x.shape[1]
-            mean = x.mean(dim=dims)
-            var = x.var(dim=dims, unbiased=False) * count / max(count - 1, 1)
-            seen[index] = (mean, var)
+            # Sums in float64, so that the variance from sum of squares keeps its precision.
+            x = inputs[0].detach().double().transpose(0, 1).reshape(inputs[0].shape[1], -1)
+            count = torch.full((x.shape[0],), float(x.shape[1]), dtype=torch.float64, device=x.device)
+            seen[index] = torch.cat([count, x.sum(dim=1), (x * x).sum(dim=1)])
         return hook
 
     handles = [layer.register_forward_pre_hook(record(i)) for i, layer in enumerate(layers)]
@@ -81,14 +80,15 @@ def track_batch_statistics(model: nn.Module, momentum: float = 0.1, dist: Distri
     if len(seen) != len(layers):
         return
     with torch.no_grad():
-        stacked = torch.cat([torch.cat([seen[i][0], seen[i][1]]) for i in range(len(layers))])
-        if dist.enabled:
-            stacked = all_reduce_sum(stacked, dist) / dist.world_size
+        # Counts, sums and sums of squares add over ranks: the statistics of the global batch.
+        stacked = all_reduce_sum(torch.cat([seen[i] for i in range(len(layers))]), dist)
         offset = 0
         for layer in layers:
             channels = layer.running_mean.numel()
-            mean, var = stacked[offset: offset + channels], stacked[offset + channels: offset + 2 * channels]
-            offset += 2 * channels
+            count, total, squares = stacked[offset: offset + 3 * channels].view(3, channels)
+            offset += 3 * channels
+            mean = total / count
+            var = (squares / count - mean * mean).clamp_min(0) * count / (count - 1).clamp_min(1)
             layer.running_mean.mul_(1 - momentum).add_(mean.to(layer.running_mean.dtype), alpha=momentum)
             layer.running_var.mul_(1 - momentum).add_(var.to(layer.running_var.dtype), alpha=momentum)
 

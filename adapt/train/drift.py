@@ -18,6 +18,13 @@ labels are tracked every step of the mean teacher:
 reports what an uninterrupted one would); `drift_verdict` reads the first and last log
 windows and names each signal that moved past its threshold. The thresholds are documented
 defaults, not tuned on target labels.
+
+What was seen (night benchmark, seed 0, 200 mean-teacher steps): the run that fell below its
+starting point (12.3 mIoU against 14.4) saw `pred_tv` rise from 0.21 to 0.60; the run that rose
+above it (17.4) saw it fall from 0.16 to 0.09. `ref_disagree` was high in both (0.58 and 0.40):
+a network that adapts also moves away from where it started, so it is logged but raises no
+warning. `source_acc` did not move in either. The class-share distance is also the label-free
+measure that ranked checkpoints best on the day benchmark (benchmarks/results/label_free.md).
 """
 
 from __future__ import annotations
@@ -33,7 +40,6 @@ FIRST_STEPS = 20               # the window that defines "at the start"
 PRESENT, VANISHED = 0.005, 0.0005
 SOURCE_ACC_DROP = 0.05         # 5 points of source pixel accuracy
 TV_RISE = 0.10                 # 0.1 of total variation
-DISAGREE_LEVEL = 0.35          # a third of target pixels relabelled away from the start
 
 
 def class_shares(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -111,8 +117,6 @@ def drift_verdict(records: list[dict], vanished: list[str]) -> list[str]:
     rise = last["pred_tv"] - first["pred_tv"]
     if rise > TV_RISE:
         warnings.append(f"the teacher's target class shares moved away from the source's (total variation {first['pred_tv']:.2f} -> {last['pred_tv']:.2f})")
-    if last.get("ref_disagree", 0.0) > DISAGREE_LEVEL:
-        warnings.append(f"the teacher now disagrees with the starting network on {100 * last['ref_disagree']:.0f} % of target pixels")
     if vanished:
         warnings.append(f"classes the teacher stopped predicting: {', '.join(vanished)}")
     return warnings
