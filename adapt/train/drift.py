@@ -9,8 +9,8 @@ labels are tracked every step of the mean teacher:
 - `pred_tv`: total-variation distance between the class shares the teacher predicts on target
   pixels and the class shares of the source labels (both running averages). A collapse onto a
   few classes moves it up.
-- `ref_disagree`: the share of target pixels where the teacher's class differs from that of
-  the network self-training started from (source network with target BatchNorm statistics).
+- `ref_disagree` (only when the caller passes the starting network's labels): the share of
+  target pixels where the teacher's class differs from the network self-training started from.
 - vanished classes: predicted on more than 0.5 % of target pixels over the first steps and on
   less than 0.05 % now.
 
@@ -23,7 +23,8 @@ What was seen (night benchmark, seed 0, 200 mean-teacher steps): the run that fe
 starting point (12.3 mIoU against 14.4) saw `pred_tv` rise from 0.21 to 0.60; the run that rose
 above it (17.4) saw it fall from 0.16 to 0.09. `ref_disagree` was high in both (0.58 and 0.40):
 a network that adapts also moves away from where it started, so it is logged but raises no
-warning. `source_acc` did not move in either. The class-share distance is also the label-free
+warning. `source_acc` did not move in either. The stage therefore no longer runs the starting network
+(an extra forward every step) to compute `ref_disagree`. The class-share distance is also the label-free
 measure that ranked checkpoints best on the day benchmark (benchmarks/results/label_free.md).
 """
 
@@ -59,7 +60,7 @@ class DriftMonitor:
     names: list[str] = field(default_factory=list)
 
     def update(self, teacher_labels: torch.Tensor, source_labels: torch.Tensor, source_logits: torch.Tensor,
-               reference_labels: torch.Tensor | None) -> dict[str, float]:
+               reference_labels: torch.Tensor | None = None) -> dict[str, float]:
         """Per-step signals. Label maps (B, H, W) with IGNORE_INDEX where invalid; logits (B, C, h, w)."""
         t_share, s_share = class_shares(teacher_labels, self.num_classes), class_shares(source_labels, self.num_classes)
         if self.teacher is None:

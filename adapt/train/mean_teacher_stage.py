@@ -83,7 +83,6 @@ class MeanTeacherState:
     dist: Distributed
     refit: CorrelationRefit | None = None     # the module keeps fitting on the source (correlation_refit)
     drift: DriftMonitor | None = None
-    reference: nn.Module | None = None        # the starting network, for `ref_disagree`
 
 
 def ct_weight(cfg: TrainConfig, step: int) -> float:
@@ -162,19 +161,8 @@ def mean_teacher_step(state: MeanTeacherState, cfg: TrainConfig, step: int, devi
         record["module_fit"] = state.refit.step(src_images, src_labels, src_logits, state.teacher, cfg,
                                                 state.generator, state.dist, global_batch)
     if state.drift is not None:
-        record.update(drift_signals(state, tgt_images, target_valid, pseudo, src_labels, src_logits, cfg, device))
+        record.update(state.drift.update(pseudo, src_labels, src_logits.detach()))   # label-free drift signals
     return record
-
-
-def drift_signals(state: MeanTeacherState, tgt_images, target_valid, pseudo, src_labels, src_logits,
-                  cfg: TrainConfig, device: torch.device) -> dict[str, float]:
-    """The label-free degradation signals of this step (adapt/train/drift.py)."""
-    reference_labels = None
-    if state.reference is not None:
-        with torch.no_grad(), autocast(device, cfg.amp):
-            logits = state.reference(tgt_images).float()
-        reference_labels = upsample_logits(logits, tuple(tgt_images.shape[-2:])).argmax(1).masked_fill(~target_valid, IGNORE_INDEX)
-    return state.drift.update(pseudo, src_labels, src_logits.detach(), reference_labels)
 
 
 def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, module: CorrelationModule | None) -> None:
@@ -195,12 +183,6 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
     teacher = training_layout(make_teacher(student), cfg, ctx.device)   # the student's is set with `network` below
     if resume:
         teacher.load_state_dict(resume.extra["teacher"])
-    reference = None
-    if not resume or "reference" in resume.extra:
-        # The network self-training starts from (target BatchNorm statistics): `ref_disagree`.
-        reference = make_teacher(student)
-        if resume:
-            reference.load_state_dict(resume.extra["reference"])
     if module is not None and resume and resume.extra.get("live_correlation"):
         module.load_state_dict(resume.extra["live_correlation"]["state_dict"])
 
@@ -223,7 +205,6 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
         dist=ctx.dist,
         refit=make_refit(module, cfg, ctx.mean, ctx.std, ctx.device, ctx.dist),
         drift=DriftMonitor(len(ctx.classes)),
-        reference=reference,
     )
     start, best = 0, float("-inf")
     if resume:
@@ -247,7 +228,6 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
             "exported": cfg.self_train.export if complete else "student",
             "student": {k: v.detach().cpu() for k, v in student.state_dict().items()} if complete else None,
             "teacher": {k: v.detach().cpu() for k, v in teacher.state_dict().items()},
-            "reference": {k: v.detach().cpu() for k, v in reference.state_dict().items()} if reference is not None and not complete else None,
             "live_correlation": correlation_payload(ctx, module) if state.refit is not None else None,
             "correlation_refit": state.refit.state_dict() if state.refit is not None else None,
             "drift": state.drift.state_dict(),
