@@ -128,8 +128,9 @@ class MeanTeacherConfig:
     # average over the target batches it labels, from the AdaBN start, momentum 0.1), "running"
     # (its EMA of the student's: an average over source and mixed batches) or "batch" (that target
     # batch's own). On the night benchmark the "running" teacher labelled at 4.6 mIoU where its
-    # weights with target statistics gave 14.1, and the run fell below its start; "target" was
-    # level on the day tune split (30.7 vs 30.3, seed 1, 200 steps) and +5 on night (README).
+    # weights with target statistics gave 14.1, and its runs ended at or below their start;
+    # "target" gained +5.1 and +5.6 there, and +0.4 / -1.3 on the day tune split (2 seeds, 200
+    # steps: README, benchmarks/results/teacher_bn_short.md).
     teacher_bn: Literal["batch", "running", "target"] = "target"
     mic: MicConfig = field(default_factory=MicConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-4))
