@@ -25,11 +25,9 @@ the strong augmentation are drawn for the global batch and applied per rank.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -292,4 +290,4 @@ def report_drift(ctx: RunContext, stage_dir, drift: DriftMonitor) -> None:
     }
     atomic_write_text(stage_dir / "drift.json", json.dumps(report, indent=2) + "\n")
     for warning in warnings:
-        print(f"{STAGE}: warning, self-training may be degrading: {warning} (stage_dir/drift.json; no target label was used)".replace("stage_dir", str(stage_dir)))
+        print(f"{STAGE}: warning, self-training may be degrading: {warning} ({stage_dir / 'drift.json'}; no target label was used)")
