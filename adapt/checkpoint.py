@@ -82,6 +82,32 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     return Checkpoint(**values)
 
 
+# The networks a finished mean-teacher checkpoint holds besides the exported one (in `extra`):
+# both ends of the EMA pair, and the student with the BatchNorm statistics training left it
+# (before the end-of-stage re-estimation on target images), so each choice can be scored.
+STORED_NETWORKS = ("exported", "student", "teacher", "student-training-bn")
+
+
+def select_network(ckpt: Checkpoint, network: str) -> Checkpoint:
+    """`ckpt` with the weights of one stored network (`STORED_NETWORKS`); "exported" is `ckpt` itself."""
+    if network not in STORED_NETWORKS:
+        raise UserError(f"unknown network {network!r}; choose one of {', '.join(STORED_NETWORKS)}")
+    if network == "exported":
+        return ckpt
+    student = ckpt.extra.get("student")
+    if network == "teacher":
+        weights = ckpt.extra.get("teacher")
+    elif network == "student":
+        weights = student
+    else:
+        statistics = ckpt.extra.get("student_training_bn")
+        weights = None if student is None or statistics is None else {**student, **statistics}
+    if weights is None:
+        raise UserError(f"the checkpoint ({ckpt.stage} stage, step {ckpt.step}) holds no {network} network; "
+                        "only a finished mean-teacher stage stores one (its last.pt)")
+    return dataclasses.replace(ckpt, state_dict=weights)
+
+
 def build_model(ckpt: Checkpoint) -> nn.Module:
     """The checkpoint's network with its weights, in eval mode on the CPU."""
     from adapt.models import build_segmenter

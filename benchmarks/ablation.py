@@ -14,6 +14,8 @@ the same seeds (the *last* checkpoint of each run):
   --extra 'NAME:K=V,K=V'   any other self-training row: the config overrides K=V (any key, e.g.
                            self_train.mean_teacher.mic.enabled=true, self_train.export=teacher)
   --teacher-of NAME        the EMA teacher of mean-teacher row NAME (its eval_teacher.json), no training
+  --bn-check NAME          row NAME's student with the BatchNorm statistics training left it, before
+                           the end-of-stage re-estimation on target images (self_train.target_bn)
 
 Every self-training row starts from the same correlation-stage checkpoint of its seed. The
 report gives mean +- std, the gap closed, (row - source) / (oracle - source), and the paired
@@ -58,15 +60,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCE, ADABN, ORACLE = "source only", "source + AdaBN", "oracle (target labels)"
 IAST, MT = "IAST", "mean teacher"
 TEACHER_SUFFIX = " (EMA teacher)"
+TRAINING_BN_SUFFIX = " (student, training BN statistics)"
 # The report lists the rows of each family together, families in this order.
 REPORT_ORDER = [SOURCE, ADABN, IAST, MT]
 
 
 def base_of(row: str, names) -> str | None:
     """The row "BASE + WHAT" is paired with: BASE, when `names` holds it (None otherwise); an EMA
-    teacher's row is paired with its student's."""
-    if row.endswith(TEACHER_SUFFIX):
-        head = row.removesuffix(TEACHER_SUFFIX)
+    teacher's row and a training-statistics row are paired with their run's own row."""
+    suffix = next((end for end in (TEACHER_SUFFIX, TRAINING_BN_SUFFIX) if row.endswith(end)), None)
+    if suffix:
+        head = row.removesuffix(suffix)
     else:
         head, sep, _ = row.rpartition(" + ")
         head = head if sep else None
@@ -100,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
                              "'mean teacher + MIC:self_train.mean_teacher.mic.enabled=true' (repeatable; any config key)")
     parser.add_argument("--teacher-of", action="append", default=[], metavar="NAME",
                         help=f"also report the EMA teacher of mean-teacher row NAME as 'NAME{TEACHER_SUFFIX}' (repeatable)")
+    parser.add_argument("--bn-check", action="append", default=[], metavar="NAME",
+                        help=f"also report the student of mean-teacher row NAME with the BatchNorm statistics training left it, "
+                             f"before their re-estimation on target images, as 'NAME{TRAINING_BN_SUFFIX}' (repeatable)")
     parser.add_argument("--rows", nargs="+", default=None, help="train only these rows (names as in the report)")
     parser.add_argument("--tune", default=None, help="labelled folder dataset for model selection (scored on its val split)")
     parser.add_argument("--no-oracle", action="store_true")
@@ -133,9 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or not name:
             raise UserError(f"--extra {spec!r} is not NAME:KEY=VALUE[,KEY=VALUE]; e.g. 'mean teacher + MIC:self_train.mean_teacher.mic.enabled=true'")
         self_train_rows[name] = (slug(name), [item for item in settings.split(",") if item])
-    for name in args.teacher_of:
+    for name in [*args.teacher_of, *args.bn_check]:
         if name not in self_train_rows:
-            raise UserError(f"--teacher-of {name!r} names no self-training row; valid: {', '.join(self_train_rows)}")
+            raise UserError(f"--teacher-of/--bn-check {name!r} names no self-training row; valid: {', '.join(self_train_rows)}")
 
     def wanted(name: str) -> bool:
         return not args.report_only and (args.rows is None or name in args.rows)
@@ -167,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
                 # Only the exported network is in last.pt, so only it can be scored on tune here.
                 exported = not (run_dir / "self_train" / "eval_teacher.json").is_file()
                 teacher_tag = final_tag(run_cfg) if exported else "teacher"
-                add_row(rows, f"{name}{TEACHER_SUFFIX}", score(run_dir / "self_train", teacher_tag, args.tune if exported else None))
+                add_row(rows, f"{name}{TEACHER_SUFFIX}", score(run_dir / "self_train", teacher_tag, args.tune,
+                                                               network="exported" if exported else "teacher"))
+            if name in args.bn_check:
+                add_row(rows, f"{name}{TRAINING_BN_SUFFIX}",
+                        score_stored(run_dir / "self_train", final_tag(run_cfg), "student-training-bn", Path(run_cfg.data.target.root), args.tune))
         if not args.no_oracle:
             oracle_cfg = load_config(TrainConfig, args.config, [*overrides, f"seed={seed}", f"data.source.root={data / 'target'}"])
             if wanted(ORACLE):
@@ -209,21 +220,39 @@ def ensure_benchmark(data: Path, target_style: str) -> None:
     write_benchmark(data, target_style=target_style)
 
 
-def score(stage_dir: Path, tag: str, tune: str | None) -> dict | None:
-    """The run's last evaluation (None when the run has not finished: --report-only)."""
+def score(stage_dir: Path, tag: str, tune: str | None, network: str = "exported") -> dict | None:
+    """The run's last evaluation (None when the run has not finished: --report-only); with `tune`,
+    also `network` of its last.pt (a network the checkpoint stores, e.g. the EMA teacher) on tune."""
     if not (stage_dir / f"eval_{tag}.json").is_file() or not (stage_dir / "last.pt").is_file():
         return None
     result = json.loads((stage_dir / f"eval_{tag}.json").read_text())
     entry = {"miou": result["miou"], "per_class_iou": result["per_class_iou"], "run": str(stage_dir)}
     if tune:
-        ckpt, tuned = stage_dir / "last.pt", stage_dir / f"tune_{tag}.json"
-        if tuned.is_file() and tuned.stat().st_mtime >= ckpt.stat().st_mtime:
-            entry["tune_miou"] = json.loads(tuned.read_text())["miou"]   # scored already, same checkpoint
-        else:
-            from adapt.eval_checkpoint import evaluate_checkpoint
-
-            entry["tune_miou"] = evaluate_checkpoint(ckpt, tune, split="val", json_path=tuned)[0].miou
+        entry["tune_miou"] = scored_once(stage_dir, network, tune, stage_dir / f"tune_{tag}.json")["miou"]
     return entry
+
+
+def score_stored(stage_dir: Path, tag: str, network: str, val_root: Path, tune: str | None) -> dict | None:
+    """A network a finished run's last.pt stores but did not score itself (e.g. the student with the
+    BatchNorm statistics training left), on the target val split and on tune."""
+    if not (stage_dir / "last.pt").is_file() or not (stage_dir / f"eval_{tag}.json").is_file():   # not finished
+        return None
+    result = scored_once(stage_dir, network, str(val_root), stage_dir / f"val_{network}.json")
+    entry = {"miou": result["miou"], "per_class_iou": result["per_class_iou"], "run": str(stage_dir)}
+    if tune:
+        entry["tune_miou"] = scored_once(stage_dir, network, tune, stage_dir / f"tune_{network}.json")["miou"]
+    return entry
+
+
+def scored_once(stage_dir: Path, network: str, data_root: str, json_path: Path) -> dict:
+    """`network` of stage_dir/last.pt on data_root's val split, read from json_path when that is newer."""
+    ckpt = stage_dir / "last.pt"
+    if json_path.is_file() and json_path.stat().st_mtime >= ckpt.stat().st_mtime:
+        return json.loads(json_path.read_text())   # scored already, same checkpoint
+    from adapt.eval_checkpoint import evaluate_checkpoint
+
+    evaluate_checkpoint(ckpt, data_root, split="val", json_path=json_path, network=network)
+    return json.loads(json_path.read_text())
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

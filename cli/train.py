@@ -9,6 +9,9 @@ import click
 
 from cli.options import SIZE, require_training_stack
 
+# adapt.checkpoint.STORED_NETWORKS, spelt out: the CLI imports no torch before a command runs.
+STORED_NETWORKS = ("exported", "student", "teacher", "student-training-bn")
+
 
 @click.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (see samples/configs/).")
@@ -42,16 +45,21 @@ def train(config_path: str | None, overrides: tuple[str, ...], run_dir: str, sta
 @click.option("--size", type=SIZE, default=None, help="Network input size HxW (labels stay at full resolution).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Where to write the result (default: beside the checkpoint).")
+@click.option("--network", default="exported", show_default=True, type=click.Choice(list(STORED_NETWORKS)),
+              help="Which network of a finished mean-teacher checkpoint: the exported one, the student, the EMA teacher, "
+                   "or the student with the BatchNorm statistics training left (before their re-estimation on the target).")
 @click.option("--no-labels", is_flag=True, help="Score without labels: the label-free measures (the validated one marked).")
 @click.option("--like", "source_root", type=click.Path(file_okay=False), default=None, metavar="SOURCE_ROOT",
               help="--no-labels: the labelled source dataset, for the class-share distance [default: the checkpoint's training source].")
 def evaluate(checkpoint: str, data_root: str, kind: str, split: str, size, device: str, json_path: str | None,
-             no_labels: bool, source_root: str | None) -> None:
+             network: str, no_labels: bool, source_root: str | None) -> None:
     """Per-class IoU and mIoU (19/16/13 protocols) of CHECKPOINT on a labelled split.
 
     With --no-labels: label-free measures on the split's images (no labels read).
     """
     require_training_stack("eval")
+    if no_labels and network != "exported":
+        raise click.UsageError("--network scores against labels; drop --no-labels or --network")
     if no_labels:
         from adapt.label_free_eval import measure_checkpoint
         from common.label_free import format_measures
@@ -63,6 +71,7 @@ def evaluate(checkpoint: str, data_root: str, kind: str, split: str, size, devic
         return
     from adapt.eval_checkpoint import evaluate_checkpoint
 
-    result, out = evaluate_checkpoint(checkpoint, data_root, kind=kind, split=split, size=size, device=device, json_path=json_path)
+    result, out = evaluate_checkpoint(checkpoint, data_root, kind=kind, split=split, size=size, device=device, json_path=json_path,
+                                      network=network)
     click.echo(result.format_table())
     click.echo(f"mIoU {100 * result.miou:.2f}  (written to {Path(out)})")

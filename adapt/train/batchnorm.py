@@ -22,6 +22,14 @@ def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
+def batchnorm_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of `model`'s BatchNorm statistics (running mean, variance, count), keyed as in its state dict."""
+    names = {id(layer) for layer in batchnorm_layers(model)}
+    return {f"{prefix}.{key}" if prefix else key: value.detach().cpu().clone()
+            for prefix, layer in model.named_modules() if id(layer) in names
+            for key, value in layer.named_buffers(recurse=False) if value is not None}
+
+
 @contextlib.contextmanager
 def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
     """Run `model` with its BN layers normalising by each batch's own statistics, nothing else changed.

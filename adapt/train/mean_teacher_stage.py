@@ -42,7 +42,7 @@ from adapt.models import build_segmenter, upsample_logits
 from adapt.models.correlation import CorrelationModule
 from adapt.pseudo_labels import pseudo_label_weight
 from adapt.teacher import ema_alpha, make_teacher, update_teacher
-from adapt.train.batchnorm import batch_statistics, reestimate_batchnorm, track_batch_statistics
+from adapt.train.batchnorm import batch_statistics, batchnorm_buffers, reestimate_batchnorm, track_batch_statistics
 from adapt.train.batches import BatchStream, StreamState, random_permutation
 from adapt.train.config import TrainConfig
 from adapt.train.correlation_refit import CorrelationRefit, make_refit
@@ -220,11 +220,14 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
         if ctx.dist.is_main:
             print(f"{STAGE}: resuming mean teacher at iteration {start} from {last_path}")
 
-    def save(done: int, complete: bool = False, exported: nn.Module = student) -> None:
+    def save(done: int, complete: bool = False, exported: nn.Module = student, training_bn: dict | None = None) -> None:
         write_stage_checkpoint(ctx, last_path, STAGE, exported, done, {
             "method": "mean_teacher",
             "exported": cfg.self_train.export if complete else "student",
             "student": {k: v.detach().cpu() for k, v in student.state_dict().items()} if complete else None,
+            # The student's BatchNorm statistics before the end-of-stage re-estimation (`eval --network
+            # student-training-bn`): the re-estimation is a choice that must stay checkable on tune.
+            "student_training_bn": training_bn,
             "teacher": {k: v.detach().cpu() for k, v in teacher.state_dict().items()},
             "live_correlation": correlation_payload(ctx, module) if state.refit is not None else None,
             "correlation_refit": state.refit.state_dict() if state.refit is not None else None,
@@ -252,6 +255,7 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
                        dist=ctx.dist, device=ctx.device, data_clock=ctx.data_clock, evaluate_every=cfg.logging.eval_interval,
                        evaluate=evaluation_every(ctx, teacher if cfg.self_train.export == "teacher" else student, stage_dir, log, FINAL_TAG))
         revert_sync_batchnorm(student).eval()
+        training_bn = batchnorm_buffers(student)
         if cfg.self_train.target_bn:
             # Training left running statistics averaged over source and mixed batches; the
             # exported network sees the target only (+6 to 7 mIoU on the synthetic benchmark).
@@ -266,7 +270,7 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
         report_drift(ctx, stage_dir, state.drift)
         best = keep_best(result, best, lambda: write_stage_checkpoint(
             ctx, stage_dir / "best.pt", STAGE, exported, mt.iterations, {"miou": result.miou, "complete": True}))
-        save(mt.iterations, complete=True, exported=exported)
+        save(mt.iterations, complete=True, exported=exported, training_bn=training_bn)
     finally:
         log.close()
 

@@ -48,3 +48,16 @@ def test_eval_unreadable_checkpoint(tmp_path, capsys):
     rc = main(["eval", str(bad), "--data", str(tmp_path)])
     assert rc == 1
     assert "bad.pt" in capsys.readouterr().err
+
+
+def test_eval_offers_exactly_the_networks_a_checkpoint_stores():
+    from adapt.checkpoint import STORED_NETWORKS
+    from cli import train as train_commands
+
+    assert train_commands.STORED_NETWORKS == STORED_NETWORKS
+
+
+def test_eval_network_needs_labels(tmp_path, capsys):
+    rc = main(["eval", str(tmp_path / "last.pt"), "--data", str(tmp_path), "--no-labels", "--network", "teacher"])
+    assert rc == 2
+    assert "--network" in capsys.readouterr().err

@@ -141,3 +141,31 @@ def test_the_exported_network_is_the_chosen_one_with_target_batchnorm_statistics
         assert torch.allclose(network.state_dict()[key], value, atol=1e-5), key
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert {"mean_teacher", "student"} <= set(summary["self_train"])
+
+    # The other networks stay scorable: the student (as the stage scored it) and the student with the
+    # BatchNorm statistics training left, which differ from the re-estimated ones in buffers only.
+    from adapt.checkpoint import select_network
+    from adapt.eval_checkpoint import evaluate_checkpoint
+
+    trained = select_network(ckpt, "student-training-bn").state_dict
+    statistics = ckpt.extra["student_training_bn"]
+    assert {k for k in statistics if "running_mean" in k} == set(before)
+    assert all(torch.equal(trained[k], student[k]) for k in student if k not in statistics)
+    assert any(not torch.equal(trained[k], student[k]) for k in before), "re-estimation changed nothing: nothing to choose"
+    target_root = cfg.data.target.root
+    scored = evaluate_checkpoint(tmp_path / "run" / "self_train" / "last.pt", target_root, device="cpu", network="student")[0]
+    assert scored.miou == pytest.approx(summary["self_train"]["student"], abs=1e-9)
+    assert (tmp_path / "run" / "self_train" / "last_student_eval_val.json").is_file()
+
+
+def test_a_checkpoint_without_the_asked_network_says_so(data, tmp_path):
+    from adapt.checkpoint import select_network
+    from common.errors import UserError
+
+    train(load_config(TrainConfig, None, overrides(data)), tmp_path / "run", stage="source")
+    ckpt = load_checkpoint(tmp_path / "run" / "source" / "last.pt")
+    assert select_network(ckpt, "exported") is ckpt
+    with pytest.raises(UserError, match="holds no teacher network"):
+        select_network(ckpt, "teacher")
+    with pytest.raises(UserError, match="unknown network"):
+        select_network(ckpt, "best")

@@ -1,0 +1,65 @@
+"""benchmarks/ablation.py: which rows are paired, the gap closed, and the report over finished runs.
+
+Logic only: the runs here are score files written by the test, not trained networks.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import ablation
+from benchmarks.ablation import ADABN, MT, ORACLE, SOURCE, TEACHER_SUFFIX, TRAINING_BN_SUFFIX, base_of, gap_closed, paired_deltas
+
+
+def entry(seed: int, miou: float) -> dict:
+    return {"seed": seed, "miou": miou, "per_class_iou": {"road": miou}, "run": f"runs/seed{seed}/x"}
+
+
+def test_each_derived_row_is_paired_with_its_own_base():
+    names = {SOURCE, ADABN, MT, f"{MT} + CT", f"{MT} + CT{TEACHER_SUFFIX}", f"{MT} + CT{TRAINING_BN_SUFFIX}", f"{MT} + MIC + CT"}
+    assert base_of(f"{MT} + CT", names) == MT
+    assert base_of(f"{MT} + CT{TEACHER_SUFFIX}", names) == f"{MT} + CT"
+    assert base_of(f"{MT} + CT{TRAINING_BN_SUFFIX}", names) == f"{MT} + CT"
+    assert base_of(f"{MT} + MIC + CT", names) is None   # its base "mean teacher + MIC" is not a row
+    assert base_of(SOURCE, names) is None
+
+
+def test_deltas_pair_seeds_and_skip_seeds_one_row_lacks():
+    rows = {MT: [entry(0, 0.30), entry(1, 0.20)], f"{MT} + CT": [entry(1, 0.25), entry(2, 0.40)]}
+    assert paired_deltas(rows, f"{MT} + CT", MT) == [(1, pytest.approx(5.0))]
+
+
+def test_gap_closed_is_the_mean_of_per_seed_fractions():
+    rows = {SOURCE: [entry(0, 0.10), entry(1, 0.20)], ORACLE: [entry(0, 0.50), entry(1, 0.40)],
+            MT: [entry(0, 0.30), entry(1, 0.20)]}
+    assert gap_closed(rows, MT) == pytest.approx((0.5 + 0.0) / 2)
+
+
+def write_eval(path: Path, miou: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"miou": miou, "per_class_iou": {"road": miou, "sky": None}}))
+    (path.parent / "last.pt").write_bytes(b"")
+
+
+def test_report_only_lists_finished_runs_with_paired_deltas(tmp_path):
+    data = tmp_path / "data"
+    for domain in ("source", "target"):
+        (data / domain).mkdir(parents=True)
+        (data / domain / "meta.json").write_text("{}")
+    out = tmp_path / "out"
+    for seed, (source, adapted, with_ct) in enumerate([(0.20, 0.30, 0.32), (0.22, 0.31, 0.30)]):
+        write_eval(out / f"seed{seed}" / "base" / "source" / "eval_source.json", source)
+        write_eval(out / f"seed{seed}" / "mean_teacher" / "self_train" / "eval_mean_teacher.json", adapted)
+        write_eval(out / f"seed{seed}" / "mean_teacher_ct" / "self_train" / "eval_mean_teacher.json", with_ct)
+    # seed 1 of the oracle has not finished: its row lists seed 0 only
+    write_eval(out / "seed0" / "oracle" / "source" / "eval_source.json", 0.60)
+    assert ablation.main(["--data", str(data), "--out", str(out), "--seeds", "0", "1", "--ct-lambda", "0.1", "--report-only"]) == 0
+    report = (out / "ablation.md").read_text()
+    assert "| mean teacher | 30.5 +- 0.7 | 25 % | s0: 30.0, s1: 31.0 |" in report
+    assert "| mean teacher + CT (lambda_ct=0.1) - mean teacher | +0.50 +- 2.12 | s0: +2.00, s1: -1.00 |" in report
+    assert "| oracle (target labels) | 60.0 +- 0.0 | - | s0: 60.0 |" in report
+    rows = json.loads((out / "ablation.json").read_text())
+    assert [e["seed"] for e in rows[MT]] == [0, 1]
