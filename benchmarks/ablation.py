@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-oracle", action="store_true")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: report the runs already finished in --out (rows list the seeds they have)")
+    parser.add_argument("--default-row", default=None, metavar="NAME",
+                        help="the row that is the config's default: the report checks it seed by seed against the floor, "
+                             "source only and its own base")
     parser.add_argument("--report-name", default="ablation", help="report files OUT/NAME.{md,json,png}")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); "
                         "two 1-thread processes on different --seeds use 2 cores better than one")
@@ -262,19 +265,43 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def paired_deltas(rows: dict[str, list[dict]], row: str, base: str) -> list[tuple[int, float]]:
-    """(seed, row - base) for every seed both rows have, in mIoU points."""
-    base_by_seed = {e["seed"]: e["miou"] for e in rows.get(base, [])}
-    return [(e["seed"], 100 * (e["miou"] - base_by_seed[e["seed"]])) for e in rows.get(row, []) if e["seed"] in base_by_seed]
+def paired_deltas(rows: dict[str, list[dict]], row: str, base: str, key: str = "miou") -> list[tuple[int, float]]:
+    """(seed, row - base) for every seed both rows have a `key` score for ("miou": val, "tune_miou"), in mIoU points."""
+    base_by_seed = {e["seed"]: e[key] for e in rows.get(base, []) if e.get(key) is not None}
+    return [(e["seed"], 100 * (e[key] - base_by_seed[e["seed"]])) for e in rows.get(row, [])
+            if e["seed"] in base_by_seed and e.get(key) is not None]
+
+
+def gap_fractions(rows: dict[str, list[dict]], row: str) -> list[tuple[int, float]]:
+    """(seed, (row - source) / (oracle - source)) for every seed with all three."""
+    source = {e["seed"]: e["miou"] for e in rows.get(SOURCE, [])}
+    oracle = {e["seed"]: e["miou"] for e in rows.get(ORACLE, [])}
+    return [(e["seed"], (e["miou"] - source[e["seed"]]) / (oracle[e["seed"]] - source[e["seed"]]))
+            for e in rows.get(row, []) if e["seed"] in source and e["seed"] in oracle and oracle[e["seed"]] != source[e["seed"]]]
 
 
 def gap_closed(rows: dict[str, list[dict]], row: str) -> float:
     """Mean over seeds of (row - source) / (oracle - source)."""
-    source = {e["seed"]: e["miou"] for e in rows.get(SOURCE, [])}
-    oracle = {e["seed"]: e["miou"] for e in rows.get(ORACLE, [])}
-    fractions = [(e["miou"] - source[e["seed"]]) / (oracle[e["seed"]] - source[e["seed"]])
-                 for e in rows.get(row, []) if e["seed"] in source and e["seed"] in oracle and oracle[e["seed"]] != source[e["seed"]]]
+    fractions = [f for _, f in gap_fractions(rows, row)]
     return statistics.fmean(fractions) if fractions else float("nan")
+
+
+def default_checks(rows: dict[str, list[dict]], row: str) -> list[str]:
+    """Markdown table: the default row's gap closed, its margin over the floor (AdaBN) and over source
+    only in each seed, and its paired delta over its own base with the count of seeds it is positive in."""
+    lines = [f"The default ({row}), seed by seed (mIoU points):", "", "| check | mean | worst seed | per seed |", "|---|---|---|---|"]
+    fractions = gap_fractions(rows, row)
+    if fractions:
+        lines.append(f"| gap closed | {100 * statistics.fmean(f for _, f in fractions):.0f} % | {100 * min(f for _, f in fractions):.0f} % | "
+                     + ", ".join(f"s{seed}: {100 * f:.0f} %" for seed, f in fractions) + " |")
+    for other in (ADABN, SOURCE, base_of(row, rows)):
+        deltas = paired_deltas(rows, row, other) if other else []
+        if deltas:
+            values = [d for _, d in deltas]
+            positive = sum(d > 0 for d in values)
+            lines.append(f"| minus {other} | {statistics.fmean(values):+.2f} (positive in {positive} of {len(values)}) | {min(values):+.2f} | "
+                         + ", ".join(f"s{seed}: {d:+.2f}" for seed, d in deltas) + " |")
+    return lines
 
 
 def write_report(out: Path, rows: dict[str, list[dict]], args) -> None:
@@ -299,13 +326,20 @@ def write_report(out: Path, rows: dict[str, list[dict]], args) -> None:
             line += f" {100 * tm:.1f} +- {100 * ts:.1f} |" if not math.isnan(tm) else " - |"
         lines.append(line)
     lines += ["", "Paired per-seed delta of each \"BASE + WHAT\" row against BASE (mIoU points, same seed, same starting checkpoint):", "",
-              "| comparison | mean +- std | per seed |", "|---|---|---|"]
+              "| comparison | mean +- std | per seed |" + (" tune: mean +- std |" if args.tune else ""), "|---|---|---|" + ("---|" if args.tune else "")]
     pairs = {name: base_of(name, rows) for name in rows if base_of(name, rows)}
     for row, base in pairs.items():
         deltas = paired_deltas(rows, row, base)
         if deltas:
             m, s = mean_std([d / 100 for _, d in deltas])
-            lines.append(f"| {row} - {base} | {100 * m:+.2f} +- {100 * s:.2f} | " + ", ".join(f"s{seed}: {d:+.2f}" for seed, d in deltas) + " |")
+            line = f"| {row} - {base} | {100 * m:+.2f} +- {100 * s:.2f} | " + ", ".join(f"s{seed}: {d:+.2f}" for seed, d in deltas) + " |"
+            if args.tune:
+                tune = paired_deltas(rows, row, base, key="tune_miou")
+                tm, ts = mean_std([d / 100 for _, d in tune])
+                line += f" {100 * tm:+.2f} +- {100 * ts:.2f} |" if tune else " - |"
+            lines.append(line)
+    if args.default_row and rows.get(args.default_row):
+        lines += ["", *default_checks(rows, args.default_row)]
     rows = {name: entries for name, entries in rows.items() if entries}
     if not rows:
         print(f"no finished runs in {out} for seeds {args.seeds}: nothing to report")

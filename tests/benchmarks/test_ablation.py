@@ -63,3 +63,20 @@ def test_report_only_lists_finished_runs_with_paired_deltas(tmp_path):
     assert "| oracle (target labels) | 60.0 +- 0.0 | - | s0: 60.0 |" in report
     rows = json.loads((out / "ablation.json").read_text())
     assert [e["seed"] for e in rows[MT]] == [0, 1]
+
+
+def test_default_checks_name_the_worst_seed_and_count_the_positive_ones():
+    ct = f"{MT} + CT"
+    rows = {SOURCE: [entry(0, 0.20), entry(1, 0.20)], ADABN: [entry(0, 0.25), entry(1, 0.24)],
+            MT: [entry(0, 0.30), entry(1, 0.30)], ct: [entry(0, 0.32), entry(1, 0.29)],
+            ORACLE: [entry(0, 0.40), entry(1, 0.30)]}
+    table = "\n".join(ablation.default_checks(rows, ct))
+    assert "| gap closed | 75 % | 60 % | s0: 60 %, s1: 90 % |" in table
+    assert "| minus source + AdaBN | +6.00 (positive in 2 of 2) | +5.00 | s0: +7.00, s1: +5.00 |" in table
+    assert "| minus mean teacher | +0.50 (positive in 1 of 2) | -1.00 | s0: +2.00, s1: -1.00 |" in table
+
+
+def test_tune_deltas_skip_seeds_without_a_tune_score():
+    rows = {MT: [{**entry(0, 0.3), "tune_miou": 0.28}, entry(1, 0.3)],
+            f"{MT} + CT": [{**entry(0, 0.31), "tune_miou": 0.30}, {**entry(1, 0.31), "tune_miou": 0.2}]}
+    assert paired_deltas(rows, f"{MT} + CT", MT, key="tune_miou") == [(0, pytest.approx(2.0))]
