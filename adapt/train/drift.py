@@ -9,8 +9,6 @@ labels are tracked every step of the mean teacher:
 - `pred_tv`: total-variation distance between the class shares the teacher predicts on target
   pixels and the class shares of the source labels (both running averages). A collapse onto a
   few classes moves it up.
-- `ref_disagree` (only when the caller passes the starting network's labels): the share of
-  target pixels where the teacher's class differs from the network self-training started from.
 - vanished classes: predicted on more than 0.5 % of target pixels over the first steps and on
   less than 0.05 % now.
 
@@ -21,10 +19,10 @@ defaults, not tuned on target labels.
 
 What was seen (night benchmark, seed 0, 200 mean-teacher steps): the run that fell below its
 starting point (12.3 mIoU against 14.4) saw `pred_tv` rise from 0.21 to 0.60; the run that rose
-above it (17.4) saw it fall from 0.16 to 0.09. `ref_disagree` was high in both (0.58 and 0.40):
-a network that adapts also moves away from where it started, so it is logged but raises no
-warning. `source_acc` did not move in either. The stage therefore no longer runs the starting network
-(an extra forward every step) to compute `ref_disagree`. The class-share distance is also the label-free
+above it (17.4) saw it fall from 0.16 to 0.09. The share of target pixels where the teacher
+disagreed with the starting network was high in both (0.58 and 0.40): a network that adapts also
+moves away from where it started, so that signal (an extra forward every step) was dropped.
+`source_acc` did not move in either. The class-share distance is also the label-free
 measure that ranked checkpoints best on the day benchmark (benchmarks/results/label_free.md).
 """
 
@@ -59,8 +57,7 @@ class DriftMonitor:
     source: torch.Tensor | None = None      # running source label class shares
     names: list[str] = field(default_factory=list)
 
-    def update(self, teacher_labels: torch.Tensor, source_labels: torch.Tensor, source_logits: torch.Tensor,
-               reference_labels: torch.Tensor | None = None) -> dict[str, float]:
+    def update(self, teacher_labels: torch.Tensor, source_labels: torch.Tensor, source_logits: torch.Tensor) -> dict[str, float]:
         """Per-step signals. Label maps (B, H, W) with IGNORE_INDEX where invalid; logits (B, C, h, w)."""
         t_share, s_share = class_shares(teacher_labels, self.num_classes), class_shares(source_labels, self.num_classes)
         if self.teacher is None:
@@ -71,15 +68,11 @@ class DriftMonitor:
         if self.steps < FIRST_STEPS:
             self.first.add_(t_share)
         self.steps += 1
-        signals = {
+        return {
             "source_acc": source_pixel_accuracy(source_logits, source_labels),
             "pred_tv": 0.5 * float((self.teacher - self.source).abs().sum()),
             "classes_vanished": float(len(self.vanished())),
         }
-        if reference_labels is not None:
-            valid = teacher_labels != IGNORE_INDEX
-            signals["ref_disagree"] = float((teacher_labels != reference_labels)[valid].float().mean()) if valid.any() else 0.0
-        return signals
 
     def vanished(self) -> list[int]:
         if self.first is None or self.steps == 0:

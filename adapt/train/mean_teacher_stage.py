@@ -285,7 +285,7 @@ def report_drift(ctx: RunContext, stage_dir, drift: DriftMonitor) -> None:
     vanished = [ctx.classes[c] for c in drift.vanished()]
     warnings = drift_verdict(records, vanished)
     windows = [r for r in records if "source_acc" in r]
-    keys = ("source_acc", "pred_tv", "ref_disagree", "pseudo_weight")
+    keys = ("source_acc", "pred_tv", "pseudo_weight")
     report = {
         "first": {k: windows[0][k] for k in keys if windows and k in windows[0]},
         "last": {k: windows[-1][k] for k in keys if windows and k in windows[-1]},
