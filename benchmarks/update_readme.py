@@ -1,8 +1,9 @@
 """Copy the committed ablation tables into the README, so the README never restates a number by hand.
 
-The README holds the block between `<!-- ablation:begin -->` and `<!-- ablation:end -->`; it is
-the head of benchmarks/results/ablation.md (everything before the per-class table), which
-`benchmarks/ablation.py` writes. `tests/adapt/test_readme_defaults.py` checks they agree.
+The README holds one block per benchmark, between `<!-- NAME:begin -->` and `<!-- NAME:end -->`:
+the head of benchmarks/results/NAME.md (everything before the per-class table), which
+`benchmarks/ablation.py --report-name NAME` writes. NAME is `ablation` (the embedded benchmark, by
+day) and `ablation_night` (the night benchmark). `tests/adapt/test_readme_defaults.py` checks they agree.
 
     python benchmarks/update_readme.py
 """
@@ -13,30 +14,45 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "ablation.md"
+RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
-BEGIN, END = "<!-- ablation:begin -->", "<!-- ablation:end -->"
+BLOCKS = ("ablation", "ablation_night")
 
 
-def ablation_block(results: Path = RESULTS) -> str:
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+def ablation_block(name: str = "ablation", results: Path = RESULTS) -> str:
     """The report's summary tables: everything before its per-class table."""
-    text = results.read_text()
+    text = (results / f"{name}.md").read_text()
     return text.split("\nPer-class IoU", 1)[0].strip() + "\n"
 
 
-def readme_block(readme: Path = README) -> str:
+def readme_block(name: str = "ablation", readme: Path = README) -> str:
+    begin, end = markers(name)
     text = readme.read_text()
-    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip() + "\n"
+    if begin not in text or end not in text:
+        raise ValueError(f"{readme} has no {begin} ... {end} block")
+    return text.split(begin, 1)[1].split(end, 1)[0].strip() + "\n"
+
+
+def replace_block(text: str, name: str, block: str) -> str:
+    begin, end = markers(name)
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{block}{end}{tail}"
 
 
 def main() -> int:
     text = README.read_text()
-    if BEGIN not in text or END not in text:
-        print(f"{README} has no {BEGIN} ... {END} block", file=sys.stderr)
-        return 1
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{BEGIN}\n{ablation_block()}{END}{tail}")
+    for name in BLOCKS:
+        begin, end = markers(name)
+        if begin not in text or end not in text:
+            print(f"{README} has no {begin} ... {end} block", file=sys.stderr)
+            return 1
+        text = replace_block(text, name, ablation_block(name))
+    README.write_text(text)
     return 0
 
 

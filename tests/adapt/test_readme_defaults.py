@@ -54,5 +54,6 @@ def test_readme_ablation_tables_are_the_committed_results():
     spec = importlib.util.spec_from_file_location("update_readme", README.parent / "benchmarks" / "update_readme.py")
     update_readme = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(update_readme)
-    assert update_readme.readme_block() == update_readme.ablation_block(), \
-        "README's ablation tables differ from benchmarks/results/ablation.md; run python benchmarks/update_readme.py"
+    for name in update_readme.BLOCKS:
+        assert update_readme.readme_block(name) == update_readme.ablation_block(name), \
+            f"README's {name} tables differ from benchmarks/results/{name}.md; run python benchmarks/update_readme.py"
