@@ -367,12 +367,14 @@ def plot(path: Path, rows: dict[str, list[dict]], classes: list[str]) -> None:
     import matplotlib.pyplot as plt
 
     names = list(rows)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(16, 5), gridspec_kw={"width_ratios": [1, 3]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(18, 5), gridspec_kw={"width_ratios": [1.3, 3]})
     stats = [mean_std([e["miou"] for e in rows[n]]) for n in names]
-    left.bar(range(len(names)), [100 * m for m, _ in stats], yerr=[100 * s for _, s in stats], capsize=4,
-             color=plt.cm.tab10(np.arange(len(names))))
-    left.set_xticks(range(len(names)), [n.replace(" (", "\n(") for n in names], rotation=45, ha="right", fontsize=7)
-    left.set_ylabel("target val mIoU (%)")
+    # Horizontal bars: row names are long ("mean teacher + CT (lambda_ct=0.1) (EMA teacher)").
+    left.barh(range(len(names)), [100 * m for m, _ in stats], xerr=[100 * s for _, s in stats], capsize=4,
+              color=plt.cm.tab10(np.arange(len(names))))
+    left.set_yticks(range(len(names)), names, fontsize=7)
+    left.invert_yaxis()
+    left.set_xlabel("target val mIoU (%)")
     left.set_title("mIoU, mean +- std over seeds")
     present = [c for c in classes if not all(math.isnan(mean_std([e["per_class_iou"][c] for e in rows[n]])[0]) for n in names)]
     width = 0.8 / len(names)
