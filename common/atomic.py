@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,30 +29,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     final = Path(path)
     ensure_writable_dir(final.parent)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    # The name is chosen before `try` and the file created inside it, so a Ctrl-C at any point
+    # (even between creating the file and binding its name) still reaches the cleanup below.
+    # Not mkstemp: its 0600 mode would stick to the final file; O_EXCL keeps the name ours.
+    tmp = final.with_name(f".{final.stem}.{secrets.token_hex(6)}.tmp{final.suffix}")
+    created = False
     try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        created = True
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        # mkstemp makes the file owner-only; give it the permissions a plain open() would.
-        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, final)
+    except FileExistsError:
+        if not created:   # a name collision: the file is someone else's, leave it
+            tmp = None
+        raise
     except OSError as exc:
         if exc.errno not in WRITE_ERRNOS:
             raise
         raise UserError(f"cannot write {final}: {exc.strerror}; free some disk space or choose another output "
                         "(the previous file, if any, is unchanged)") from exc
     finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -30,3 +30,32 @@ def test_output_under_a_regular_file_is_a_user_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(UserError, match="cannot create output directory"):
         ensure_writable_dir(blocker / "sub")
+
+
+def test_ctrl_c_right_after_the_temporary_is_created_leaves_nothing(tmp_path, monkeypatch):
+    """The window that once leaked `.name.xxxx.tmp.jpg` files: interrupted between creating and binding."""
+    import common.atomic as atomic
+    real_open = os.open
+    created = []
+
+    def open_then_interrupt(path, flags, mode=0o777):
+        fd = real_open(path, flags, mode)
+        created.append(path)
+        os.close(fd)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic.os, "open", open_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_text(tmp_path / "frame.txt", "x")
+    assert created, "the temporary file was never created, so nothing was tested"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_name_collision_leaves_the_other_file_alone(tmp_path, monkeypatch):
+    import common.atomic as atomic
+    monkeypatch.setattr(atomic.secrets, "token_hex", lambda n: "same")
+    other = tmp_path / ".out.same.tmp.txt"
+    other.write_text("someone else's")
+    with pytest.raises(FileExistsError):
+        atomic_write_text(tmp_path / "out.txt", "x")
+    assert other.read_text() == "someone else's"
