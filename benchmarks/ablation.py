@@ -6,14 +6,15 @@ the same seeds (the *last* checkpoint of each run):
   source only              the source stage
   source + AdaBN           the same network with target BatchNorm statistics, no training (the floor)
   IAST                     self_train.method=iast, lambda_ct=0
-  IAST + CT                the same with correlation transfer (the config's lambda_ct, or --iast-lambda)
+  IAST + CT                the same with correlation transfer (--iast-lambda, default --ct-lambda)
   mean teacher             self_train.method=mean_teacher, lambda_ct=0
-  mean teacher + CT        the same with correlation transfer
+  mean teacher + CT        the same with correlation transfer (--ct-lambda: the config's lambda_ct, 0.1 where that is 0)
   oracle                   the source stage trained on the labelled target train split
   network + module         diagnostic: the source network followed by the correlation module
   --extra 'NAME:K=V,K=V'   any other self-training row: the config overrides K=V (any key, e.g.
                            self_train.mean_teacher.mic.enabled=true, self_train.export=teacher)
-  --teacher-of NAME        the EMA teacher of mean-teacher row NAME (its eval_teacher.json), no training
+  --teacher-of NAME        the EMA teacher of mean-teacher row NAME (its eval_teacher.json), no training;
+                           every self-training row itself is its student (self_train.export=student)
   --bn-check NAME          row NAME's student with the BatchNorm statistics training left it, before
                            the end-of-stage re-estimation on target images (self_train.target_bn)
 
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--ct-lambda", type=float, default=None,
-                        help="lambda_ct of the mean teacher + CT row [default: the config's, or 1 where that is 0]")
+                        help="lambda_ct of the mean teacher + CT row [default: the config's, or 0.1 where that is 0]")
     parser.add_argument("--iast-lambda", type=float, default=None, help="lambda_ct of the IAST + CT row [default: --ct-lambda]")
     parser.add_argument("--extra", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
                         help="another self-training row from the same correlation checkpoint, e.g. "
@@ -126,10 +127,13 @@ def main(argv: list[str] | None = None) -> int:
 
     data, out = Path(args.data), Path(args.out)
     ensure_benchmark(data, args.target_style)
-    overrides = [f"data.source.root={data / 'source'}", f"data.target.root={data / 'target'}", *args.overrides]
+    # Every self-training row is scored as its student; --teacher-of adds a row's EMA teacher,
+    # so both networks of one run sit side by side whatever the config exports.
+    overrides = [f"data.source.root={data / 'source'}", f"data.target.root={data / 'target'}", "self_train.export=student",
+                 *args.overrides]
     ct_lambda = args.ct_lambda
     if ct_lambda is None:
-        ct_lambda = load_config(TrainConfig, args.config, overrides).self_train.lambda_ct or 1.0
+        ct_lambda = load_config(TrainConfig, args.config, overrides).self_train.lambda_ct or 0.1
     iast_lambda = ct_lambda if args.iast_lambda is None else args.iast_lambda
     # name: (run folder, settings). Trained in this order (the strongest base first).
     self_train_rows = {

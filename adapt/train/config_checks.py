@@ -190,8 +190,6 @@ def _live_self_train_options(config: Any, overridden: frozenset[str]) -> None:
     if st.method != "mean_teacher" and st.correlation_refit.every > 0:
         raise UserError("config key 'self_train.correlation_refit.every' is only used by the mean teacher; "
                         "set it to 0 for IAST")
-    if st.method != "mean_teacher" and st.export != "student":
-        raise UserError("config key 'self_train.export' is 'teacher', but IAST has no EMA teacher; set it to 'student'")
 
 
 CROSS_CHECKS: tuple[Callable[[Any, frozenset[str]], None], ...] = (_per_round_lengths, _scale_range_order,
