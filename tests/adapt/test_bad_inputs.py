@@ -251,7 +251,9 @@ def test_ctrl_c_during_training_leaves_a_loadable_checkpoint(good_data, tmp_path
             *sets(f"data.source.root={good_data}", f"data.target.root={good_data}", *TINY_TRAIN,
                   "source.iterations=100000")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # SIG_DFL: a test run from a background job inherits SIGINT ignored, and would pass it on.
+    process = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     last = run / "source" / "last.pt"
     try:
         deadline = time.monotonic() + 300   # a loaded 2-core machine is slow to import torch and start
