@@ -3,7 +3,7 @@
 The README holds one block per benchmark, between `<!-- NAME:begin -->` and `<!-- NAME:end -->`:
 the head of benchmarks/results/NAME.md (everything before the per-class table), which
 `benchmarks/ablation.py --report-name NAME` writes. NAME is `ablation` (the embedded benchmark, by
-day) and `ablation_night` (the night benchmark). `tests/adapt/test_readme_defaults.py` checks they agree.
+day), `ablation_night` (the night benchmark) and `ablation_explore` (the exploratory rows, by day). `tests/adapt/test_readme_defaults.py` checks they agree.
 
     python benchmarks/update_readme.py
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
-BLOCKS = ("ablation", "ablation_night")
+BLOCKS = ("ablation", "ablation_night", "ablation_explore")
 
 
 def markers(name: str) -> tuple[str, str]:
