@@ -11,6 +11,8 @@ the same seeds (the *last* checkpoint of each run):
   mean teacher + CT        the same with correlation transfer (--ct-lambda: the config's lambda_ct, 0.1 where that is 0)
   oracle                   the source stage trained on the labelled target train split
   network + module         diagnostic: the source network followed by the correlation module
+  NAME, network + live module  diagnostic of a row with correlation_refit: its network followed by the
+                           module as refitted during self-training
   --extra 'NAME:K=V,K=V'   any other self-training row: the config overrides K=V (any key, e.g.
                            self_train.mean_teacher.mic.enabled=true, self_train.export=teacher)
   --teacher-of NAME        the EMA teacher of mean-teacher row NAME (its eval_teacher.json), no training;
@@ -183,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
                 teacher_tag = final_tag(run_cfg) if exported else "teacher"
                 add_row(rows, f"{name}{TEACHER_SUFFIX}", score(run_dir / "self_train", teacher_tag, args.tune,
                                                                network="exported" if exported else "teacher"))
+            if run_cfg.self_train.correlation_refit.every > 0:
+                # The live module's own worth on the network it teaches: positive only if following it can help.
+                add_row(rows, f"diagnostic: {name}, network + live module",
+                        score(run_dir / "self_train", "network+live_module", None))
             if name in args.bn_check:
                 add_row(rows, f"{name}{TRAINING_BN_SUFFIX}",
                         score_stored(run_dir / "self_train", final_tag(run_cfg), "student-training-bn", Path(run_cfg.data.target.root), args.tune))

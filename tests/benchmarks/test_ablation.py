@@ -80,3 +80,24 @@ def test_tune_deltas_skip_seeds_without_a_tune_score():
     rows = {MT: [{**entry(0, 0.3), "tune_miou": 0.28}, entry(1, 0.3)],
             f"{MT} + CT": [{**entry(0, 0.31), "tune_miou": 0.30}, {**entry(1, 0.31), "tune_miou": 0.2}]}
     assert paired_deltas(rows, f"{MT} + CT", MT, key="tune_miou") == [(0, pytest.approx(2.0))]
+
+
+def test_a_refit_row_reports_its_live_module_diagnostic(tmp_path):
+    data = tmp_path / "data"
+    for domain in ("source", "target"):
+        (data / domain).mkdir(parents=True)
+        (data / domain / "meta.json").write_text("{}")
+    out = tmp_path / "out"
+    name = "mean teacher + CT (lambda_ct=0.1) + refit"
+    run = out / "seed0" / ablation.slug(name) / "self_train"
+    write_eval(out / "seed0" / "base" / "source" / "eval_source.json", 0.20)
+    write_eval(run / "eval_mean_teacher.json", 0.31)
+    write_eval(run / "eval_network+live_module.json", 0.29)
+    refit = f"{name}:self_train.method=mean_teacher,self_train.lambda_ct=0.1,self_train.correlation_refit.every=1"
+    frozen = "mean teacher + frozen:self_train.method=mean_teacher,self_train.lambda_ct=0.1"
+    assert ablation.main(["--data", str(data), "--out", str(out), "--seeds", "0", "--report-only",
+                          "--extra", refit, "--extra", frozen]) == 0
+    report = (out / "ablation.md").read_text()
+    assert f"| {name} | 31.0 +- 0.0 |" in report                                      # the row itself
+    assert f"| diagnostic: {name}, network + live module | 29.0 +- 0.0 |" in report   # and its module's worth
+    assert "frozen, network + live module" not in report                               # only refitted rows have one
