@@ -137,6 +137,9 @@ class FrameQueue:
             raise self._error or EndOfStream()
         return item
 
+    def empty(self) -> bool:
+        return self._queue.empty()
+
     def close(self, stop: threading.Event, error: BaseException | None = None) -> None:
         self._error = error
         self.put(_END, stop)

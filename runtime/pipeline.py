@@ -160,6 +160,8 @@ def run_pipeline(
                 except EndOfStream:
                     break
                 if item is None:
+                    if not infer_thread.is_alive() and results.empty():
+                        break      # the producer is gone without its end marker: never wait on it
                     continue
                 frame, mask = item
                 t0 = time.perf_counter()
