@@ -44,11 +44,17 @@ def write_eval(path: Path, miou: float) -> None:
     (path.parent / "last.pt").write_bytes(b"")
 
 
-def test_report_only_lists_finished_runs_with_paired_deltas(tmp_path):
+def fake_benchmark(tmp_path: Path) -> Path:
+    """A --data folder that ensure_benchmark accepts without generating anything."""
     data = tmp_path / "data"
     for domain in ("source", "target"):
         (data / domain).mkdir(parents=True)
         (data / domain / "meta.json").write_text("{}")
+    return data
+
+
+def test_report_only_lists_finished_runs_with_paired_deltas(tmp_path):
+    data = fake_benchmark(tmp_path)
     out = tmp_path / "out"
     for seed, (source, adapted, with_ct) in enumerate([(0.20, 0.30, 0.32), (0.22, 0.31, 0.30)]):
         write_eval(out / f"seed{seed}" / "base" / "source" / "eval_source.json", source)
@@ -83,10 +89,7 @@ def test_tune_deltas_skip_seeds_without_a_tune_score():
 
 
 def test_a_refit_row_reports_its_live_module_diagnostic(tmp_path):
-    data = tmp_path / "data"
-    for domain in ("source", "target"):
-        (data / domain).mkdir(parents=True)
-        (data / domain / "meta.json").write_text("{}")
+    data = fake_benchmark(tmp_path)
     out = tmp_path / "out"
     name = "mean teacher + CT (lambda_ct=0.1) + refit"
     run = out / "seed0" / ablation.slug(name) / "self_train"
