@@ -38,6 +38,7 @@ QUICK = [
 def demo(ctx: click.Context, out: str, config_path: str | None, overrides: tuple[str, ...], quick: bool, frames: int | None) -> None:
     """Generate data, adapt, evaluate, export and segment a video, end to end."""
     require_training_stack("demo")
+    started = time.perf_counter()
     root = Path(out)
     data, run, export_dir, video_dir = root / "data", root / "run", root / "export", root / "video"
     sizes = ["--num-train", "24", "--num-val", "8"] if quick else []
@@ -63,6 +64,7 @@ def demo(ctx: click.Context, out: str, config_path: str | None, overrides: tuple
                 "--buffered", "--headless", "--save-frame", str(min(20, (frames or 30) - 1)), str(video_dir / "overlay_frame.png"),
                 "--json", str(video_dir / "run_report.json")])
     click.echo(f"\n{adaptation_gain(run / 'source' / 'eval_source.json', target_bn_eval, adapted_eval)}")
+    click.echo(f"demo took {minutes(time.perf_counter() - started)} (work reused from an earlier run on the same --out is not counted)")
     click.echo(
         f"\ndemo finished:\n"
         f"  adapted checkpoint  {checkpoint}\n"
@@ -84,7 +86,7 @@ def target_batchnorm_floor(source_checkpoint: Path, target: Path, json_path: Pat
                 f"{target / 'train' / 'images'} (no training)", bold=True)
     started = time.perf_counter()
     result, _ = evaluate_with_target_batchnorm(source_checkpoint, TargetData(target), json_path=json_path)
-    click.echo(f"mIoU {100 * result.miou:.2f}  ({time.perf_counter() - started:.1f} s, written to {json_path})")
+    click.echo(f"mIoU {100 * result.miou:.2f}  (took {minutes(time.perf_counter() - started)}, written to {json_path})")
 
 
 def adaptation_gain(source_eval: Path, target_bn_eval: Path, adapted_eval: Path) -> str:
@@ -102,5 +104,13 @@ def _step(ctx: click.Context, args: list[str]) -> None:
     click.secho(f"\n$ uda-adapt {shlex.join(args)}", bold=True)
     group = ctx.find_root().command     # the `uda-adapt` group, found without importing it
     command = group.get_command(ctx, args[0])
+    started = time.perf_counter()
     with command.make_context(args[0], args[1:], parent=ctx.parent) as sub:
         command.invoke(sub)
+    click.echo(f"(uda-adapt {args[0]} took {minutes(time.perf_counter() - started)})")
+
+
+def minutes(seconds: float) -> str:
+    """`7:05` for 425.3 s: how long a step took, as a user reads it."""
+    whole = round(seconds)
+    return f"{whole // 60}:{whole % 60:02d}"

@@ -1,6 +1,7 @@
 """The main job, end to end at smoke-test size: data -> train -> eval -> export -> video -> run."""
 
 import json
+import re
 
 import cv2
 
@@ -25,6 +26,10 @@ def test_demo_quick_runs_the_whole_chain(tmp_path, capsys):
     bn, after = 100 * target_bn["miou"], 100 * adapted["miou"]
     assert (f"source only {source:.2f} -> target BatchNorm only {bn:.2f} -> adapted {after:.2f} "
             f"(BatchNorm {bn - source:+.2f} points, training {after - bn:+.2f})") in captured.out
+    # Each step says how long it took, and so does the whole chain (the 10-minute budget is checkable).
+    for command in ("data", "train", "eval", "export", "run"):
+        assert re.search(rf"\(uda-adapt {command} took \d+:\d\d\)", captured.out), command
+    assert re.search(r"^demo took \d+:\d\d", captured.out, re.MULTILINE)
     parity = json.loads((out / "export" / "report" / "parity.json").read_text())
     assert parity["passed"] is True
     manifest = json.loads((out / "export" / "model.json").read_text())
@@ -37,3 +42,11 @@ def test_demo_quick_runs_the_whole_chain(tmp_path, capsys):
     assert cv2.imread(str(out / "video" / "overlay_frame.png")) is not None
     report = json.loads((out / "video" / "run_report.json").read_text())
     assert report["frames"] == 24
+
+
+def test_durations_read_as_minutes_and_seconds():
+    from cli.demo import minutes
+
+    assert minutes(425.3) == "7:05"
+    assert minutes(59.6) == "1:00"
+    assert minutes(0.2) == "0:00"

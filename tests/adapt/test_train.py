@@ -43,7 +43,8 @@ def weights(path):
 def test_schedule_then_eval_from_the_cli(data, tmp_path, capsys):
     source, target = data
     run = tmp_path / "run"
-    args = ["train", "--out", str(run), *sum((["--set", s] for s in [f"data.source.root={source}", f"data.target.root={target}", *TINY]), [])]
+    settings = [f"data.source.root={source}", f"data.target.root={target}", *TINY, "self_train.lambda_ct=0.1"]
+    args = ["train", "--out", str(run), *sum((["--set", s] for s in settings), [])]
     assert main(args) == 0
     for stage in ("source", "correlation", "self_train"):
         ckpt = load_checkpoint(run / stage / "last.pt")
@@ -61,6 +62,26 @@ def test_schedule_then_eval_from_the_cli(data, tmp_path, capsys):
     result = json.loads((run / "self_train" / "last_eval_val.json").read_text())
     assert result["stage"] == "self_train" and 0.0 <= result["miou"] <= 1.0
     assert "mIoU" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method", ["iast", "mean_teacher"])
+def test_without_correlation_transfer_the_module_is_not_fitted_and_nothing_else_changes(data, tmp_path, capsys, method):
+    """lambda_ct 0 (the default) skips the correlation stage: the self-trained network is the one a
+    run that fitted the module first gets (the stage leaves the network as it is)."""
+    cfg = tiny_config(data, "self_train.rounds=1", f"self_train.method={method}")
+    assert cfg.self_train.lambda_ct == 0
+    train(cfg, tmp_path / "skipped")
+    assert "correlation: skipped" in capsys.readouterr().out
+    assert not (tmp_path / "skipped" / "correlation").exists()
+    assert set(json.loads((tmp_path / "skipped" / "summary.json").read_text())) == {"source", "self_train"}
+    for stage in ("source", "correlation", "self_train"):
+        train(cfg, tmp_path / "fitted", stage=stage)
+    assert (tmp_path / "fitted" / "correlation" / "last.pt").is_file()
+    source = weights(tmp_path / "skipped" / "source" / "last.pt")
+    skipped, fitted = weights(tmp_path / "skipped" / "self_train" / "last.pt"), weights(tmp_path / "fitted" / "self_train" / "last.pt")
+    assert any(not torch.equal(skipped[k], source[k]) for k in source), "self-training did not move the network"
+    for key, value in skipped.items():
+        assert torch.equal(value, fitted[key]), key
 
 
 @pytest.mark.parametrize("method", ["iast", "mean_teacher"])

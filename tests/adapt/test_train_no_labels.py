@@ -21,7 +21,7 @@ def test_unlabelled_target_runs_every_stage_and_reports_label_free(tmp_path, cap
         (target / "val").rmdir()
     assert not list(target.rglob("labels"))
     run = tmp_path / "run"
-    overrides = [f"data.source.root={source}", f"data.target.root={target}", *TINY]
+    overrides = [f"data.source.root={source}", f"data.target.root={target}", *TINY, "self_train.lambda_ct=0.1"]   # all three stages
     assert main(["train", "--out", str(run), *sum((["--set", s] for s in overrides), [])]) == 0
     out = capsys.readouterr().out
     for stage in ("source", "correlation", "self_train"):
