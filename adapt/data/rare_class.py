@@ -48,8 +48,11 @@ def statistics_cache(dataset, num_classes: int, min_pixels: int) -> Path | None:
     return Path(paths[0]).parent / f"{CACHE_PREFIX}{digest.hexdigest()[:16]}.json"
 
 
-def class_statistics(dataset, num_classes: int, min_pixels: int = 1) -> ClassStatistics:
-    """Every label of `dataset` (`load_label(i)` -> train ids) read once, or the cached result."""
+def class_statistics(dataset, num_classes: int, min_pixels: int = 0) -> ClassStatistics:
+    """Every label of `dataset` (`load_label(i)` -> train ids) read once, or the cached result.
+
+    `images_with[c]` lists the images with more than `min_pixels` pixels of c (DAFormer's
+    `pixels > self.rcs_min_pixels`); `frequency` counts every pixel."""
     cache = statistics_cache(dataset, num_classes, min_pixels)
     if cache is not None and cache.is_file():
         saved = json.loads(cache.read_text())
@@ -70,7 +73,7 @@ def _read_class_statistics(dataset, num_classes: int, min_pixels: int) -> ClassS
         label = dataset.load_label(index)
         counts = np.bincount(label[label != IGNORE_INDEX], minlength=num_classes)[:num_classes]
         pixels += counts
-        for c in np.flatnonzero(counts >= min_pixels):
+        for c in np.flatnonzero(counts > min_pixels):
             images_with[c].append(index)
     return ClassStatistics(pixels / max(pixels.sum(), 1), images_with)
 
@@ -84,12 +87,17 @@ def class_probabilities(stats: ClassStatistics, temperature: float) -> torch.Ten
 
 
 def rare_class_order(stats: ClassStatistics, temperature: float):
-    """An epoch order for `BatchStream`: `size` images drawn class-first, with replacement."""
+    """An epoch order for `BatchStream`: `size` (image, class) picks drawn class-first, with
+    replacement; the class lets the loader look for a crop that shows it (`SeededSamples`)."""
     probabilities = class_probabilities(stats, temperature)
+    if not bool(probabilities.isfinite().all()) or float(probabilities.sum()) == 0:
+        raise UserError("rare-class sampling found no source image with more than "
+                        "self_train.mean_teacher.rcs_min_pixels pixels of any class; lower rcs_min_pixels "
+                        "(it counts label pixels at the labels' own size)")
 
-    def order(generator: torch.Generator, size: int) -> list[int]:
+    def order(generator: torch.Generator, size: int) -> list[tuple[int, int]]:
         classes = torch.multinomial(probabilities, size, replacement=True, generator=generator).tolist()
         picks = torch.rand(size, generator=generator, dtype=torch.float64).tolist()
-        return [stats.images_with[c][int(u * len(stats.images_with[c]))] for c, u in zip(classes, picks)]
+        return [(stats.images_with[c][int(u * len(stats.images_with[c]))], c) for c, u in zip(classes, picks)]
 
     return order

@@ -42,8 +42,11 @@ class LoadingClock:
     seconds: float = 0.0
 
 
-# An epoch's sample order: (generator, dataset size) -> indices; the default is a permutation.
-EpochOrder = Callable[[torch.Generator, int], list[int]]
+# An epoch's sample order: (generator, dataset size) -> indices, or (index, class) picks whose
+# crop should show the class (rare-class sampling); the default is a permutation.
+EpochOrder = Callable[[torch.Generator, int], list[int] | list[tuple[int, int]]]
+
+CROP_REDRAWS = 10       # DAFormer's `for j in range(10)` in UDADataset.get_rare_class_sample
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -61,20 +64,34 @@ def random_permutation(generator: torch.Generator, size: int) -> list[int]:
 class SeededSamples(Dataset):
     """`dataset[index]` under torch's RNG seeded from (seed, epoch, position), the caller's RNG untouched.
 
-    Keys are (epoch, position, index) triples; the transforms of `dataset` draw from torch's
-    global RNG, which is forked for each sample.
+    Keys are (epoch, position, index) triples, or (epoch, position, index, class) where the
+    sample should show `class`: then the sample is redrawn (a new random crop), up to
+    CROP_REDRAWS times, until its label has more than `min_class_pixels` pixels of the class,
+    and the last draw is kept if none has (DAFormer's rare-class crop). The transforms of
+    `dataset` draw from torch's global RNG, which is forked for each draw.
     """
 
-    def __init__(self, dataset: Dataset, seed: int) -> None:
-        self.dataset, self.seed = dataset, seed
+    def __init__(self, dataset: Dataset, seed: int, min_class_pixels: float = 0) -> None:
+        self.dataset, self.seed, self.min_class_pixels = dataset, seed, min_class_pixels
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int, int]):
-        epoch, position, index = key
+    def __getitem__(self, key: tuple[int, ...]):
+        epoch, position, index, *wanted = key
+        base = (self.seed * 1_000_003 + epoch) * 1_000_033 + position
+        sample = self._draw(index, base)
+        if not wanted or self.min_class_pixels <= 0:
+            return sample
+        for redraw in range(1, CROP_REDRAWS + 1):
+            if int((sample[1] == wanted[0]).sum()) > self.min_class_pixels:
+                break
+            sample = self._draw(index, base * 1_000_037 + redraw)
+        return sample
+
+    def _draw(self, index: int, seed: int):
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + epoch) * 1_000_033 + position)
+            torch.manual_seed(seed % (2**63))
             return self.dataset[index]
 
 
@@ -88,11 +105,11 @@ class BatchStream:
 
     def __init__(self, dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0, state: StreamState | None = None,
                  order: EpochOrder = random_permutation, shard: Distributed = SINGLE_PROCESS, pin_memory: bool = False,
-                 accumulate: int = 1, clock: LoadingClock | None = None) -> None:
+                 accumulate: int = 1, clock: LoadingClock | None = None, min_class_pixels: float = 0) -> None:
         if len(dataset) == 0:
             raise UserError("a training split is empty; check the dataset root and split names in the config")
         self.dataset = dataset
-        self.samples = SeededSamples(dataset, seed)
+        self.samples = SeededSamples(dataset, seed, min_class_pixels)
         self.order = order
         # Small datasets still give full batches: never more per batch than there are images.
         self.batch_size = max(1, min(batch_size, len(dataset)))
@@ -112,7 +129,7 @@ class BatchStream:
         """This rank's micro-batches of `epoch`, `accumulate` per global batch."""
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         order = self.order(generator, len(self.dataset))
-        keys = [(epoch, position, index) for position, index in enumerate(order)]
+        keys = [(epoch, position, *(pick if isinstance(pick, tuple) else (pick,))) for position, pick in enumerate(order)]
         usable = len(keys) - len(keys) % self.batch_size  # drop the ragged last batch
         micro = self.micro_batch_size
         mine = self.shard.local_slice(micro)

@@ -124,6 +124,13 @@ class MeanTeacherConfig:
     blur_p: float = 0.5                    # Gaussian blur, sigma ~ U(0.15, 1.15), when `uniform > 0.5` (DACS)
     rare_class_sampling: bool = False      # draw source images by rare classes (DAFormer RCS)
     rcs_temperature: float = 0.01          # RCS: P(class) = softmax((1 - frequency) / T) (DAFormer)
+    # DAFormer's `min_pixels` and `min_crop_ratio` (configs/_base_/datasets/uda_gta_to_cityscapes*,
+    # mmseg/datasets/uda_dataset.py): an image is drawn for class c only if its label has more than
+    # `rcs_min_pixels` pixels of c (3000 on GTA5's 1914x1052 labels: scale it with your label size),
+    # and its random crop is redrawn up to 10 times until it holds more than
+    # rcs_min_pixels * rcs_min_crop_ratio of them (0: no redraw).
+    rcs_min_pixels: int = 3000
+    rcs_min_crop_ratio: float = 0.5
     # BatchNorm statistics the teacher labels a target batch with: "target" (its own running
     # average over the target batches it labels, from the AdaBN start, momentum 0.1), "running"
     # (its EMA of the student's: an average over source and mixed batches) or "batch" (that target

@@ -88,6 +88,7 @@ RULES: tuple[Rule, ...] = tuple(Rule(pattern, *check) for pattern, check in (
     ("*.beta", PROBABILITY),
     ("*.gamma", NON_NEGATIVE),
     ("*temperature*", POSITIVE),
+    ("*.rcs_min_*", NON_NEGATIVE),                  # rcs_min_pixels, rcs_min_crop_ratio: 0 = no threshold
     ("*prob*", PROBABILITY),                        # probabilities of augmentations
     ("*_p", PROBABILITY),                           # jitter_p, blur_p
     ("*_strength", NON_NEGATIVE),

@@ -185,16 +185,17 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
         module.load_state_dict(resume.extra["live_correlation"]["state_dict"])
 
     source_set = labelled_train_set(cfg.data.source, train_transform(cfg, cfg.data.source, ctx.mean, ctx.std))
-    order = random_permutation
+    order, min_class_pixels = random_permutation, 0.0
     if mt.rare_class_sampling:
-        order = rare_class_order(class_statistics(source_set, len(ctx.classes)), mt.rcs_temperature)
+        order = rare_class_order(class_statistics(source_set, len(ctx.classes), mt.rcs_min_pixels), mt.rcs_temperature)
+        min_class_pixels = mt.rcs_min_pixels * mt.rcs_min_crop_ratio
     state = MeanTeacherState(
         student=student,
         network=training_network(student, cfg, ctx.device, ctx.dist),
         teacher=teacher,
         optimizer=make_optimizer(student.parameters(), mt.optim),
         scaler=make_grad_scaler(ctx.device, cfg.amp),
-        source=ctx.batch_stream(source_set, cfg.seed + 3, order=order),
+        source=ctx.batch_stream(source_set, cfg.seed + 3, order=order, min_class_pixels=min_class_pixels),
         target=ctx.batch_stream(target_crop_set(cfg, ctx.mean, ctx.std), cfg.seed + 4),
         generator=torch.Generator().manual_seed(cfg.seed + 5),
         augment=StrongAugmentation(ctx.mean, ctx.std, mt.jitter_strength, mt.jitter_p, mt.blur_p),

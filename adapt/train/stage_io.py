@@ -40,12 +40,12 @@ class RunContext:
     def stage_dir(self, stage: str) -> Path:
         return ensure_writable_dir(self.run_dir / stage)
 
-    def batch_stream(self, dataset, seed: int, order: EpochOrder = random_permutation) -> BatchStream:
+    def batch_stream(self, dataset, seed: int, order: EpochOrder = random_permutation, min_class_pixels: float = 0) -> BatchStream:
         """The training batches of `dataset`: this rank's part of each micro-batch of each global batch of `data.batch_size`."""
         data = self.cfg.data
         return BatchStream(dataset, data.batch_size, seed, data.num_workers, order=order, shard=self.dist,
                            pin_memory=data.pin_memory and self.device.type == "cuda",
-                           accumulate=data.accumulate, clock=self.data_clock)
+                           accumulate=data.accumulate, clock=self.data_clock, min_class_pixels=min_class_pixels)
 
     @property
     def tensorboard_dir(self) -> Path:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from adapt.classes import IGNORE_INDEX
+from common.errors import UserError
 from adapt.data.rare_class import ClassStatistics, class_probabilities, rare_class_order
 from adapt.losses import weighted_segmentation_ce, segmentation_ce
 from adapt.mixing import StrongAugmentation, classmix_masks, gaussian_blur, kernel_sizes, mix
@@ -128,10 +129,66 @@ def test_rare_class_sampling_favours_rare_classes_and_only_draws_images_that_hav
     assert probabilities[3] == 0 and probabilities[2] > probabilities[1] > probabilities[0]
     assert torch.isclose(probabilities.sum(), torch.tensor(1.0, dtype=torch.float64))
     order = rare_class_order(stats, 0.01)
-    drawn = order(torch.Generator().manual_seed(0), 400)
+    picks = order(torch.Generator().manual_seed(0), 400)
+    drawn = [index for index, _ in picks]
     assert len(drawn) == 400 and set(drawn) <= {0, 1, 2, 3}
+    assert all(index in stats.images_with[c] for index, c in picks)   # each image has the class it was drawn for
     assert drawn.count(3) > drawn.count(0)  # the image with the rarest class comes up most
-    assert drawn == order(torch.Generator().manual_seed(0), 400)
+    assert picks == order(torch.Generator().manual_seed(0), 400)
+
+
+def test_rare_class_statistics_keep_only_images_with_enough_pixels_of_a_class():
+    from adapt.data.rare_class import class_statistics
+
+    class Labels:
+        def __init__(self, labels):
+            self.labels = labels
+
+        def __len__(self):
+            return len(self.labels)
+
+        def load_label(self, index):
+            return self.labels[index]
+
+    few, many = np.zeros((10, 10), np.uint8), np.zeros((10, 10), np.uint8)
+    few[0, :5] = 1          # 5 pixels of class 1
+    many[:5, :] = 1         # 50
+    stats = class_statistics(Labels([few, many]), 3, min_pixels=10)
+    assert stats.images_with[1] == [1] and stats.images_with[0] == [0, 1] and stats.images_with[2] == []
+    assert np.isclose(stats.frequency[1], 55 / 200)       # the frequency counts every pixel
+    assert class_statistics(Labels([few, many]), 3).images_with[1] == [0, 1]
+    with pytest.raises(UserError, match="rcs_min_pixels"):
+        rare_class_order(class_statistics(Labels([few, many]), 3, min_pixels=1000), 0.01)
+
+
+class RandomCrops(torch.utils.data.Dataset):
+    """A 'crop' that shows class 1 (20 pixels) one time in five, as a random crop of a rare class would."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        label = torch.zeros(8, 8, dtype=torch.long)
+        if torch.rand(()) < 0.2:
+            label[:2, :] = 1
+        return torch.rand(3, 8, 8), label
+
+
+def test_rare_class_crops_are_redrawn_until_they_show_the_class():
+    from adapt.train.batches import SeededSamples
+
+    keys = [(0, position, position % 4, 1) for position in range(300)]
+    plain, seeking = SeededSamples(RandomCrops(), seed=0), SeededSamples(RandomCrops(), seed=0, min_class_pixels=10)
+    shown = lambda samples: sum(int((samples[key][1] == 1).sum() > 10) for key in keys) / len(keys)
+    assert shown(plain) < 0.35              # the precondition: most first draws miss the class
+    assert shown(seeking) > 0.85            # 1 - 0.8^11 of them find it
+    for key in keys[:50]:
+        first, again = plain[key], seeking[key]
+        if int((first[1] == 1).sum()) > 10:   # a first draw that shows the class is kept as it is
+            assert torch.equal(first[0], again[0])
+        assert torch.equal(seeking[key][0], again[0])   # redraws are seeded: resume gives the same crop
+    # Without a class in the key nothing is redrawn: the stream of a run without RCS is unchanged.
+    assert all(torch.equal(plain[key[:3]][0], seeking[key[:3]][0]) for key in keys[:20])
 
 
 def test_reestimate_batchnorm_uses_the_data_statistics_and_touches_no_weight():

@@ -82,7 +82,8 @@ CASES = {
     "iast round 2 with a round teacher": ("self_train", 3, ["self_train.method=iast", "self_train.lambda_ct=0.1",
                                                             "self_train.ct_teacher=round"]),
     "mean teacher mid-stage": ("self_train", 1, ["self_train.method=mean_teacher", "self_train.lambda_ct=0.1",
-                                                 "self_train.mean_teacher.rare_class_sampling=true"]),
+                                                 "self_train.mean_teacher.rare_class_sampling=true",
+                                                 "self_train.mean_teacher.rcs_min_pixels=20"]),   # crops redrawn for a class
     "mean teacher with MIC, a live module and the teacher exported": (
         "self_train", 1, ["self_train.method=mean_teacher", "self_train.lambda_ct=0.1",
                           "self_train.mean_teacher.mic.enabled=true", "self_train.correlation_refit.every=1",
