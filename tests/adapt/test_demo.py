@@ -26,6 +26,9 @@ def test_demo_quick_runs_the_whole_chain(tmp_path, capsys):
     bn, after = 100 * target_bn["miou"], 100 * adapted["miou"]
     assert (f"source only {source:.2f} -> target BatchNorm only {bn:.2f} -> adapted {after:.2f} "
             f"(BatchNorm {bn - source:+.2f} points, training {after - bn:+.2f})") in captured.out
+    # The demo's shorter schedule is on the printed command line, and the user's --set still wins.
+    assert "--set self_train.mean_teacher.iterations=400" in captured.out
+    assert "mean_teacher:\n    iterations: 4\n" in (out / "run" / "config.yaml").read_text()
     # Each step says how long it took, and so does the whole chain (the 10-minute budget is checkable).
     for command in ("data", "train", "eval", "export", "run"):
         assert re.search(rf"\(uda-adapt {command} took \d+:\d\d\)", captured.out), command
