@@ -281,3 +281,17 @@ def copy_of(model):
     import copy
 
     return copy.deepcopy(model)
+
+
+@pytest.mark.parametrize("name", ["gta5_to_cityscapes_mean_teacher", "synthia_to_cityscapes_mean_teacher"])
+def test_full_scale_mean_teacher_samples_keep_the_dacs_augmentation(name):
+    """A sample that names DAFormer's recipe must not override it (one shipped jitter at p 0.2)."""
+    from pathlib import Path
+
+    from adapt.config import load_config
+
+    path = Path(__file__).resolve().parents[2] / "samples" / "configs" / f"{name}.yaml"
+    mt = load_config(TrainConfig, path, []).self_train.mean_teacher
+    default = MeanTeacherConfig()
+    assert (mt.jitter_p, mt.blur_p, mt.jitter_strength) == (default.jitter_p, default.blur_p, default.jitter_strength)
+    assert mt.rare_class_sampling and (mt.rcs_temperature, mt.rcs_min_pixels, mt.rcs_min_crop_ratio) == (0.01, 3000, 0.5)
