@@ -34,7 +34,8 @@ SHORT = [
 ]
 # name: (seed, settings, the run whose correlation checkpoint it starts from, or None: the full
 # schedule). A start must fit the module, i.e. run with lambda_ct > 0: at 0 the correlation stage
-# is skipped. iast_ct_seed1 runs its own seed-1 schedule (its source stage is mt_seed1's, bit for bit).
+# is skipped. iast_ct_seed1 runs its own seed-1 schedule (source and correlation stages with
+# mt_seed1's seed and settings, where it used to start from mt_seed1's).
 RUNS: dict[str, tuple[int, list[str], str | None]] = {
     "mt_ct_seed0": (0, ["self_train.method=mean_teacher", "self_train.lambda_ct=0.1"], None),
     "mt_seed1": (1, ["self_train.method=mean_teacher", "self_train.lambda_ct=0"], None),
