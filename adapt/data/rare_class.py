@@ -101,3 +101,10 @@ def rare_class_order(stats: ClassStatistics, temperature: float):
         return [(stats.images_with[c][int(u * len(stats.images_with[c]))], c) for c, u in zip(classes, picks)]
 
     return order
+
+
+def rare_class_stream(dataset, num_classes: int, temperature: float, min_pixels: int, min_crop_ratio: float):
+    """The `BatchStream` arguments of rare-class sampling: the epoch order and the class pixels a
+    crop must show (`order=`, `min_class_pixels=`)."""
+    order = rare_class_order(class_statistics(dataset, num_classes, min_pixels), temperature)
+    return order, min_pixels * min_crop_ratio

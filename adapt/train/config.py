@@ -62,6 +62,13 @@ class OptimConfig:
 class SourceStageConfig:
     iterations: int = 600
     optim: OptimConfig = field(default_factory=OptimConfig)
+    # Rare-class sampling of the source batches, as self_train.mean_teacher's (same keys and
+    # meaning). The source network is what self-training starts from: a class it never learns
+    # (rider and bicycle score 0 even on source val here) cannot reach the pseudo labels.
+    rare_class_sampling: bool = False
+    rcs_temperature: float = 0.01
+    rcs_min_pixels: int = 3000
+    rcs_min_crop_ratio: float = 0.5
 
 
 @dataclass

@@ -33,7 +33,7 @@ from torch import nn
 
 from adapt.checkpoint import Checkpoint
 from adapt.classes import IGNORE_INDEX
-from adapt.data.rare_class import class_statistics, rare_class_order
+from adapt.data.rare_class import rare_class_stream
 from adapt.data.transforms import EvalTransform
 from adapt.losses import correlation_transfer_loss, segmentation_ce, valid_mask_at, weighted_segmentation_ce
 from adapt.masking import block_masks, block_size_for, mask_images
@@ -187,8 +187,8 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
     source_set = labelled_train_set(cfg.data.source, train_transform(cfg, cfg.data.source, ctx.mean, ctx.std))
     order, min_class_pixels = random_permutation, 0.0
     if mt.rare_class_sampling:
-        order = rare_class_order(class_statistics(source_set, len(ctx.classes), mt.rcs_min_pixels), mt.rcs_temperature)
-        min_class_pixels = mt.rcs_min_pixels * mt.rcs_min_crop_ratio
+        order, min_class_pixels = rare_class_stream(source_set, len(ctx.classes), mt.rcs_temperature, mt.rcs_min_pixels,
+                                                    mt.rcs_min_crop_ratio)
     state = MeanTeacherState(
         student=student,
         network=training_network(student, cfg, ctx.device, ctx.dist),

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from adapt.checkpoint import Checkpoint
+from adapt.data.rare_class import rare_class_stream
 from adapt.losses import segmentation_ce
 from adapt.models import build_segmenter
-from adapt.train.batches import StreamState
+from adapt.train.batches import StreamState, random_permutation
 from adapt.train.datasets import labelled_train_set, train_transform
 from adapt.train.distributed import broadcast_buffers, revert_sync_batchnorm
 from adapt.train.environment import (autocast, make_grad_scaler, restore_grad_scaler, restore_rng, rng_state, seed_everything,
@@ -34,7 +35,11 @@ def train_source(ctx: RunContext, init: Checkpoint | None = None) -> None:
     model.to(ctx.device).train()
 
     dataset = labelled_train_set(cfg.data.source, train_transform(cfg, cfg.data.source, ctx.mean, ctx.std))
-    stream = ctx.batch_stream(dataset, cfg.seed)
+    order, min_class_pixels = random_permutation, 0.0
+    if stage_cfg.rare_class_sampling:
+        order, min_class_pixels = rare_class_stream(dataset, len(ctx.classes), stage_cfg.rcs_temperature,
+                                                    stage_cfg.rcs_min_pixels, stage_cfg.rcs_min_crop_ratio)
+    stream = ctx.batch_stream(dataset, cfg.seed, order=order, min_class_pixels=min_class_pixels)
     network = training_network(model, cfg, ctx.device, ctx.dist)
     optimizer = make_optimizer(model.parameters(), stage_cfg.optim)
     scaler = make_grad_scaler(ctx.device, cfg.amp)

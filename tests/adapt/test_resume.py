@@ -77,6 +77,8 @@ def final_state(run: Path) -> tuple[dict, dict]:
 CASES = {
     # name: (stage to kill, its N-th last.pt, extra config)
     "source mid-stage": ("source", 1, ["self_train.method=iast"]),
+    "source mid-stage with rare-class sampling": ("source", 1, ["self_train.method=iast", "source.rare_class_sampling=true",
+                                                                "source.rcs_min_pixels=20"]),
     "correlation mid-stage": ("correlation", 1, ["self_train.method=iast", "self_train.lambda_ct=0.1"]),
     "iast round 2 mid-round": ("self_train", 3, ["self_train.method=iast"]),
     "iast round 2 with a round teacher": ("self_train", 3, ["self_train.method=iast", "self_train.lambda_ct=0.1",

@@ -124,6 +124,31 @@ def test_interrupted_stage_resumes_where_it_stopped(data, tmp_path, monkeypatch)
         assert torch.equal(value, weights(tmp_path / "resumed" / "source" / "last.pt")[key]), key
 
 
+def test_source_stage_draws_by_rare_class_when_asked(data, tmp_path, monkeypatch):
+    from adapt.data import rare_class
+    from adapt.train import source_stage
+
+    made = []
+
+    def recording(*args):
+        made.append(args[2:])
+        order, pixels = rare_class.rare_class_stream(*args)
+        drawn = []
+        made.append(drawn)
+        return (lambda generator, size: drawn.extend(order(generator, size)) or drawn[-size:]), pixels
+
+    monkeypatch.setattr(source_stage, "rare_class_stream", recording)
+    train(tiny_config(data), tmp_path / "plain", stage="source")
+    assert not made                                   # off by default
+    cfg = tiny_config(data, "source.rare_class_sampling=true", "source.rcs_min_pixels=20", "source.rcs_temperature=0.05")
+    train(cfg, tmp_path / "rcs", stage="source")
+    assert made[0] == (0.05, 20, 0.5)
+    assert made[1] and all(isinstance(pick, tuple) for pick in made[1])   # (image, class) picks fed the batches
+    assert load_checkpoint(tmp_path / "rcs" / "source" / "last.pt").extra["complete"]
+    plain, rcs = weights(tmp_path / "plain" / "source" / "last.pt"), weights(tmp_path / "rcs" / "source" / "last.pt")
+    assert any(not torch.equal(plain[k], rcs[k]) for k in plain)           # other batches, other weights
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch):
     calls = {"n": 0}
     real_ce = __import__("adapt.losses", fromlist=["segmentation_ce"]).segmentation_ce
