@@ -91,8 +91,8 @@ def rare_class_order(stats: ClassStatistics, temperature: float):
     replacement; the class lets the loader look for a crop that shows it (`SeededSamples`)."""
     probabilities = class_probabilities(stats, temperature)
     if not bool(probabilities.isfinite().all()) or float(probabilities.sum()) == 0:
-        raise UserError("rare-class sampling found no source image with more than "
-                        "self_train.mean_teacher.rcs_min_pixels pixels of any class; lower rcs_min_pixels "
+        raise UserError("rare-class sampling found no source image with more than rcs_min_pixels pixels of any class; "
+                        "lower source.rcs_min_pixels or self_train.mean_teacher.rcs_min_pixels, whichever stage samples "
                         "(it counts label pixels at the labels' own size)")
 
     def order(generator: torch.Generator, size: int) -> list[tuple[int, int]]:
