@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from common.atomic import atomic_write_bytes
-from common.errors import UserError
-from common.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from common.file_kinds import require_kind
+from uda_adapt.common.atomic import atomic_write_bytes
+from uda_adapt.common.errors import UserError
+from uda_adapt.common.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from uda_adapt.common.file_kinds import require_kind
 
 FORMAT_VERSION = 1
 
@@ -110,7 +110,7 @@ def select_network(ckpt: Checkpoint, network: str) -> Checkpoint:
 
 def build_model(ckpt: Checkpoint) -> nn.Module:
     """The checkpoint's network with its weights, in eval mode on the CPU."""
-    from adapt.models import build_segmenter
+    from uda_adapt.adapt.models import build_segmenter
 
     model = build_segmenter(ckpt.model_name, ckpt.num_classes, pretrained=None)
     try:

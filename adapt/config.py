@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from common.errors import UserError
+from uda_adapt.common.errors import UserError
 
 T = TypeVar("T")
 
@@ -41,8 +41,8 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
 
 def _value_checks() -> dict[type, typing.Callable[[Any, frozenset[str]], None]]:
     """Range rules per config class, applied after keys and types (imported here: adapt.train imports this module)."""
-    from adapt.train.config import TrainConfig
-    from adapt.train.config_checks import check_train_config
+    from uda_adapt.adapt.train.config import TrainConfig
+    from uda_adapt.adapt.train.config_checks import check_train_config
 
     return {TrainConfig: check_train_config}
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from common.atomic import atomic_write_text
-from adapt.checkpoint import build_model, load_checkpoint, select_network
-from adapt.data import open_dataset
-from adapt.data.transforms import EvalTransform
-from common.errors import UserError
-from adapt.evaluation import EvalResult, evaluate
-from adapt.train.environment import resolve_device
+from uda_adapt.common.atomic import atomic_write_text
+from uda_adapt.adapt.checkpoint import build_model, load_checkpoint, select_network
+from uda_adapt.adapt.data import open_dataset
+from uda_adapt.adapt.data.transforms import EvalTransform
+from uda_adapt.common.errors import UserError
+from uda_adapt.adapt.evaluation import EvalResult, evaluate
+from uda_adapt.adapt.train.environment import resolve_device
 
 
 def evaluate_checkpoint(

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from adapt.classes import CITYSCAPES_CLASSES, IGNORE_INDEX, PROTOCOLS
-from adapt.data.dataset import SegmentationDataset
-from common.errors import UserError
+from uda_adapt.adapt.classes import CITYSCAPES_CLASSES, IGNORE_INDEX, PROTOCOLS
+from uda_adapt.adapt.data.dataset import SegmentationDataset
+from uda_adapt.common.errors import UserError
 
 ModelFn = Callable[[torch.Tensor], torch.Tensor]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from common.atomic import atomic_path
-from common.errors import UserError
+from uda_adapt.common.atomic import atomic_path
+from uda_adapt.common.errors import UserError
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from adapt.checkpoint import build_model, load_checkpoint
-from adapt.data import open_dataset
-from adapt.models import upsample_logits
-from common import label_free
-from common.atomic import atomic_write_text
-from common.errors import UserError
+from uda_adapt.adapt.checkpoint import build_model, load_checkpoint
+from uda_adapt.adapt.data import open_dataset
+from uda_adapt.adapt.models import upsample_logits
+from uda_adapt.common import label_free
+from uda_adapt.common.atomic import atomic_write_text
+from uda_adapt.common.errors import UserError
 
 # Images scored per checkpoint: enough for stable means (measured on the synthetic benchmark:
 # the measures move by < 0.005 between 48 and 96 images), few enough to score many checkpoints.
@@ -94,7 +94,7 @@ def measure_checkpoint(checkpoint: str | Path, data_root: str | Path, *, kind: s
                        size: tuple[int, int] | None = None, device: str = "auto", source_root: str | Path | None = None,
                        limit: int = DEFAULT_LIMIT, json_path: str | Path | None = None) -> tuple[dict, Path]:
     """`uda-adapt eval CKPT --data ROOT --no-labels`: every measure, written as JSON; returns it and its path."""
-    from adapt.train.environment import resolve_device
+    from uda_adapt.adapt.train.environment import resolve_device
 
     ckpt = load_checkpoint(checkpoint)
     dataset = open_dataset(kind, data_root, split, require_labels=False)

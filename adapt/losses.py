@@ -20,8 +20,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from adapt.classes import IGNORE_INDEX
-from adapt.models.correlation import PROB_EPS, CorrelationModule
+from uda_adapt.adapt.classes import IGNORE_INDEX
+from uda_adapt.adapt.models.correlation import PROB_EPS, CorrelationModule
 
 
 def segmentation_ce(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from adapt.classes import IGNORE_INDEX
+from uda_adapt.adapt.classes import IGNORE_INDEX
 
 
 def class_presence(labels: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:

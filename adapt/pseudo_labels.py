@@ -39,8 +39,8 @@ import math
 
 import torch
 
-from adapt.classes import IGNORE_INDEX
-from common.errors import UserError
+from uda_adapt.adapt.classes import IGNORE_INDEX
+from uda_adapt.common.errors import UserError
 
 # IAST's defaults (its configs: alpha 0.2 / 0.25 / 0.3 by round, gamma 8, beta 0.9, start 0.9).
 IAST_ALPHA = 0.2

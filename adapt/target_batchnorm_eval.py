@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
-from adapt.checkpoint import build_model, load_checkpoint
-from adapt.data import open_dataset
-from adapt.data.transforms import EvalTransform
-from adapt.evaluation import EvalResult, evaluate
-from adapt.train.batchnorm import reestimate_batchnorm
-from common.atomic import atomic_write_text
+from uda_adapt.adapt.checkpoint import build_model, load_checkpoint
+from uda_adapt.adapt.data import open_dataset
+from uda_adapt.adapt.data.transforms import EvalTransform
+from uda_adapt.adapt.evaluation import EvalResult, evaluate
+from uda_adapt.adapt.train.batchnorm import reestimate_batchnorm
+from uda_adapt.common.atomic import atomic_write_text
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from adapt.classes import IGNORE_INDEX
+from uda_adapt.adapt.classes import IGNORE_INDEX
 
 
 def palette_lut(palette: Sequence[Sequence[int]]) -> np.ndarray:

@@ -50,14 +50,14 @@ from pathlib import Path
 
 import numpy as np
 
-from adapt.config import load_config
-from adapt.data.synth import TARGET_STYLES
-from adapt.train.config import TrainConfig
-from adapt.target_batchnorm_eval import TargetData, evaluate_with_target_batchnorm
-from adapt.train.runner import train
-from adapt.train.self_train_stage import final_tag
-from common.atomic import atomic_write_text
-from common.errors import UserError
+from uda_adapt.adapt.config import load_config
+from uda_adapt.adapt.data.synth import TARGET_STYLES
+from uda_adapt.adapt.train.config import TrainConfig
+from uda_adapt.adapt.target_batchnorm_eval import TargetData, evaluate_with_target_batchnorm
+from uda_adapt.adapt.train.runner import train
+from uda_adapt.adapt.train.self_train_stage import final_tag
+from uda_adapt.common.atomic import atomic_write_text
+from uda_adapt.common.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE, ADABN, ORACLE = "source only", "source + AdaBN", "oracle (target labels)"
@@ -228,7 +228,7 @@ def ensure_benchmark(data: Path, target_style: str) -> None:
             raise UserError(f"{data} holds the {found} benchmark, not {target_style}; "
                             f"pass --target-style {found} or another --data")
         return
-    from adapt.data.synth import write_benchmark
+    from uda_adapt.adapt.data.synth import write_benchmark
 
     write_benchmark(data, target_style=target_style)
 
@@ -262,7 +262,7 @@ def scored_once(stage_dir: Path, network: str, data_root: str, json_path: Path) 
     ckpt = stage_dir / "last.pt"
     if json_path.is_file() and json_path.stat().st_mtime >= ckpt.stat().st_mtime:
         return json.loads(json_path.read_text())   # scored already, same checkpoint
-    from adapt.eval_checkpoint import evaluate_checkpoint
+    from uda_adapt.adapt.eval_checkpoint import evaluate_checkpoint
 
     evaluate_checkpoint(ckpt, data_root, split="val", json_path=json_path, network=network)
     return json.loads(json_path.read_text())

@@ -26,13 +26,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adapt.checkpoint import build_model, load_checkpoint
-from adapt.data import open_dataset
-from adapt.data.transforms import EvalTransform
-from adapt.evaluation import evaluate
-from adapt.train.batchnorm import reestimate_batchnorm
-from adapt.train.correlation_stage import load_correlation_module
-from common.atomic import atomic_write_text
+from uda_adapt.adapt.checkpoint import build_model, load_checkpoint
+from uda_adapt.adapt.data import open_dataset
+from uda_adapt.adapt.data.transforms import EvalTransform
+from uda_adapt.adapt.evaluation import evaluate
+from uda_adapt.adapt.train.batchnorm import reestimate_batchnorm
+from uda_adapt.adapt.train.correlation_stage import load_correlation_module
+from uda_adapt.common.atomic import atomic_write_text
 
 
 def scaled(model, factor: float):

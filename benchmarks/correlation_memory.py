@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from adapt.models.correlation import CorrelationModule, naive_attention, to_tokens
+from uda_adapt.adapt.models.correlation import CorrelationModule, naive_attention, to_tokens
 
 SIZES = ((32, 64), (64, 128), (128, 256))
 PASSES = ("forward", "train")

@@ -23,14 +23,14 @@ import time
 
 import torch
 
-from adapt.checkpoint import build_model, load_checkpoint
-from adapt.data import open_dataset
-from adapt.data.transforms import EvalTransform, TrainTransform
-from adapt.evaluation import evaluate
-from adapt.losses import correlation_fit_loss
-from adapt.mixing import StrongAugmentation
-from adapt.models.correlation import CorrelationModule
-from adapt.train.batches import BatchStream
+from uda_adapt.adapt.checkpoint import build_model, load_checkpoint
+from uda_adapt.adapt.data import open_dataset
+from uda_adapt.adapt.data.transforms import EvalTransform, TrainTransform
+from uda_adapt.adapt.evaluation import evaluate
+from uda_adapt.adapt.losses import correlation_fit_loss
+from uda_adapt.adapt.mixing import StrongAugmentation
+from uda_adapt.adapt.models.correlation import CorrelationModule
+from uda_adapt.adapt.train.batches import BatchStream
 
 VARIANTS = {
     "prediction/none": dict(value="prediction", spatial="none"),

@@ -55,7 +55,7 @@ class Step:
 
 def uda(*args: str) -> list[str]:
     """`uda-adapt ARGS` through this interpreter, so the checkout under test is what runs."""
-    return [sys.executable, "-m", "cli.main", *args]
+    return [sys.executable, "-m", "uda_adapt", *args]
 
 
 def plan(work: Path, out: Path) -> list[Step]:
@@ -210,10 +210,10 @@ def measure_latency(work: Path, iters: int = LATENCY_ITERS) -> dict[str, Any]:
     """Median model-only latency of each runner on one input, alternating runner by runner, round by round."""
     import numpy as np
 
-    from common.manifest import read_manifest
-    from runtime.backends.onnxruntime_backend import CUDA_EP, OnnxRuntimeBackend
-    from runtime.backends.tensorrt_backend import TensorRTBackend
-    from runtime.backends.torch_backend import TorchBackend
+    from uda_adapt.common.manifest import read_manifest
+    from uda_adapt.runtime.backends.onnxruntime_backend import CUDA_EP, OnnxRuntimeBackend
+    from uda_adapt.runtime.backends.tensorrt_backend import TensorRTBackend
+    from uda_adapt.runtime.backends.torch_backend import TorchBackend
 
     bundle = work / "fp16"
     engines = {e.precision: bundle / e.file for e in read_manifest(bundle / "model.json").engines}
@@ -334,7 +334,7 @@ def run_checklist(out: Path, work: Path | None, budget_s: float, skip_gpu: bool)
 
 def write_data(work: Path) -> None:
     """WORK/data/{source,target}/{train,val} from the synthetic generator (8 and 2 images), and WORK/clip.mp4."""
-    from adapt.data.synth import write_split
+    from uda_adapt.adapt.data.synth import write_split
 
     for name, domain in (("source", "sim"), ("target", "real")):
         for split, num in (("train", 8), ("val", 2)):

@@ -24,13 +24,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapt.checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint  # noqa: E402
-from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE  # noqa: E402
-from adapt.models import MODEL_BUILDERS, build_segmenter  # noqa: E402
-from export.api import export_model  # noqa: E402
-from common.preprocess import DEFAULT_INPUT_SIZE  # noqa: E402
-from export.config import ExportConfig  # noqa: E402
-from export.onnx_export import DeployWrapper  # noqa: E402
+from uda_adapt.adapt.checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint  # noqa: E402
+from uda_adapt.adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE  # noqa: E402
+from uda_adapt.adapt.models import MODEL_BUILDERS, build_segmenter  # noqa: E402
+from uda_adapt.export.api import export_model  # noqa: E402
+from uda_adapt.common.preprocess import DEFAULT_INPUT_SIZE  # noqa: E402
+from uda_adapt.export.config import ExportConfig  # noqa: E402
+from uda_adapt.export.onnx_export import DeployWrapper  # noqa: E402
 
 
 def bench_model(name: str, workdir: Path, size: tuple[int, int], iters: int, warmup: int, threads: int) -> dict:

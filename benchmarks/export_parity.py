@@ -26,12 +26,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapt.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
-from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE  # noqa: E402
-from adapt.models import build_segmenter  # noqa: E402
-from export.api import export_model  # noqa: E402
-from export.config import ExportConfig  # noqa: E402
-from export.parity import GATES, Gate  # noqa: E402
+from uda_adapt.adapt.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
+from uda_adapt.adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE  # noqa: E402
+from uda_adapt.adapt.models import build_segmenter  # noqa: E402
+from uda_adapt.export.api import export_model  # noqa: E402
+from uda_adapt.export.config import ExportConfig  # noqa: E402
+from uda_adapt.export.parity import GATES, Gate  # noqa: E402
 
 
 def untrained_checkpoint(path: Path, size: tuple[int, int], seed: int) -> Path:
@@ -90,7 +90,7 @@ def main() -> None:
         work = Path(tmp)
         data = args.data
         if data is None:
-            from adapt.data.synth import write_split
+            from uda_adapt.adapt.data.synth import write_split
 
             for split in ("train", "val"):
                 write_split(work / "data", "real", split, max(args.calib_num, args.parity_num), size, args.seed, progress=False)

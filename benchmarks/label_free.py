@@ -28,8 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import label_free  # noqa: E402
-from common.atomic import atomic_write_text  # noqa: E402
+from uda_adapt.common import label_free  # noqa: E402
+from uda_adapt.common.atomic import atomic_write_text  # noqa: E402
 
 # A measure "ranks models" when its rank correlation with mIoU (oriented: higher score, higher
 # mIoU) is at least this both over all checkpoints and over the adapted (self-training) ones
@@ -54,11 +54,11 @@ def checkpoints_of(run_dir: Path) -> list[Path]:
 
 
 def score_checkpoint(path: Path, target: Path, images: np.ndarray, video: np.ndarray, source_share: np.ndarray) -> dict:
-    from adapt.checkpoint import build_model, load_checkpoint
-    from adapt.data import open_dataset
-    from adapt.data.transforms import EvalTransform
-    from adapt.evaluation import evaluate
-    from adapt.label_free_eval import measure_network, network_predictor
+    from uda_adapt.adapt.checkpoint import build_model, load_checkpoint
+    from uda_adapt.adapt.data import open_dataset
+    from uda_adapt.adapt.data.transforms import EvalTransform
+    from uda_adapt.adapt.evaluation import evaluate
+    from uda_adapt.adapt.label_free_eval import measure_network, network_predictor
 
     ckpt = load_checkpoint(path)
     model = build_model(ckpt)
@@ -74,7 +74,7 @@ def drive_frames(runs_dir: Path, size: tuple[int, int]) -> np.ndarray:
     """A generated target-style drive (consecutive frames) as RGB uint8 (T, H, W, 3)."""
     import cv2
 
-    from adapt.data.synth import generate_video
+    from uda_adapt.adapt.data.synth import generate_video
 
     clip = runs_dir / "drive.mp4"
     if not clip.is_file():
@@ -177,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from adapt.data import open_dataset
-    from adapt.label_free_eval import load_target_images, source_label_share
+    from uda_adapt.adapt.data import open_dataset
+    from uda_adapt.adapt.label_free_eval import load_target_images, source_label_share
 
     torch.set_num_threads(args.threads)
     runs_dir = Path(args.runs_dir)

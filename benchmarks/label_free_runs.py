@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-UDA = [sys.executable, "-m", "cli.main"]
+UDA = [sys.executable, "-m", "uda_adapt"]
 
 # The benchmark at a smaller size than the default (96x192, 160 + 48 images per domain) so that
 # 20+ checkpoints take minutes on one shared core; what matters here is the ranking, not the level.

@@ -25,18 +25,18 @@ import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runtime.backends import open_backend  # noqa: E402
-from runtime.backends.base import Backend  # noqa: E402
-from runtime.bench import bench_model, bench_pipeline, host_info  # noqa: E402
+from uda_adapt.runtime.backends import open_backend  # noqa: E402
+from uda_adapt.runtime.backends.base import Backend  # noqa: E402
+from uda_adapt.runtime.bench import bench_model, bench_pipeline, host_info  # noqa: E402
 
 
 def export_small_model(directory: Path, height: int, width: int) -> Path:
     """The `small` segmenter with random weights, exported as the runtime expects (mask output)."""
     import torch
 
-    from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
-    from adapt.models import build_segmenter, upsample_logits
-    from common.manifest import InputSpec, Manifest, OutputSpec, manifest_for, write_manifest
+    from uda_adapt.adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+    from uda_adapt.adapt.models import build_segmenter, upsample_logits
+    from uda_adapt.common.manifest import InputSpec, Manifest, OutputSpec, manifest_for, write_manifest
 
     class MaskModel(torch.nn.Module):
         def __init__(self, net: torch.nn.Module) -> None:

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, metavar="FILE.json",
                         help="raw figures [default: benchmarks/results/run_all.json]")
     args = parser.parse_args(argv)
-    from common.atomic import atomic_write_text
+    from uda_adapt.common.atomic import atomic_write_text
 
     argv = sys.argv[1:] if argv is None else argv
     mode = "quick" if args.quick else "full"

@@ -21,13 +21,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE  # noqa: E402
-from common.manifest import InputSpec, Manifest, OutputSpec  # noqa: E402
-from runtime.capture import Backoff, CaptureThread  # noqa: E402
-from runtime.pipeline import run_pipeline  # noqa: E402
-from runtime.preprocess import Preprocessor  # noqa: E402
-from runtime.render import Renderer, RenderOptions  # noqa: E402
-from runtime.sinks import NullSink  # noqa: E402
+from uda_adapt.adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE  # noqa: E402
+from uda_adapt.common.manifest import InputSpec, Manifest, OutputSpec  # noqa: E402
+from uda_adapt.runtime.capture import Backoff, CaptureThread  # noqa: E402
+from uda_adapt.runtime.pipeline import run_pipeline  # noqa: E402
+from uda_adapt.runtime.preprocess import Preprocessor  # noqa: E402
+from uda_adapt.runtime.render import Renderer, RenderOptions  # noqa: E402
+from uda_adapt.runtime.sinks import NullSink  # noqa: E402
 
 
 class SyntheticCamera:

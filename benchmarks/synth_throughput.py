@@ -16,12 +16,12 @@ import time
 import cv2
 import numpy as np
 
-from adapt.data.synth import generate_scene
-from adapt.data.synth.camera import FAR_M
-from adapt.data.synth.finish import apply_finish, sample_finish
-from adapt.data.synth.render import render
-from adapt.data.synth.scene import build_world, sky
-from adapt.data.synth.style import style_for
+from uda_adapt.adapt.data.synth import generate_scene
+from uda_adapt.adapt.data.synth.camera import FAR_M
+from uda_adapt.adapt.data.synth.finish import apply_finish, sample_finish
+from uda_adapt.adapt.data.synth.render import render
+from uda_adapt.adapt.data.synth.scene import build_world, sky
+from uda_adapt.adapt.data.synth.style import style_for
 
 SIZES = ((256, 512), (128, 256))
 TARGET_IMG_PER_S = 50.0  # at 256x512

@@ -24,11 +24,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from adapt.checkpoint import build_model, load_checkpoint  # noqa: E402
-from adapt.data import open_dataset  # noqa: E402
-from adapt.data.transforms import EvalTransform  # noqa: E402
-from adapt.evaluation import evaluate  # noqa: E402
-from adapt.train.batchnorm import reestimate_batchnorm  # noqa: E402
+from uda_adapt.adapt.checkpoint import build_model, load_checkpoint  # noqa: E402
+from uda_adapt.adapt.data import open_dataset  # noqa: E402
+from uda_adapt.adapt.data.transforms import EvalTransform  # noqa: E402
+from uda_adapt.adapt.evaluation import evaluate  # noqa: E402
+from uda_adapt.adapt.train.batchnorm import reestimate_batchnorm  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.options import SIZE
+from uda_adapt.cli.options import SIZE
 
 
 @click.command("compare")
@@ -35,14 +35,14 @@ def compare(model_a, model_b, input_uri, output_uri, backend, size, threads, max
     \b
     uda-adapt compare runs/cam/source/last.pt runs/cam/self_train/last.pt clip.mp4 compare/ab.mp4
     """
-    from runtime.capture import log_to_stderr
-    from runtime.compare import CompareConfig
-    from runtime.compare import compare as run_compare
+    from uda_adapt.runtime.capture import log_to_stderr
+    from uda_adapt.runtime.compare import CompareConfig
+    from uda_adapt.runtime.compare import compare as run_compare
 
     config = CompareConfig(model_a=model_a, model_b=model_b, input=input_uri, output=output_uri, report_dir=report_dir,
                            backend=backend, size=size, threads=threads, max_frames=max_frames, like=like, alpha=alpha)
     report = run_compare(config, log=log_to_stderr)
-    from common.label_free import RANKS_MODELS
+    from uda_adapt.common.label_free import RANKS_MODELS
 
     click.echo(f"{report['frames']} frames -> {report['output']}; A and B disagree on {100 * report['disagreement']:.1f} % of pixels")
     for name in RANKS_MODELS:

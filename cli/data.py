@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from cli.options import SIZE
+from uda_adapt.cli.options import SIZE
 
 # The same values as adapt.data.synth.DOMAINS / SPLITS / TARGET_STYLES (a test keeps them equal);
 # spelled out here so that building the CLI does not import the generator.
@@ -41,7 +41,7 @@ def data() -> None:
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 def synth(out: Path, domain: str, split: str, num: int, size: tuple[int, int], seed: int) -> None:
     """Write one split of one domain; rerunning resumes (complete files are kept)."""
-    from adapt.data.synth import write_split
+    from uda_adapt.adapt.data.synth import write_split
 
     root = write_split(out, domain, split, num, size, seed)
     click.echo(f"wrote {num} {domain} scenes to {root / split}")
@@ -58,7 +58,7 @@ def synth(out: Path, domain: str, split: str, num: int, size: tuple[int, int], s
               help="real: the camera by day (the default benchmark); night: the same camera after dark.")
 def benchmark(out: Path, size: tuple[int, int], seed: int, num_train: int, num_val: int, target_style: str) -> None:
     """Write a benchmark (target train labels are for the oracle only)."""
-    from adapt.data.synth import write_benchmark
+    from uda_adapt.adapt.data.synth import write_benchmark
 
     roots = write_benchmark(out, size, seed, num_train, num_val, target_style=target_style)
     click.echo(f"source: {roots['source']}  target: {roots['target']}")
@@ -77,7 +77,7 @@ def benchmark(out: Path, size: tuple[int, int], seed: int, num_train: int, num_v
 def video(out: Path, domain: str, frames: int, size: tuple[int, int], fps: float, seed: int,
           labels_dir: Path | None) -> None:
     """Write a forward drive down a generated street (moving cars and pedestrians) as mp4."""
-    from adapt.data.synth import generate_video
+    from uda_adapt.adapt.data.synth import generate_video
 
     path = generate_video(out, domain, frames, size, fps, seed, labels_dir)
     click.echo(f"wrote {frames} frames to {path}")
@@ -114,8 +114,8 @@ def capture(input_uri: str, out: Path, every_s: float | None, stride: int, max_i
     import sys
     import time
 
-    from runtime.capture_set import CaptureConfig, capture_set
-    from runtime.frame_filters import DEFAULT_MIN_CHANGE, DEFAULT_MIN_SHARPNESS
+    from uda_adapt.runtime.capture_set import CaptureConfig, capture_set
+    from uda_adapt.runtime.frame_filters import DEFAULT_MIN_CHANGE, DEFAULT_MIN_SHARPNESS
 
     config = CaptureConfig(
         input=input_uri, out=out, every_s=every_s, stride=stride, max_images=max_images, size=size,

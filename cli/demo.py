@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from cli.options import require_training_stack
+from uda_adapt.cli.options import require_training_stack
 
 # The built-in schedule with 400 mean-teacher steps, not 600, so that the whole chain fits 10 minutes
 # on 2 CPU cores. Its learning rate is constant, so these are the first 400 steps of the 600-step
@@ -87,7 +87,7 @@ def target_batchnorm_floor(source_checkpoint: Path, target: Path, json_path: Pat
     per source checkpoint: the part of adaptation that needs no training."""
     if json_path.is_file() and json_path.stat().st_mtime >= source_checkpoint.stat().st_mtime:
         return
-    from adapt.target_batchnorm_eval import TargetData, evaluate_with_target_batchnorm
+    from uda_adapt.adapt.target_batchnorm_eval import TargetData, evaluate_with_target_batchnorm
 
     click.secho("\n# target BatchNorm only: the source network, BatchNorm statistics re-estimated on "
                 f"{target / 'train' / 'images'} (no training)", bold=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from cli.options import SIZE, require_training_stack
-from common.preprocess import DEFAULT_INPUT_SIZE
-from export.config import CALIBRATION_METHODS, EXPORTERS, OUTPUT_KINDS, PRECISIONS
+from uda_adapt.cli.options import SIZE, require_training_stack
+from uda_adapt.common.preprocess import DEFAULT_INPUT_SIZE
+from uda_adapt.export.config import CALIBRATION_METHODS, EXPORTERS, OUTPUT_KINDS, PRECISIONS
 
 
 @click.command("export")
@@ -63,8 +63,8 @@ def export(checkpoint, out_dir, size, dynamic, output, opset, exporter, simplify
     with target labels, which an unsupervised user does not have).
     """
     require_training_stack("export")
-    from export.api import export_model
-    from export.config import ExportConfig
+    from uda_adapt.export.api import export_model
+    from uda_adapt.export.config import ExportConfig
 
     chosen = {p for p, flag in (("fp16", fp16_alias), ("int8", int8_alias)) if flag}
     if precision is not None:
@@ -112,7 +112,7 @@ def build(bundle, precision, dla_core, workspace_gib, timing_cache, legacy_preci
     uda-adapt build exports/orin --dla-core 0        # Orin NX/AGX: the DLA, GPU fallback
     uda-adapt build exports/orin --register exports/orin/model.engine   # an engine trtexec built
     """
-    from export.build import BuildConfig, build_bundle_engine, register_engine
+    from uda_adapt.export.build import BuildConfig, build_bundle_engine, register_engine
 
     echo = lambda message: click.echo(message, err=True)  # noqa: E731
     config = BuildConfig(precision=precision, dla_core=dla_core, workspace_gib=workspace_gib, timing_cache=timing_cache,
@@ -124,6 +124,6 @@ def build(bundle, precision, dla_core, workspace_gib, timing_cache, legacy_preci
         spec = build_bundle_engine(bundle, config, log=echo)
     click.echo(f"engine {bundle}/{spec.file}")
     if run_check:
-        from runtime.check import check_engine
+        from uda_adapt.runtime.check import check_engine
 
         check_engine(bundle, f"{bundle}/{spec.file}", device=device, log=echo)

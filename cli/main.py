@@ -10,9 +10,9 @@ import sys
 
 import click
 
-from common import __version__
-from common.atomic import WRITE_ERRNOS
-from common.errors import UserError
+from uda_adapt.common import __version__
+from uda_adapt.common.atomic import WRITE_ERRNOS
+from uda_adapt.common.errors import UserError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -35,12 +35,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
 def _register_commands() -> None:
     # Command modules import only click at the top (heavy imports sit inside the command
     # bodies), so `uda-adapt run` on a torch-free install never imports torch.
-    from cli.compare import compare
-    from cli.data import data
-    from cli.demo import demo
-    from cli.export import build, export
-    from cli.run import bench, check, run
-    from cli.train import evaluate, train
+    from uda_adapt.cli.compare import compare
+    from uda_adapt.cli.data import data
+    from uda_adapt.cli.demo import demo
+    from uda_adapt.cli.export import build, export
+    from uda_adapt.cli.run import bench, check, run
+    from uda_adapt.cli.train import evaluate, train
 
     for command in (data, train, evaluate, export, build, run, check, bench, compare, demo):
         cli.add_command(command)

@@ -27,7 +27,7 @@ SIZE = SizeType()
 
 def require_training_stack(command: str) -> None:
     """Training, evaluation and export need torch: say how to get it on a runtime-only install."""
-    from common.errors import UserError
+    from uda_adapt.common.errors import UserError
 
     missing = [name for name in ("torch", "torchvision") if not _importable(name)]
     if missing:

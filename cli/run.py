@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import click
 
-from cli.options import SIZE
-from common.errors import UserError
+from uda_adapt.cli.options import SIZE
+from uda_adapt.common.errors import UserError
 
 # --- options shared by both commands ---------------------------------------------------------------
 backend_option = click.option(
@@ -111,20 +111,20 @@ def run(model, input_uri, output_uri, backend, device, threads, visualize, alpha
     uda-adapt run model.onnx rtsp://cam.local/stream null:// --headless --stats
     uda-adapt run exports/orin csi://0 rtsp://@:8554/out --input-flip rotate-180
     """
-    from runtime.capture import log_to_stderr
-    from runtime.render import RenderOptions
-    from runtime.report import format_run_report, write_json
-    from runtime.stream import RunConfig, run_stream
-    from runtime.uri import CaptureOptions
+    from uda_adapt.runtime.capture import log_to_stderr
+    from uda_adapt.runtime.render import RenderOptions
+    from uda_adapt.runtime.report import format_run_report, write_json
+    from uda_adapt.runtime.stream import RunConfig, run_stream
+    from uda_adapt.runtime.uri import CaptureOptions
 
     if input_uri is None:
-        from runtime.uri import is_jetson
+        from uda_adapt.runtime.uri import is_jetson
 
         input_uri = "csi://0" if is_jetson() else "v4l2:///dev/video0"
     if (input_width is None) != (input_height is None):
         raise UserError("give --input-width and --input-height together")
     if not build_engine:
-        from runtime.bundle import resolve_model
+        from uda_adapt.runtime.bundle import resolve_model
 
         model = str(resolve_model(model, backend, device, log_to_stderr, build=False))  # a bundle's model, never built
     config = RunConfig(
@@ -142,7 +142,7 @@ def run(model, input_uri, output_uri, backend, device, threads, visualize, alpha
         report = run_stream(config, log=log_to_stderr)
     click.echo(format_run_report(report), err=True)
     if report.label_free:
-        from runtime.watch import format_watch
+        from uda_adapt.runtime.watch import format_watch
 
         click.echo(format_watch(report.label_free), err=True)
     if stats:
@@ -170,10 +170,10 @@ def bench(model, backend, device, threads, size, batch, warmup, iters, pipeline,
     \b
     uda-adapt bench model.onnx --size 512x1024 --warmup 5 --iters 50 --json bench.json
     """
-    from runtime.bench import bench as run_bench
-    from runtime.bench import format_bench
-    from runtime.capture import log_to_stderr
-    from runtime.report import write_json
+    from uda_adapt.runtime.bench import bench as run_bench
+    from uda_adapt.runtime.bench import format_bench
+    from uda_adapt.runtime.capture import log_to_stderr
+    from uda_adapt.runtime.report import write_json
 
     _single_threaded_opencv()
     result = run_bench(model, backend, size, batch, warmup, iters, pipeline, threads, device, log=log_to_stderr)
@@ -193,8 +193,8 @@ def check(bundle, engine, device) -> None:
     \b
     uda-adapt check exports/orin              # after `uda-adapt build exports/orin`
     """
-    from runtime.capture import log_to_stderr
-    from runtime.check import check_engine
+    from uda_adapt.runtime.capture import log_to_stderr
+    from uda_adapt.runtime.check import check_engine
 
     report = check_engine(bundle, engine, device=device, log=log_to_stderr)
     click.echo(f"{report['engine']}: {100 * report['pixel_agreement']:.3f} % pixel agreement with the ONNX "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cli.options import SIZE, require_training_stack
+from uda_adapt.cli.options import SIZE, require_training_stack
 
 # adapt.checkpoint.STORED_NETWORKS, spelt out: the CLI imports no torch before a command runs.
 STORED_NETWORKS = ("exported", "student", "teacher", "student-training-bn")
@@ -22,14 +22,14 @@ STORED_NETWORKS = ("exported", "student", "teacher", "student-training-bn")
 def train(config_path: str | None, overrides: tuple[str, ...], run_dir: str, stage: str | None, init: str | None) -> None:
     """Adapt a segmenter: source -> correlation -> self_train (or one --stage)."""
     require_training_stack("train")
-    from adapt.config import load_config
-    from adapt.train.config import TrainConfig
-    from adapt.train.runner import train as run_training
+    from uda_adapt.adapt.config import load_config
+    from uda_adapt.adapt.train.config import TrainConfig
+    from uda_adapt.adapt.train.runner import train as run_training
 
     cfg = load_config(TrainConfig, config_path, overrides)
     final = run_training(cfg, run_dir, stage=stage, init=init)
     if os.environ.get("RANK", "0") == "0":   # under torchrun, one line for the whole job
-        from adapt.train.label_free_report import final_line
+        from uda_adapt.adapt.train.label_free_report import final_line
 
         line = final_line(run_dir)    # a target without labels: the validated label-free measure
         if line:
@@ -61,15 +61,15 @@ def evaluate(checkpoint: str, data_root: str, kind: str, split: str, size, devic
     if no_labels and network != "exported":
         raise click.UsageError("--network scores against labels; drop --no-labels or --network")
     if no_labels:
-        from adapt.label_free_eval import measure_checkpoint
-        from common.label_free import format_measures
+        from uda_adapt.adapt.label_free_eval import measure_checkpoint
+        from uda_adapt.common.label_free import format_measures
 
         values, out = measure_checkpoint(checkpoint, data_root, kind=kind, split=split, size=size, device=device,
                                          source_root=source_root, json_path=json_path)
         click.echo(format_measures(values))
         click.echo(f"(written to {Path(out)})")
         return
-    from adapt.eval_checkpoint import evaluate_checkpoint
+    from uda_adapt.adapt.eval_checkpoint import evaluate_checkpoint
 
     result, out = evaluate_checkpoint(checkpoint, data_root, kind=kind, split=split, size=size, device=device, json_path=json_path,
                                       network=network)

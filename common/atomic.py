@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-from common.errors import UserError
+from uda_adapt.common.errors import UserError
 
 
 # Errors of the disk or file system, not of the program: a full disk, a quota, a read-only mount.

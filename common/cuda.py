@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from common.errors import UserError
+from uda_adapt.common.errors import UserError
 
 # JetPack 6.0 ships CUDA 12.2, JetPack 6.1/6.2 CUDA 12.6; cuda-python's major.minor must not be
 # newer than the driver's CUDA, or every call fails with cudaErrorInsufficientDriver.

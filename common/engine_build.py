@@ -15,10 +15,10 @@ import datetime
 from collections.abc import Callable
 from pathlib import Path
 
-from common.atomic import atomic_write_bytes
-from common.engines import engine_file_name, timing_cache_name
-from common.errors import UserError
-from common.manifest import (
+from uda_adapt.common.atomic import atomic_write_bytes
+from uda_adapt.common.engines import engine_file_name, timing_cache_name
+from uda_adapt.common.errors import UserError
+from uda_adapt.common.manifest import (
     MANIFEST_NAME,
     PRECISIONS,
     EngineSpec,
@@ -27,7 +27,7 @@ from common.manifest import (
     sha256_file,
     write_manifest,
 )
-from common.tensorrt_build import CalibrationSource, build_engine, detect_gpu, dla_cores, import_tensorrt
+from uda_adapt.common.tensorrt_build import CalibrationSource, build_engine, detect_gpu, dla_cores, import_tensorrt
 
 Log = Callable[[str], None]
 

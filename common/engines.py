@@ -16,8 +16,8 @@ import dataclasses
 import re
 from pathlib import Path
 
-from common.errors import UserError
-from common.manifest import EngineSpec, Manifest
+from uda_adapt.common.errors import UserError
+from uda_adapt.common.manifest import EngineSpec, Manifest
 
 # A Jetson names its board here ("NVIDIA Jetson AGX Orin Developer Kit"); its CUDA name is only "Orin".
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")

@@ -12,7 +12,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from common.errors import UserError
+from uda_adapt.common.errors import UserError
 
 # The kinds `sniff` tells apart, and how a message names each.
 DESCRIPTIONS: dict[str, str] = {

@@ -15,9 +15,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from common.atomic import atomic_write_text
-from common.errors import UserError
-from common.preprocess import DEFAULT_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD
+from uda_adapt.common.atomic import atomic_write_text
+from uda_adapt.common.errors import UserError
+from uda_adapt.common.preprocess import DEFAULT_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD
 
 # 2: the input size moved to `input.size` (1 had `input.shape` and `resize.size`).
 SCHEMA_VERSION = 2

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:
-    from common.manifest import InputSpec
+    from uda_adapt.common.manifest import InputSpec
 
 # torchvision's ImageNet statistics, which every backbone here was pretrained with.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)

@@ -26,11 +26,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from common.atomic import atomic_write_bytes
-from common.cuda import open_cuda
-from common.engines import Device, device_model_name, engine_file_name
-from common.errors import UserError
-from common.manifest import EngineSpec, InputSpec
+from uda_adapt.common.atomic import atomic_write_bytes
+from uda_adapt.common.cuda import open_cuda
+from uda_adapt.common.engines import Device, device_model_name, engine_file_name
+from uda_adapt.common.errors import UserError
+from uda_adapt.common.manifest import EngineSpec, InputSpec
 
 ENTROPY_CALIBRATOR = "IInt8EntropyCalibrator2"
 INSTALL_TENSORRT = ("on Jetson it comes with JetPack (python3-libnvinfer, seen from a venv made with "

@@ -25,14 +25,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common.atomic import atomic_write_text
-from adapt.checkpoint import build_model, load_checkpoint
-from common.errors import UserError
-from export import spec
-from export.bundle import check_out_dir, staged_bundle
-from common.manifest import MANIFEST_NAME, InputSpec, Manifest, metadata_props, sha256_file, write_manifest
-from export.config import ExportConfig
-from export.onnx_export import (
+from uda_adapt.common.atomic import atomic_write_text
+from uda_adapt.adapt.checkpoint import build_model, load_checkpoint
+from uda_adapt.common.errors import UserError
+from uda_adapt.export import spec
+from uda_adapt.export.bundle import check_out_dir, staged_bundle
+from uda_adapt.common.manifest import MANIFEST_NAME, InputSpec, Manifest, metadata_props, sha256_file, write_manifest
+from uda_adapt.export.config import ExportConfig
+from uda_adapt.export.onnx_export import (
     INPUT_NAME,
     DeployWrapper,
     check_onnx,
@@ -41,7 +41,7 @@ from export.onnx_export import (
     set_metadata,
     simplify_onnx,
 )
-from export.parity import (
+from uda_adapt.export.parity import (
     ParityCheck,
     ParitySamples,
     compare_onnx,
@@ -50,16 +50,16 @@ from export.parity import (
     torch_reference,
     write_parity_report,
 )
-from export.precision import (
+from uda_adapt.export.precision import (
     RECOMMENDED_CALIB_IMAGES,
     ImageCalibrationReader,
     calibration_files,
     convert_fp16,
     quantize_int8,
 )
-from common.engines import timing_cache_name
-from common.tensorrt_build import TensorRTUnavailable, build_engine, detect_gpu, import_tensorrt, trtexec_command
-from export.trt_check import Finding, check_tensorrt_compat, format_findings
+from uda_adapt.common.engines import timing_cache_name
+from uda_adapt.common.tensorrt_build import TensorRTUnavailable, build_engine, detect_gpu, import_tensorrt, trtexec_command
+from uda_adapt.export.trt_check import Finding, check_tensorrt_compat, format_findings
 
 RANGE_END_IMAGES = 2  # images checked at each end of a dynamic range (the max end is the slow one)
 PARITY_DIR = "parity"          # the bundle's copies of compared pictures, for the on-device check

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.engine_build import BuildConfig, Log, build_from_bundle, register_engine
-from common.manifest import MANIFEST_NAME, EngineSpec, read_manifest
+from uda_adapt.common.engine_build import BuildConfig, Log, build_from_bundle, register_engine
+from uda_adapt.common.manifest import MANIFEST_NAME, EngineSpec, read_manifest
 
 __all__ = ["BuildConfig", "build_bundle_engine", "register_engine"]
 
@@ -18,7 +18,7 @@ def build_bundle_engine(bundle: str | Path, config: BuildConfig = BuildConfig(),
     """Build this device's engine into `bundle`; with legacy flags and --calib-data, calibrate on those images."""
     reader = None
     if config.legacy_precision_flags and config.calib_data is not None:
-        from export.precision import ImageCalibrationReader, calibration_files
+        from uda_adapt.export.precision import ImageCalibrationReader, calibration_files
 
         manifest = read_manifest(Path(bundle) / MANIFEST_NAME)
         reader = ImageCalibrationReader(calibration_files(config.calib_data, config.calib_num), manifest.input)

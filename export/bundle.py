@@ -15,9 +15,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from common.atomic import ensure_writable_dir
-from common.errors import UserError
-from common.manifest import MANIFEST_NAME
+from uda_adapt.common.atomic import ensure_writable_dir
+from uda_adapt.common.errors import UserError
+from uda_adapt.common.manifest import MANIFEST_NAME
 
 
 def check_out_dir(out_dir: str | os.PathLike, force: bool) -> Path:

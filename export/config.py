@@ -10,9 +10,9 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from common.errors import UserError
-from common.manifest import PRECISIONS  # noqa: F401  (the CLI's --precision choices, named here with the rest)
-from common.preprocess import DEFAULT_INPUT_SIZE
+from uda_adapt.common.errors import UserError
+from uda_adapt.common.manifest import PRECISIONS  # noqa: F401  (the CLI's --precision choices, named here with the rest)
+from uda_adapt.common.preprocess import DEFAULT_INPUT_SIZE
 
 OUTPUT_KINDS = ("mask", "logits")
 EXPORTERS = ("legacy", "dynamo")

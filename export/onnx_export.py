@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.errors import UserError
-from export.config import EXPORTERS, OUTPUT_KINDS
+from uda_adapt.common.errors import UserError
+from uda_adapt.export.config import EXPORTERS, OUTPUT_KINDS
 
 INPUT_NAME = "image"
 # The TorchScript exporter stops at opset 20; 13 is the first with per-channel Q/DQ (int8).

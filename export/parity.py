@@ -24,14 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.atomic import atomic_write_text
-from common.errors import UserError
-from adapt.evaluation import ConfusionMatrix
-from export.onnx_export import INPUT_NAME
-from common.gates import GATES, Gate  # noqa: F401  (Gate: part of this module's interface)
-from common.manifest import InputSpec
-from common.preprocess import prepare_input
-from export.preprocess import resize_label, spread_indices
+from uda_adapt.common.atomic import atomic_write_text
+from uda_adapt.common.errors import UserError
+from uda_adapt.adapt.evaluation import ConfusionMatrix
+from uda_adapt.export.onnx_export import INPUT_NAME
+from uda_adapt.common.gates import GATES, Gate  # noqa: F401  (Gate: part of this module's interface)
+from uda_adapt.common.manifest import InputSpec
+from uda_adapt.common.preprocess import prepare_input
+from uda_adapt.export.preprocess import resize_label, spread_indices
 
 
 
@@ -176,7 +176,7 @@ def load_parity_samples(root: str | os.PathLike | None, kind: str, split: str, n
         source = {"kind": "synthetic", "n_images": num,
                   "note": note or "no target data known; random images, no labels, no mIoU"}
         return ParitySamples(inputs, [None] * num, source, images)
-    from adapt.data import open_dataset
+    from uda_adapt.adapt.data import open_dataset
 
     dataset = open_dataset(kind, root, split, require_labels=False)
     inputs, labels, images = [], [], []

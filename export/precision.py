@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from common.errors import UserError
-from adapt.images import read_rgb
-from common.manifest import InputSpec
-from common.preprocess import prepare_input
-from export.config import CALIBRATION_METHODS
-from export.preprocess import list_images, spread_indices
+from uda_adapt.common.errors import UserError
+from uda_adapt.adapt.images import read_rgb
+from uda_adapt.common.manifest import InputSpec
+from uda_adapt.common.preprocess import prepare_input
+from uda_adapt.export.config import CALIBRATION_METHODS
+from uda_adapt.export.preprocess import list_images, spread_indices
 
 FP32_OPS = ("Resize", "Upsample", "ArgMax", "Softmax")
 # Fewer calibration images than this give unstable activation ranges (ModelOpt suggests ~500).

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from common.errors import UserError
+from uda_adapt.common.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 

@@ -15,13 +15,13 @@ import onnx
 import onnxruntime
 import torch
 
-from common import __version__
-from adapt.checkpoint import Checkpoint
-from adapt.classes import IGNORE_INDEX
-from common.errors import UserError
-from common.manifest import InputSpec, Manifest, OutputSpec, sha256_file
-from export.config import ExportConfig, parse_shape
-from export.onnx_export import INPUT_NAME
+from uda_adapt.common import __version__
+from uda_adapt.adapt.checkpoint import Checkpoint
+from uda_adapt.adapt.classes import IGNORE_INDEX
+from uda_adapt.common.errors import UserError
+from uda_adapt.common.manifest import InputSpec, Manifest, OutputSpec, sha256_file
+from uda_adapt.export.config import ExportConfig, parse_shape
+from uda_adapt.export.onnx_export import INPUT_NAME
 
 
 def resolve_shapes(config: ExportConfig) -> dict[str, tuple[int, ...]] | None:

@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from common.errors import UserError
+from uda_adapt.common.errors import UserError
 
 TRT_OPSET_RANGE: dict[int, tuple[int, int]] = {10: (9, 20), 11: (9, 25)}
 

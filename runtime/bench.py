@@ -16,16 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import UserError
-from runtime.backends import open_backend
-from runtime.backends.base import Backend
-from runtime.bundle import resolve_model
-from runtime.capture import CaptureThread, Log, log_to_stderr
-from runtime.pipeline import run_pipeline
-from runtime.preprocess import Preprocessor
-from runtime.render import Renderer, RenderOptions
-from runtime.report import format_table
-from runtime.sinks import NullSink
+from uda_adapt.common.errors import UserError
+from uda_adapt.runtime.backends import open_backend
+from uda_adapt.runtime.backends.base import Backend
+from uda_adapt.runtime.bundle import resolve_model
+from uda_adapt.runtime.capture import CaptureThread, Log, log_to_stderr
+from uda_adapt.runtime.pipeline import run_pipeline
+from uda_adapt.runtime.preprocess import Preprocessor
+from uda_adapt.runtime.render import Renderer, RenderOptions
+from uda_adapt.runtime.report import format_table
+from uda_adapt.runtime.sinks import NullSink
 
 
 def latency_stats_ms(seconds: list[float] | np.ndarray) -> dict[str, float]:

@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from common.engines import Device, compatible_engine, device_model_name, matching_engine
-from common.errors import UserError
-from common.manifest import MANIFEST_NAME, EngineSpec, Manifest, read_manifest
-from runtime.capture import Log, log_to_stderr
+from uda_adapt.common.engines import Device, compatible_engine, device_model_name, matching_engine
+from uda_adapt.common.errors import UserError
+from uda_adapt.common.manifest import MANIFEST_NAME, EngineSpec, Manifest, read_manifest
+from uda_adapt.runtime.capture import Log, log_to_stderr
 
 
 def resolve_model(model: str | Path, backend: str = "auto", device: int = 0, log: Log = log_to_stderr,
@@ -54,7 +54,7 @@ def engine_for_this_device(folder: Path, manifest: Manifest, device: int, build:
     if not os.access(folder, os.W_OK):              # say so before minutes of building, not after
         raise UserError(f"{folder} has no TensorRT engine for this {here.model} and is not writable, so none can be "
                         f"built and kept there; copy the bundle somewhere writable, or run `uda-adapt build` as its owner")
-    from common.engine_build import BuildConfig, build_from_bundle
+    from uda_adapt.common.engine_build import BuildConfig, build_from_bundle
 
     log(f"{folder} has no TensorRT engine for this {here.model} with TensorRT {here.trt_version}: building one now "
         "(minutes; it is kept in the bundle, later runs start at once; --no-build to skip)")
@@ -69,8 +69,8 @@ def installed_device(device: int = 0) -> Device:
         import tensorrt
     except (ImportError, OSError) as exc:
         raise UserError(f"TensorRT is not usable here ({exc})") from None
-    from common.cuda import open_cuda
-    from common.tensorrt_build import dla_cores
+    from uda_adapt.common.cuda import open_cuda
+    from uda_adapt.common.tensorrt_build import dla_cores
 
     cuda = open_cuda(device)
     try:

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from common.errors import UserError
+from uda_adapt.common.errors import UserError
 
 Log = Callable[[str], None]
 

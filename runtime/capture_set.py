@@ -22,11 +22,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from common.atomic import atomic_write_bytes, atomic_write_text, ensure_writable_dir
-from common.errors import UserError
-from runtime.frame_filters import DEFAULT_MIN_CHANGE, DEFAULT_MIN_SHARPNESS, FilterCounts, FrameFilter
-from runtime.sources import open_source
-from runtime.uri import CaptureOptions, parse_input
+from uda_adapt.common.atomic import atomic_write_bytes, atomic_write_text, ensure_writable_dir
+from uda_adapt.common.errors import UserError
+from uda_adapt.runtime.frame_filters import DEFAULT_MIN_CHANGE, DEFAULT_MIN_SHARPNESS, FilterCounts, FrameFilter
+from uda_adapt.runtime.sources import open_source
+from uda_adapt.runtime.uri import CaptureOptions, parse_input
 
 PREFIX = "cap"
 SUFFIX = ".jpg"

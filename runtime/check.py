@@ -17,14 +17,14 @@ from typing import Any
 
 import cv2
 
-from common.atomic import atomic_write_text
-from common.errors import UserError
-from common.gates import GATES
-from common.manifest import MANIFEST_NAME, read_manifest
-from common.preprocess import prepare_input
-from runtime.backends import open_backend
-from runtime.backends.base import Backend
-from runtime.capture import Log, log_to_stderr
+from uda_adapt.common.atomic import atomic_write_text
+from uda_adapt.common.errors import UserError
+from uda_adapt.common.gates import GATES
+from uda_adapt.common.manifest import MANIFEST_NAME, read_manifest
+from uda_adapt.common.preprocess import prepare_input
+from uda_adapt.runtime.backends import open_backend
+from uda_adapt.runtime.backends.base import Backend
+from uda_adapt.runtime.capture import Log, log_to_stderr
 
 Opener = Callable[..., Backend]
 
@@ -32,7 +32,7 @@ Opener = Callable[..., Backend]
 def check_engine(bundle: str | Path, engine: str | Path | None = None, *, device: int = 0,
                  log: Log = log_to_stderr, opener: Opener = open_backend) -> dict[str, Any]:
     """Compare `engine` (default: the bundle's engine for this device) with the bundle's ONNX."""
-    from runtime.bundle import model_in_bundle
+    from uda_adapt.runtime.bundle import model_in_bundle
 
     folder = Path(bundle)
     manifest = read_manifest(folder / MANIFEST_NAME)

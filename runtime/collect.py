@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from common.atomic import atomic_write_bytes, atomic_write_text, ensure_writable_dir
-from common.errors import UserError
-from runtime.capture_set import encode_jpeg
-from runtime.frame_filters import FrameFilter
+from uda_adapt.common.atomic import atomic_write_bytes, atomic_write_text, ensure_writable_dir
+from uda_adapt.common.errors import UserError
+from uda_adapt.runtime.capture_set import encode_jpeg
+from uda_adapt.runtime.frame_filters import FrameFilter
 
 PREFIX = "col"
 _NAME = re.compile(rf"{PREFIX}_(\d+)\.jpg$")

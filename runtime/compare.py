@@ -20,18 +20,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from common import label_free
-from common.atomic import atomic_path, atomic_write_text
-from common.errors import UserError
-from common.preprocess import prepare_input
-from runtime.backends import backend_for, open_backend
-from runtime.backends.base import Backend
-from runtime.bundle import resolve_model
-from runtime.capture import Log, log_to_stderr
-from runtime.render import Renderer, RenderOptions
-from runtime.sinks import open_sink
-from runtime.sources import open_source
-from runtime.uri import parse_input, parse_output
+from uda_adapt.common import label_free
+from uda_adapt.common.atomic import atomic_path, atomic_write_text
+from uda_adapt.common.errors import UserError
+from uda_adapt.common.preprocess import prepare_input
+from uda_adapt.runtime.backends import backend_for, open_backend
+from uda_adapt.runtime.backends.base import Backend
+from uda_adapt.runtime.bundle import resolve_model
+from uda_adapt.runtime.capture import Log, log_to_stderr
+from uda_adapt.runtime.render import Renderer, RenderOptions
+from uda_adapt.runtime.sinks import open_sink
+from uda_adapt.runtime.sources import open_source
+from uda_adapt.runtime.uri import parse_input, parse_output
 
 # The measures are computed on the first frames (consecutive, for the flicker of a video);
 # ClassMix and augmentation cost two more inferences per frame and model.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.errors import UserError
+from uda_adapt.common.errors import UserError
 
 CODECS = ("h264", "h265", "mp4v")
 STREAM_CODECS = ("h264", "h265")           # what RTSP carries
@@ -50,7 +50,7 @@ def has_hardware_encoder(jetson: bool, model: str = "", nvenc_device: bool = Tru
 
 def detect_hardware_encoder() -> bool:
     """`has_hardware_encoder` for this machine (L4T, device-tree model, /dev/v4l2-nvenc)."""
-    from runtime.uri import is_jetson
+    from uda_adapt.runtime.uri import is_jetson
 
     try:
         model = Path("/proc/device-tree/model").read_text(errors="ignore").strip("\x00")

@@ -18,10 +18,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from runtime.backends.base import Backend
-from runtime.capture import CaptureThread, EndOfStream, FrameQueue, Log, log_to_stderr
-from runtime.render import Renderer
-from runtime.sinks import FramePacer, Sink
+from uda_adapt.runtime.backends.base import Backend
+from uda_adapt.runtime.capture import CaptureThread, EndOfStream, FrameQueue, Log, log_to_stderr
+from uda_adapt.runtime.render import Renderer
+from uda_adapt.runtime.sinks import FramePacer, Sink
 
 STAGES = ("capture", "preprocess", "infer", "render", "sink")
 LATENCY_WINDOW = 10_000     # latency percentiles cover the most recent frames; memory stays fixed

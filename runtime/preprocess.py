@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from common.manifest import InputSpec
+from uda_adapt.common.manifest import InputSpec
 
 
 class Preprocessor:

@@ -14,7 +14,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from common.errors import UserError
+from uda_adapt.common.errors import UserError
 
 Visualize = Literal["overlay", "mask", "side-by-side"]
 VISUALIZE_MODES: tuple[str, ...] = ("overlay", "mask", "side-by-side")

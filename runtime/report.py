@@ -6,8 +6,8 @@ import json
 import os
 from typing import Any
 
-from common.atomic import atomic_write_text
-from runtime.pipeline import PipelineReport
+from uda_adapt.common.atomic import atomic_write_text
+from uda_adapt.runtime.pipeline import PipelineReport
 
 
 def format_run_report(report: PipelineReport) -> str:

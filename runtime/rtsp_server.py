@@ -18,9 +18,9 @@ import threading
 
 import numpy as np
 
-from common.errors import UserError
-from runtime.encoders import encode_chain
-from runtime.uri import RtspURL, _fraction
+from uda_adapt.common.errors import UserError
+from uda_adapt.runtime.encoders import encode_chain
+from uda_adapt.runtime.uri import RtspURL, _fraction
 
 INSTALL_HINT = ("the built-in RTSP server needs PyGObject and gst-rtsp-server: "
                 "sudo apt-get install python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp "

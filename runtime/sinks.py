@@ -18,10 +18,10 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from common.atomic import ensure_writable_dir
-from common.errors import UserError
-from runtime import cvbuild
-from runtime.encoders import (
+from uda_adapt.common.atomic import ensure_writable_dir
+from uda_adapt.common.errors import UserError
+from uda_adapt.runtime import cvbuild
+from uda_adapt.runtime.encoders import (
     ENCODER_PACKAGES,
     FOURCC_BY_SUFFIX,
     STREAM_CODECS,
@@ -31,7 +31,7 @@ from runtime.encoders import (
     resolve_codec,
     rtsp_push_pipeline,
 )
-from runtime.uri import OutputURI, parse_rtsp_url, redact_url
+from uda_adapt.runtime.uri import OutputURI, parse_rtsp_url, redact_url
 
 QUIT_KEYS = (ord("q"), 27)   # q, Esc
 
@@ -312,7 +312,7 @@ def check_output(output: OutputURI, *, headless: bool = False, codec: str | None
             raise UserError(cvbuild.no_gstreamer(f"output {redact_url(output.location)}") + "; or write a file instead")
         _stream_codec(codec)
     elif output.kind == "rtsp-server":
-        from runtime.rtsp_server import import_gst_rtsp_server
+        from uda_adapt.runtime.rtsp_server import import_gst_rtsp_server
 
         _stream_codec(codec)
         import_gst_rtsp_server()
@@ -335,6 +335,6 @@ def open_sink(output: OutputURI, fps: float | None, *, headless: bool = False, b
 
 
 def _rtsp_server(output: OutputURI, fps: float, bitrate: int, codec: str | None, log) -> Sink:
-    from runtime.rtsp_server import RtspServerSink
+    from uda_adapt.runtime.rtsp_server import RtspServerSink
 
     return RtspServerSink(parse_rtsp_url(output.location), fps, _stream_codec(codec), detect_hardware_encoder(), bitrate, log)

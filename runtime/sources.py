@@ -16,10 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from common.errors import UserError
-from runtime import cvbuild
-from runtime.capture import VideoSource
-from runtime.uri import (
+from uda_adapt.common.errors import UserError
+from uda_adapt.runtime import cvbuild
+from uda_adapt.runtime.capture import VideoSource
+from uda_adapt.runtime.uri import (
     IMAGE_SUFFIXES,
     CaptureOptions,
     InputURI,

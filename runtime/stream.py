@@ -10,18 +10,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from common.atomic import atomic_path
-from common.errors import UserError
-from runtime.backends import backend_for, open_backend
-from runtime.bundle import resolve_model
-from runtime.capture import Backoff, CaptureThread, Log, log_to_stderr
-from runtime.pipeline import PipelineReport, run_pipeline
-from runtime.preprocess import Preprocessor
-from runtime.render import Renderer, RenderOptions
-from runtime.sinks import FramePacer, check_output, open_sink
-from runtime.sources import open_source
-from runtime.uri import CaptureOptions, parse_input, parse_output
-from runtime.watch import attach_watch
+from uda_adapt.common.atomic import atomic_path
+from uda_adapt.common.errors import UserError
+from uda_adapt.runtime.backends import backend_for, open_backend
+from uda_adapt.runtime.bundle import resolve_model
+from uda_adapt.runtime.capture import Backoff, CaptureThread, Log, log_to_stderr
+from uda_adapt.runtime.pipeline import PipelineReport, run_pipeline
+from uda_adapt.runtime.preprocess import Preprocessor
+from uda_adapt.runtime.render import Renderer, RenderOptions
+from uda_adapt.runtime.sinks import FramePacer, check_output, open_sink
+from uda_adapt.runtime.sources import open_source
+from uda_adapt.runtime.uri import CaptureOptions, parse_input, parse_output
+from uda_adapt.runtime.watch import attach_watch
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote, unquote
 
-from common.errors import UserError
-from runtime.encoders import gst_quote
+from uda_adapt.common.errors import UserError
+from uda_adapt.runtime.encoders import gst_quote
 
 InputKind = Literal["file", "images", "v4l2", "csi", "rtsp"]
 OutputKind = Literal["display", "video", "images", "rtsp", "rtsp-server", "null"]

@@ -23,8 +23,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from common import label_free
-from runtime.backends.base import Backend
+from uda_adapt.common import label_free
+from uda_adapt.runtime.backends.base import Backend
 
 # Frames in the running window: a few seconds of video, long enough to smooth single hard frames.
 WINDOW = 100
@@ -149,7 +149,7 @@ class WatchingRenderer:
 
 def attach_watch(backend: Backend, preprocess, renderer, *, watch: bool, collect: str | None, collect_max: int):
     """(backend, preprocess, renderer) for the pipeline, measuring each frame; the renderer reports."""
-    from runtime.collect import Collector
+    from uda_adapt.runtime.collect import Collector
 
     collector = Collector(collect, collect_max) if collect else None
     measuring = MeasuringBackend(backend, preprocess)

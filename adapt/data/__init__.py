@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from adapt.data.cityscapes import CityscapesDataset
-from adapt.data.dataset import PairTransform, PseudoLabelDataset, Sample, SegmentationDataset
-from adapt.data.folder import FolderDataset
-from adapt.data.gta5 import GTA5Dataset
-from adapt.data.meta import DatasetMeta, read_meta, write_meta
-from adapt.data.synthia import SynthiaDataset
-from common.errors import UserError
+from uda_adapt.adapt.data.cityscapes import CityscapesDataset
+from uda_adapt.adapt.data.dataset import PairTransform, PseudoLabelDataset, Sample, SegmentationDataset
+from uda_adapt.adapt.data.folder import FolderDataset
+from uda_adapt.adapt.data.gta5 import GTA5Dataset
+from uda_adapt.adapt.data.meta import DatasetMeta, read_meta, write_meta
+from uda_adapt.adapt.data.synthia import SynthiaDataset
+from uda_adapt.common.errors import UserError
 
 DATASET_KINDS: dict[str, type[SegmentationDataset]] = {
     "folder": FolderDataset,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from adapt.data.dataset import PairTransform, Sample, SegmentationDataset, lookup_table, read_id_png, require_dir
-from common.errors import UserError
+from uda_adapt.adapt.data.dataset import PairTransform, Sample, SegmentationDataset, lookup_table, read_id_png, require_dir
+from uda_adapt.common.errors import UserError
 
 # The `trainId` column of cityscapesScripts' helpers/labels.py: every label id not listed
 # (unlabeled, ego vehicle, ground, parking, rail track, guard rail, bridge, tunnel, polegroup,

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX
-from adapt.data.transforms import EvalTransform
-from common.errors import UserError
-from adapt.images import read_rgb, read_unchanged
+from uda_adapt.adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX
+from uda_adapt.adapt.data.transforms import EvalTransform
+from uda_adapt.common.errors import UserError
+from uda_adapt.adapt.images import read_rgb, read_unchanged
 
 PairTransform = Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]]
 

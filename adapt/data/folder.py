@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from adapt.data.dataset import PairTransform, Sample, SegmentationDataset, require_dir
-from adapt.data.meta import META_FILE, read_meta
-from common.errors import UserError
+from uda_adapt.adapt.data.dataset import PairTransform, Sample, SegmentationDataset, require_dir
+from uda_adapt.adapt.data.meta import META_FILE, read_meta
+from uda_adapt.common.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 LAYOUT = "ROOT/{split}/images/<stem>.png|jpg with ROOT/{split}/labels/<stem>.png"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from adapt.data.cityscapes import LABEL_ID_TABLE
-from adapt.data.dataset import PairTransform, SegmentationDataset, flat_layout_samples, read_id_png, require_dir
+from uda_adapt.adapt.data.cityscapes import LABEL_ID_TABLE
+from uda_adapt.adapt.data.dataset import PairTransform, SegmentationDataset, flat_layout_samples, read_id_png, require_dir
 
 LAYOUT = "ROOT/images/<stem>.png with ROOT/labels/<stem>.png"
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.atomic import atomic_write_text
-from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX
-from common.errors import UserError
+from uda_adapt.common.atomic import atomic_write_text
+from uda_adapt.adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX
+from uda_adapt.common.errors import UserError
 
 META_FILE = "meta.json"
 META_KEYS = ("classes", "palette")

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adapt.classes import IGNORE_INDEX
-from common.atomic import atomic_write_text
-from common.errors import UserError
+from uda_adapt.adapt.classes import IGNORE_INDEX
+from uda_adapt.common.atomic import atomic_write_text
+from uda_adapt.common.errors import UserError
 
 CACHE_PREFIX = ".uda-adapt-class-stats-"
 

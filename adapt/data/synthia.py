@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from adapt.data.dataset import PairTransform, SegmentationDataset, flat_layout_samples, lookup_table, require_dir
-from common.errors import UserError
-from adapt.images import read_unchanged
+from uda_adapt.adapt.data.dataset import PairTransform, SegmentationDataset, flat_layout_samples, lookup_table, require_dir
+from uda_adapt.common.errors import UserError
+from uda_adapt.adapt.images import read_unchanged
 
 # SYNTHIA class id -> Cityscapes train id, as in the public loaders of CBST/CRST, DACS
 # (data/synthia_loader.py), IAST and ProDA; names from SYNTHIA-RAND-CITYSCAPES' README.

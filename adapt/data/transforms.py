@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import torch
 
-from adapt.classes import IGNORE_INDEX
-from common.errors import UserError
-from common.preprocess import IMAGENET_MEAN, IMAGENET_STD  # the one home of the constants
+from uda_adapt.adapt.classes import IGNORE_INDEX
+from uda_adapt.common.errors import UserError
+from uda_adapt.common.preprocess import IMAGENET_MEAN, IMAGENET_STD  # the one home of the constants
 
 
 @dataclass

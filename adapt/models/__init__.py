@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.errors import UserError
-from adapt.models.deeplabv2 import DeepLabV2ResNet101
-from adapt.models.mobilenet import DeepLabV3MobileNetV3, LRASPPMobileNetV3
-from adapt.models.pretrained import load_pretrained
-from adapt.models.small import SmallSegmenter
+from uda_adapt.common.errors import UserError
+from uda_adapt.adapt.models.deeplabv2 import DeepLabV2ResNet101
+from uda_adapt.adapt.models.mobilenet import DeepLabV3MobileNetV3, LRASPPMobileNetV3
+from uda_adapt.adapt.models.pretrained import load_pretrained
+from uda_adapt.adapt.models.small import SmallSegmenter
 
 _MODEL_CLASSES: dict[str, type[nn.Module]] = {
     "small": SmallSegmenter,

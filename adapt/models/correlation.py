@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.errors import UserError
+from uda_adapt.common.errors import UserError
 
 VALUE_MODES = ("prediction", "learned")
 SPATIAL_MODES = ("none", "conv3x3", "posenc")

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from common.errors import UserError
+from uda_adapt.common.errors import UserError
 
 # Seconds before a stalled download counts as failed. Without it, a machine whose firewall drops
 # packets (rather than refusing them) waits for the OS TCP timeout, minutes, before failing.

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from common.errors import UserError
-from adapt.train.distributed import SINGLE_PROCESS, Distributed
+from uda_adapt.common.errors import UserError
+from uda_adapt.adapt.train.distributed import SINGLE_PROCESS, Distributed
 
 
 @dataclass

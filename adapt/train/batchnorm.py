@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from adapt.train.distributed import SINGLE_PROCESS, Distributed, all_reduce_sum, average_batchnorm_statistics
+from uda_adapt.adapt.train.distributed import SINGLE_PROCESS, Distributed, all_reduce_sum, average_batchnorm_statistics
 
 
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from common.errors import UserError
+from uda_adapt.common.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,7 +177,7 @@ def _live_self_train_options(config: Any, overridden: frozenset[str]) -> None:
     st = _lookup(config, "self_train")
     if st is None:
         return
-    from adapt.train.config import OptimConfig   # the defaults; imported here to keep this module standalone
+    from uda_adapt.adapt.train.config import OptimConfig   # the defaults; imported here to keep this module standalone
 
     if st.optim.lr != OptimConfig().lr:
         raise UserError("config key 'self_train.optim.lr' is not read: IAST takes its rate per round from "

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from adapt.losses import correlation_fit_loss
-from adapt.mixing import StrongAugmentation
-from adapt.models.correlation import CorrelationModule
-from adapt.train.config import TrainConfig
-from adapt.train.distributed import Distributed
-from adapt.train.environment import autocast, training_network
-from adapt.train.optim import make_optimizer
+from uda_adapt.adapt.losses import correlation_fit_loss
+from uda_adapt.adapt.mixing import StrongAugmentation
+from uda_adapt.adapt.models.correlation import CorrelationModule
+from uda_adapt.adapt.train.config import TrainConfig
+from uda_adapt.adapt.train.distributed import Distributed
+from uda_adapt.adapt.train.environment import autocast, training_network
+from uda_adapt.adapt.train.optim import make_optimizer
 
 
 @dataclass

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import torch
 
-from adapt.checkpoint import Checkpoint
-from adapt.losses import correlation_fit_loss
-from adapt.models import build_segmenter
-from adapt.models.correlation import CorrelationModule
-from adapt.train.batches import StreamState
-from adapt.train.datasets import labelled_train_set, train_transform
-from adapt.mixing import StrongAugmentation
-from adapt.train.environment import autocast, restore_rng, rng_state, seed_everything, training_network
-from adapt.train.logbook import Logbook
-from adapt.train.loop import WHOLE_STEP, MicroStep, accumulated, backward_micro_step, run_iterations
-from adapt.train.optim import make_optimizer, poly_lr, set_lr
-from adapt.train.reporting import evaluate_stage, network_fn
-from adapt.train.stage_io import RunContext, begin_stage, write_stage_checkpoint
+from uda_adapt.adapt.checkpoint import Checkpoint
+from uda_adapt.adapt.losses import correlation_fit_loss
+from uda_adapt.adapt.models import build_segmenter
+from uda_adapt.adapt.models.correlation import CorrelationModule
+from uda_adapt.adapt.train.batches import StreamState
+from uda_adapt.adapt.train.datasets import labelled_train_set, train_transform
+from uda_adapt.adapt.mixing import StrongAugmentation
+from uda_adapt.adapt.train.environment import autocast, restore_rng, rng_state, seed_everything, training_network
+from uda_adapt.adapt.train.logbook import Logbook
+from uda_adapt.adapt.train.loop import WHOLE_STEP, MicroStep, accumulated, backward_micro_step, run_iterations
+from uda_adapt.adapt.train.optim import make_optimizer, poly_lr, set_lr
+from uda_adapt.adapt.train.reporting import evaluate_stage, network_fn
+from uda_adapt.adapt.train.stage_io import RunContext, begin_stage, write_stage_checkpoint
 
 STAGE = "correlation"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from torch.utils.data import Dataset
 
-from adapt.data import open_dataset
-from adapt.data.transforms import TrainTransform
-from common.errors import UserError
-from adapt.train.config import DatasetConfig, TrainConfig
+from uda_adapt.adapt.data import open_dataset
+from uda_adapt.adapt.data.transforms import TrainTransform
+from uda_adapt.common.errors import UserError
+from uda_adapt.adapt.train.config import DatasetConfig, TrainConfig
 
 
 def train_transform(cfg: TrainConfig, spec: DatasetConfig, mean, std, jitter: float | None = None) -> TrainTransform:

@@ -30,9 +30,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from common.errors import UserError
-from adapt.train.launch import Launch, detect_launch
-from adapt.train.preemption import Preempted, handle_signals
+from uda_adapt.common.errors import UserError
+from uda_adapt.adapt.train.launch import Launch, detect_launch
+from uda_adapt.adapt.train.preemption import Preempted, handle_signals
 
 
 @dataclass(frozen=True)

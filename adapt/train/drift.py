@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from adapt.classes import IGNORE_INDEX
+from uda_adapt.adapt.classes import IGNORE_INDEX
 
 SHARE_MOMENTUM = 0.98          # running class shares: about the last 50 steps
 FIRST_STEPS = 20               # the window that defines "at the start"

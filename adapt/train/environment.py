@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.errors import UserError
-from adapt.train.distributed import Distributed, wrap_for_training
+from uda_adapt.common.errors import UserError
+from uda_adapt.adapt.train.distributed import Distributed, wrap_for_training
 
 
 def resolve_device(name: str) -> torch.device:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from adapt.data import open_dataset
-from adapt.label_free_eval import load_target_images, network_predictor, source_label_share
-from adapt.train.config import DatasetConfig
-from adapt.train.logbook import Logbook
-from adapt.train.stage_io import RunContext
-from common import label_free
-from common.atomic import atomic_write_text
+from uda_adapt.adapt.data import open_dataset
+from uda_adapt.adapt.label_free_eval import load_target_images, network_predictor, source_label_share
+from uda_adapt.adapt.train.config import DatasetConfig
+from uda_adapt.adapt.train.logbook import Logbook
+from uda_adapt.adapt.train.stage_io import RunContext
+from uda_adapt.common import label_free
+from uda_adapt.common.atomic import atomic_write_text
 
 # Source labels read for the class-share measure: enough for a stable distribution.
 SOURCE_SHARE_IMAGES = 100

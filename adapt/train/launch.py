@@ -17,7 +17,7 @@ import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from common.errors import UserError
+from uda_adapt.common.errors import UserError
 
 TORCHRUN_HINT = ("srun --ntasks-per-node=1 torchrun --nnodes $SLURM_NNODES --nproc_per_node GPUS_PER_NODE "
                  "--rdzv_backend c10d --rdzv_endpoint $(scontrol show hostnames $SLURM_JOB_NODELIST | head -n1):29500 "

@@ -13,11 +13,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from common.errors import UserError
-from adapt.train.batches import LoadingClock
-from adapt.train.distributed import SINGLE_PROCESS, Distributed, broadcast_buffers, gradient_sync, mean_over_ranks
-from adapt.train.logbook import Logbook
-from adapt.train.preemption import STOP, Preempted
+from uda_adapt.common.errors import UserError
+from uda_adapt.adapt.train.batches import LoadingClock
+from uda_adapt.adapt.train.distributed import SINGLE_PROCESS, Distributed, broadcast_buffers, gradient_sync, mean_over_ranks
+from uda_adapt.adapt.train.logbook import Logbook
+from uda_adapt.adapt.train.preemption import STOP, Preempted
 
 @dataclass(frozen=True)
 class MicroStep:
@@ -92,7 +92,7 @@ def evaluation_every(ctx, model: nn.Module, stage_dir: Path, log: Logbook, tag: 
     the stage's reported model stays the one its `last.pt` holds at the end. None when off."""
     if not ctx.cfg.logging.eval_interval:
         return None
-    from adapt.train.reporting import evaluate_stage, network_fn     # reporting imports the stage plumbing
+    from uda_adapt.adapt.train.reporting import evaluate_stage, network_fn     # reporting imports the stage plumbing
 
     def evaluate(done: int) -> None:
         modes = [(module, module.training) for module in model.modules()]

@@ -31,33 +31,33 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from adapt.checkpoint import Checkpoint
-from adapt.classes import IGNORE_INDEX
-from adapt.data.rare_class import rare_class_stream
-from adapt.data.transforms import EvalTransform
-from adapt.losses import correlation_transfer_loss, segmentation_ce, valid_mask_at, weighted_segmentation_ce
-from adapt.masking import block_masks, block_size_for, mask_images
-from adapt.mixing import StrongAugmentation, choose_classes, class_presence, mix, paste_masks
-from adapt.models import build_segmenter, upsample_logits
-from adapt.models.correlation import CorrelationModule
-from adapt.pseudo_labels import pseudo_label_weight
-from adapt.teacher import ema_alpha, make_teacher, update_teacher
-from adapt.train.batchnorm import batch_statistics, batchnorm_buffers, reestimate_batchnorm, track_batch_statistics
-from adapt.train.batches import BatchStream, StreamState, random_permutation
-from adapt.train.config import TrainConfig
-from adapt.train.correlation_refit import CorrelationRefit, make_refit
-from adapt.train.drift import DriftMonitor, drift_verdict
-from adapt.train.datasets import labelled_train_set, target_crop_set, train_transform, unlabelled_train_set
-from adapt.train.distributed import Distributed, broadcast_buffers, gather_batch, revert_sync_batchnorm
-from adapt.train.environment import (autocast, make_grad_scaler, restore_grad_scaler, restore_rng, rng_state, seed_everything,
+from uda_adapt.adapt.checkpoint import Checkpoint
+from uda_adapt.adapt.classes import IGNORE_INDEX
+from uda_adapt.adapt.data.rare_class import rare_class_stream
+from uda_adapt.adapt.data.transforms import EvalTransform
+from uda_adapt.adapt.losses import correlation_transfer_loss, segmentation_ce, valid_mask_at, weighted_segmentation_ce
+from uda_adapt.adapt.masking import block_masks, block_size_for, mask_images
+from uda_adapt.adapt.mixing import StrongAugmentation, choose_classes, class_presence, mix, paste_masks
+from uda_adapt.adapt.models import build_segmenter, upsample_logits
+from uda_adapt.adapt.models.correlation import CorrelationModule
+from uda_adapt.adapt.pseudo_labels import pseudo_label_weight
+from uda_adapt.adapt.teacher import ema_alpha, make_teacher, update_teacher
+from uda_adapt.adapt.train.batchnorm import batch_statistics, batchnorm_buffers, reestimate_batchnorm, track_batch_statistics
+from uda_adapt.adapt.train.batches import BatchStream, StreamState, random_permutation
+from uda_adapt.adapt.train.config import TrainConfig
+from uda_adapt.adapt.train.correlation_refit import CorrelationRefit, make_refit
+from uda_adapt.adapt.train.drift import DriftMonitor, drift_verdict
+from uda_adapt.adapt.train.datasets import labelled_train_set, target_crop_set, train_transform, unlabelled_train_set
+from uda_adapt.adapt.train.distributed import Distributed, broadcast_buffers, gather_batch, revert_sync_batchnorm
+from uda_adapt.adapt.train.environment import (autocast, make_grad_scaler, restore_grad_scaler, restore_rng, rng_state, seed_everything,
                                      training_layout, training_network)
-from adapt.train.logbook import Logbook
-from adapt.train.loop import WHOLE_STEP, MicroStep, accumulated, backward_micro_step, evaluation_every, run_iterations
-from adapt.train.optim import make_optimizer, poly_lr, set_lr
-from adapt.train.reporting import evaluate_stage, keep_best, network_fn
-from adapt.train.correlation_stage import correlation_payload, module_fn
-from adapt.train.stage_io import RunContext, StageStart, write_stage_checkpoint
-from common.atomic import atomic_write_text
+from uda_adapt.adapt.train.logbook import Logbook
+from uda_adapt.adapt.train.loop import WHOLE_STEP, MicroStep, accumulated, backward_micro_step, evaluation_every, run_iterations
+from uda_adapt.adapt.train.optim import make_optimizer, poly_lr, set_lr
+from uda_adapt.adapt.train.reporting import evaluate_stage, keep_best, network_fn
+from uda_adapt.adapt.train.correlation_stage import correlation_payload, module_fn
+from uda_adapt.adapt.train.stage_io import RunContext, StageStart, write_stage_checkpoint
+from uda_adapt.common.atomic import atomic_write_text
 
 STAGE = "self_train"
 FINAL_TAG = "mean_teacher"

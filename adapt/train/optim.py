@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import torch
 
-from adapt.train.config import OptimConfig
+from uda_adapt.adapt.train.config import OptimConfig
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig, lr: float | None = None) -> torch.optim.Optimizer:

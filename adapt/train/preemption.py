@@ -18,7 +18,7 @@ import signal
 import threading
 from collections.abc import Iterator
 
-from common.errors import UserError
+from uda_adapt.common.errors import UserError
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 

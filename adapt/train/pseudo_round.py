@@ -19,13 +19,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common.atomic import atomic_write_text, ensure_writable_dir
-from adapt.classes import IGNORE_INDEX
-from adapt.images import write_label
-from adapt.models import upsample_logits
-from adapt.pseudo_labels import ThresholdState, select_pseudo_labels, update_thresholds
-from adapt.train.config import PseudoLabelConfig
-from adapt.train.distributed import SINGLE_PROCESS, Distributed, all_reduce_sum, barrier, broadcast_tensor
+from uda_adapt.common.atomic import atomic_write_text, ensure_writable_dir
+from uda_adapt.adapt.classes import IGNORE_INDEX
+from uda_adapt.adapt.images import write_label
+from uda_adapt.adapt.models import upsample_logits
+from uda_adapt.adapt.pseudo_labels import ThresholdState, select_pseudo_labels, update_thresholds
+from uda_adapt.adapt.train.config import PseudoLabelConfig
+from uda_adapt.adapt.train.distributed import SINGLE_PROCESS, Distributed, all_reduce_sum, barrier, broadcast_tensor
 
 
 def pseudo_labels_ready(round_dir: Path) -> bool:

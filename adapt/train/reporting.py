@@ -10,17 +10,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.atomic import atomic_write_text
-from adapt.data import open_dataset
-from adapt.data.transforms import EvalTransform
-from adapt.evaluation import EvalResult, confusion_of
-from adapt.images import write_rgb
-from adapt.models import upsample_logits
-from adapt.train.distributed import all_reduce_sum
-from adapt.train.label_free_report import has_split, report_label_free
-from adapt.train.logbook import Logbook
-from adapt.train.stage_io import RunContext
-from adapt.visualize import comparison_strip
+from uda_adapt.common.atomic import atomic_write_text
+from uda_adapt.adapt.data import open_dataset
+from uda_adapt.adapt.data.transforms import EvalTransform
+from uda_adapt.adapt.evaluation import EvalResult, confusion_of
+from uda_adapt.adapt.images import write_rgb
+from uda_adapt.adapt.models import upsample_logits
+from uda_adapt.adapt.train.distributed import all_reduce_sum
+from uda_adapt.adapt.train.label_free_report import has_split, report_label_free
+from uda_adapt.adapt.train.logbook import Logbook
+from uda_adapt.adapt.train.stage_io import RunContext
+from uda_adapt.adapt.visualize import comparison_strip
 
 
 def target_val_dataset(ctx: RunContext):

@@ -15,19 +15,19 @@ from pathlib import Path
 
 import yaml
 
-from common.atomic import atomic_write_text, ensure_writable_dir
-from adapt.checkpoint import Checkpoint, load_checkpoint
-from adapt.config import to_dict
-from common.errors import UserError
-from adapt.train.config import STAGES, TrainConfig
-from adapt.train.correlation_stage import fit_correlation
-from adapt.train.datasets import check_same_classes, labelled_train_set, unlabelled_train_set
-from adapt.train import distributed
-from adapt.train.environment import resolve_device
-from adapt.train.self_train_stage import self_train
-from adapt.train.source_stage import train_source
-from adapt.train.stage_io import RunContext, is_complete, last_checkpoint, read_stage_checkpoint
-from adapt.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from uda_adapt.common.atomic import atomic_write_text, ensure_writable_dir
+from uda_adapt.adapt.checkpoint import Checkpoint, load_checkpoint
+from uda_adapt.adapt.config import to_dict
+from uda_adapt.common.errors import UserError
+from uda_adapt.adapt.train.config import STAGES, TrainConfig
+from uda_adapt.adapt.train.correlation_stage import fit_correlation
+from uda_adapt.adapt.train.datasets import check_same_classes, labelled_train_set, unlabelled_train_set
+from uda_adapt.adapt.train import distributed
+from uda_adapt.adapt.train.environment import resolve_device
+from uda_adapt.adapt.train.self_train_stage import self_train
+from uda_adapt.adapt.train.source_stage import train_source
+from uda_adapt.adapt.train.stage_io import RunContext, is_complete, last_checkpoint, read_stage_checkpoint
+from uda_adapt.adapt.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, stage: str | None = None, init: str | Path | None = None) -> Path:

@@ -17,29 +17,29 @@ import copy
 
 import torch
 
-from adapt.checkpoint import Checkpoint
-from adapt.data import PseudoLabelDataset
-from adapt.data.transforms import EvalTransform
-from common.errors import UserError
-from adapt.classes import IGNORE_INDEX
-from adapt.losses import correlation_transfer_loss, entropy_on_ignored, kl_to_uniform_on_labelled, segmentation_ce, valid_mask_at
-from adapt.models import build_segmenter, freeze_batchnorm
-from adapt.pseudo_labels import ThresholdState
-from adapt.train.batches import StreamState
-from adapt.train.config import per_round
-from adapt.train.correlation_stage import load_correlation_module
-from adapt.train.datasets import labelled_train_set, train_transform, unlabelled_train_set
-from adapt.train.batchnorm import reestimate_batchnorm
-from adapt.train.distributed import broadcast_buffers, decided_by_main, revert_sync_batchnorm
-from adapt.train.environment import (autocast, make_grad_scaler, restore_grad_scaler, restore_rng, rng_state, seed_everything,
+from uda_adapt.adapt.checkpoint import Checkpoint
+from uda_adapt.adapt.data import PseudoLabelDataset
+from uda_adapt.adapt.data.transforms import EvalTransform
+from uda_adapt.common.errors import UserError
+from uda_adapt.adapt.classes import IGNORE_INDEX
+from uda_adapt.adapt.losses import correlation_transfer_loss, entropy_on_ignored, kl_to_uniform_on_labelled, segmentation_ce, valid_mask_at
+from uda_adapt.adapt.models import build_segmenter, freeze_batchnorm
+from uda_adapt.adapt.pseudo_labels import ThresholdState
+from uda_adapt.adapt.train.batches import StreamState
+from uda_adapt.adapt.train.config import per_round
+from uda_adapt.adapt.train.correlation_stage import load_correlation_module
+from uda_adapt.adapt.train.datasets import labelled_train_set, train_transform, unlabelled_train_set
+from uda_adapt.adapt.train.batchnorm import reestimate_batchnorm
+from uda_adapt.adapt.train.distributed import broadcast_buffers, decided_by_main, revert_sync_batchnorm
+from uda_adapt.adapt.train.environment import (autocast, make_grad_scaler, restore_grad_scaler, restore_rng, rng_state, seed_everything,
                                      training_layout, training_network)
-from adapt.train.mean_teacher_stage import ct_weight, mean_teacher
-from adapt.train.logbook import Logbook
-from adapt.train.loop import evaluation_every, optimizer_step, run_iterations
-from adapt.train.optim import make_optimizer, set_lr, poly_lr
-from adapt.train.pseudo_round import pseudo_labels_ready, write_pseudo_labels
-from adapt.train.reporting import evaluate_stage, keep_best, network_fn
-from adapt.train.stage_io import RunContext, begin_stage, write_stage_checkpoint
+from uda_adapt.adapt.train.mean_teacher_stage import ct_weight, mean_teacher
+from uda_adapt.adapt.train.logbook import Logbook
+from uda_adapt.adapt.train.loop import evaluation_every, optimizer_step, run_iterations
+from uda_adapt.adapt.train.optim import make_optimizer, set_lr, poly_lr
+from uda_adapt.adapt.train.pseudo_round import pseudo_labels_ready, write_pseudo_labels
+from uda_adapt.adapt.train.reporting import evaluate_stage, keep_best, network_fn
+from uda_adapt.adapt.train.stage_io import RunContext, begin_stage, write_stage_checkpoint
 
 STAGE = "self_train"
 

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from adapt.checkpoint import Checkpoint
-from adapt.data.rare_class import rare_class_stream
-from adapt.losses import segmentation_ce
-from adapt.models import build_segmenter
-from adapt.train.batches import StreamState, random_permutation
-from adapt.train.datasets import labelled_train_set, train_transform
-from adapt.train.distributed import broadcast_buffers, revert_sync_batchnorm
-from adapt.train.environment import (autocast, make_grad_scaler, restore_grad_scaler, restore_rng, rng_state, seed_everything,
+from uda_adapt.adapt.checkpoint import Checkpoint
+from uda_adapt.adapt.data.rare_class import rare_class_stream
+from uda_adapt.adapt.losses import segmentation_ce
+from uda_adapt.adapt.models import build_segmenter
+from uda_adapt.adapt.train.batches import StreamState, random_permutation
+from uda_adapt.adapt.train.datasets import labelled_train_set, train_transform
+from uda_adapt.adapt.train.distributed import broadcast_buffers, revert_sync_batchnorm
+from uda_adapt.adapt.train.environment import (autocast, make_grad_scaler, restore_grad_scaler, restore_rng, rng_state, seed_everything,
                                      training_network)
-from adapt.train.logbook import Logbook
-from adapt.train.loop import evaluation_every, optimizer_step, run_iterations
-from adapt.train.optim import make_optimizer, poly_lr, set_lr
-from adapt.train.reporting import evaluate_stage, keep_best, network_fn
-from adapt.train.stage_io import RunContext, begin_stage, write_stage_checkpoint
+from uda_adapt.adapt.train.logbook import Logbook
+from uda_adapt.adapt.train.loop import evaluation_every, optimizer_step, run_iterations
+from uda_adapt.adapt.train.optim import make_optimizer, poly_lr, set_lr
+from uda_adapt.adapt.train.reporting import evaluate_stage, keep_best, network_fn
+from uda_adapt.adapt.train.stage_io import RunContext, begin_stage, write_stage_checkpoint
 
 STAGE = "source"
 

@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from common.atomic import ensure_writable_dir
-from adapt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from adapt.config import to_dict
-from adapt.train.batches import BatchStream, EpochOrder, LoadingClock, random_permutation
-from adapt.train.config import TrainConfig
-from adapt.train.distributed import SINGLE_PROCESS, Distributed, barrier, decided_by_main
+from uda_adapt.common.atomic import ensure_writable_dir
+from uda_adapt.adapt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from uda_adapt.adapt.config import to_dict
+from uda_adapt.adapt.train.batches import BatchStream, EpochOrder, LoadingClock, random_permutation
+from uda_adapt.adapt.train.config import TrainConfig
+from uda_adapt.adapt.train.distributed import SINGLE_PROCESS, Distributed, barrier, decided_by_main
 
 
 @dataclass

@@ -34,10 +34,10 @@ def int8_section(plan: Plan, work: Path) -> dict[str, Any]:
     import numpy as np
     import onnxruntime as ort
 
-    from common.errors import UserError
-    from export.api import export_model
-    from export.config import ExportConfig
-    from export.onnx_export import INPUT_NAME
+    from uda_adapt.common.errors import UserError
+    from uda_adapt.export.api import export_model
+    from uda_adapt.export.config import ExportConfig
+    from uda_adapt.export.onnx_export import INPUT_NAME
 
     source, target, commands = synthetic_data(work / "data", plan.train_images, plan.int8_parity, TRAIN_DATA_SIZE)
     overrides = train_overrides(source, target, plan.int8_source_iterations)
@@ -78,7 +78,7 @@ def int8_section(plan: Plan, work: Path) -> dict[str, Any]:
 
 def pipeline_section(plan: Plan, work: Path) -> dict[str, Any]:
     from benchmarks.pipeline_throughput import alternate_rounds, export_small_model
-    from runtime.backends import open_backend
+    from uda_adapt.runtime.backends import open_backend
 
     h, w = plan.pipeline_size
     backend = open_backend(export_small_model(work, h, w), "ort", threads=None, spin=False)
@@ -102,12 +102,12 @@ def quiet(message: str) -> None:
 
 def latest_mode_run(backend: Any, size: tuple[int, int], frames: int, fps: float) -> dict[str, Any]:
     """The pipeline as `uda-adapt run --latest` builds it (newest-frame slot, result queue of 1), fed at `fps`."""
-    from runtime.bench import MemorySource, synthetic_frames
-    from runtime.capture import CaptureThread
-    from runtime.pipeline import run_pipeline
-    from runtime.preprocess import Preprocessor
-    from runtime.render import Renderer, RenderOptions
-    from runtime.sinks import NullSink
+    from uda_adapt.runtime.bench import MemorySource, synthetic_frames
+    from uda_adapt.runtime.capture import CaptureThread
+    from uda_adapt.runtime.pipeline import run_pipeline
+    from uda_adapt.runtime.preprocess import Preprocessor
+    from uda_adapt.runtime.render import Renderer, RenderOptions
+    from uda_adapt.runtime.sinks import NullSink
 
     manifest = backend.manifest
     capture = CaptureThread(MemorySource(synthetic_frames(*size), frames), latest=True, rate=fps, log=quiet)
@@ -120,8 +120,8 @@ def latest_mode_run(backend: Any, size: tuple[int, int], frames: int, fps: float
 
 def latest_section(plan: Plan, work: Path) -> dict[str, Any]:
     from benchmarks.pipeline_throughput import export_small_model
-    from runtime.backends import open_backend
-    from runtime.bench import bench_model
+    from uda_adapt.runtime.backends import open_backend
+    from uda_adapt.runtime.bench import bench_model
 
     h, w = plan.latest_size
     backend = open_backend(export_small_model(work, h, w), "ort", threads=None, spin=False)

@@ -32,7 +32,7 @@ def opencv_threads(count: int) -> Iterator[None]:
 
 
 def synth_section(plan: Plan, work: Path) -> dict[str, Any]:
-    from adapt.data.synth import generate_scene
+    from uda_adapt.adapt.data.synth import generate_scene
     from benchmarks.synth_throughput import SIZES, measure_domain
 
     with opencv_threads(1):  # one core: the figure a data-loader worker gets

@@ -37,7 +37,7 @@ def stage_rate(metrics: Path) -> dict[str, Any]:
 
 def synthetic_data(root: Path, num_train: int, num_val: int, size: tuple[int, int]) -> tuple[Path, Path, list[str]]:
     """root/source (sim) and root/target (real) from the generator; returns both roots and the commands."""
-    from adapt.data.synth import write_split
+    from uda_adapt.adapt.data.synth import write_split
 
     commands = []
     for name, domain in (("source", "sim"), ("target", "real")):
@@ -64,9 +64,9 @@ def train_command(run: Path, overrides: list[str], *extra: str) -> str:
 
 def run_training(overrides: list[str], run: Path, stage: str | None = None, init: Path | None = None) -> None:
     """`adapt.train.runner.train`, as `uda-adapt train` calls it; its printed tables are not ours to show."""
-    from adapt.config import load_config
-    from adapt.train.config import TrainConfig
-    from adapt.train.runner import train
+    from uda_adapt.adapt.config import load_config
+    from uda_adapt.adapt.train.config import TrainConfig
+    from uda_adapt.adapt.train.runner import train
 
     with contextlib.redirect_stdout(io.StringIO()):
         train(load_config(TrainConfig, None, overrides), run, stage=stage, init=init)
@@ -75,7 +75,7 @@ def run_training(overrides: list[str], run: Path, stage: str | None = None, init
 def train_section(plan: Plan, work: Path) -> dict[str, Any]:
     import torch
 
-    from adapt.train.config import STAGES
+    from uda_adapt.adapt.train.config import STAGES
 
     source, target, commands = synthetic_data(work / "data", plan.train_images, 2, TRAIN_DATA_SIZE)
     overrides = train_overrides(source, target, plan.train_iterations)
@@ -128,7 +128,7 @@ def gpu_section(plan: Plan, work: Path) -> dict[str, Any]:
 
 def amp_off_value() -> str:
     """The config's name for no mixed precision ("off" or "fp32"), read from TrainConfig's `amp` choices."""
-    from adapt.train.config import TrainConfig
+    from uda_adapt.adapt.train.config import TrainConfig
 
     choices = typing.get_args(typing.get_type_hints(TrainConfig).get("amp"))
     return "off" if "off" in choices or not choices else "fp32" if "fp32" in choices else choices[0]

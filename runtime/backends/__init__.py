@@ -12,15 +12,15 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from common.errors import UserError
-from common.file_kinds import require_kind
-from runtime.backends.base import Backend
+from uda_adapt.common.errors import UserError
+from uda_adapt.common.file_kinds import require_kind
+from uda_adapt.runtime.backends.base import Backend
 
 # backend name -> (module, class, the file suffixes it runs)
 BACKENDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "trt": ("runtime.backends.tensorrt_backend", "TensorRTBackend", (".engine", ".plan")),
-    "ort": ("runtime.backends.onnxruntime_backend", "OnnxRuntimeBackend", (".onnx",)),
-    "torch": ("runtime.backends.torch_backend", "TorchBackend", (".pt", ".pth")),
+    "trt": ("uda_adapt.runtime.backends.tensorrt_backend", "TensorRTBackend", (".engine", ".plan")),
+    "ort": ("uda_adapt.runtime.backends.onnxruntime_backend", "OnnxRuntimeBackend", (".onnx",)),
+    "torch": ("uda_adapt.runtime.backends.torch_backend", "TorchBackend", (".pt", ".pth")),
 }
 # backend name -> (the file kind it runs, other kinds let through to its loader); see common.file_kinds.
 # Engines have no documented header, so content sniffing cannot tell one from noise: only known

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from common.manifest import Manifest
+from uda_adapt.common.manifest import Manifest
 
 class Backend(Protocol):
     manifest: Manifest               # classes, palette, normalisation

@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from common.engines import device_key, device_model_name
-from common.errors import UserError
-from common.manifest import Manifest, manifest_for, read_manifest
-from runtime.backends.base import input_size_from, logits_to_mask
+from uda_adapt.common.engines import device_key, device_model_name
+from uda_adapt.common.errors import UserError
+from uda_adapt.common.manifest import Manifest, manifest_for, read_manifest
+from uda_adapt.runtime.backends.base import input_size_from, logits_to_mask
 
 TENSORRT_EP, CUDA_EP, CPU_EP = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 TRT_CACHE_DIR = "ort_trt_cache"

@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from common.cuda import CudaLayer, open_cuda
-from common.engines import Device, check_engine_compatible, device_model_name
-from common.errors import UserError
-from common.manifest import Manifest, manifest_for, read_manifest
-from common.tensorrt_build import INSTALL_TENSORRT
-from runtime.backends.base import input_size_from, logits_to_mask
+from uda_adapt.common.cuda import CudaLayer, open_cuda
+from uda_adapt.common.engines import Device, check_engine_compatible, device_model_name
+from uda_adapt.common.errors import UserError
+from uda_adapt.common.manifest import Manifest, manifest_for, read_manifest
+from uda_adapt.common.tensorrt_build import INSTALL_TENSORRT
+from uda_adapt.runtime.backends.base import input_size_from, logits_to_mask
 
 INSTALL_HINT = f"TensorRT is not installed: {INSTALL_TENSORRT}; or run the .onnx with --backend ort"
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from adapt.classes import IGNORE_INDEX
-from common.manifest import InputSpec, Manifest, OutputSpec
-from runtime.backends.base import input_size_from
+from uda_adapt.adapt.classes import IGNORE_INDEX
+from uda_adapt.common.manifest import InputSpec, Manifest, OutputSpec
+from uda_adapt.runtime.backends.base import input_size_from
 
 
 class TorchBackend:
@@ -25,7 +25,7 @@ class TorchBackend:
     ) -> None:
         import torch
 
-        from adapt.checkpoint import build_model, load_checkpoint
+        from uda_adapt.adapt.checkpoint import build_model, load_checkpoint
 
         self.path = Path(model_path)
         ckpt = load_checkpoint(self.path)
@@ -46,7 +46,7 @@ class TorchBackend:
         self.providers = [f"torch-{self._device.type}"]
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        from adapt.models import upsample_logits
+        from uda_adapt.adapt.models import upsample_logits
 
         torch = self._torch
         with torch.inference_mode():

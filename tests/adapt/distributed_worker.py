@@ -20,7 +20,7 @@ import sys
 
 import torch
 
-from adapt.train import distributed, stage_io
+from uda_adapt.adapt.train import distributed, stage_io
 
 real_write, written = stage_io.write_stage_checkpoint, {"n": 0}
 
@@ -39,7 +39,7 @@ def write_then_maybe_die(ctx, path, stage, *args, **kwargs):
 stage_io.write_stage_checkpoint = write_then_maybe_die
 if os.environ.get("SIGNAL_AT"):
     # STAGE:N:RANK: that rank gets SIGUSR1 (SLURM's warning) during the stage's iteration N.
-    from adapt.train import loop
+    from uda_adapt.adapt.train import loop
 
     signal_stage, signal_iteration, signal_rank = os.environ["SIGNAL_AT"].split(":")
     real_run_iterations = loop.run_iterations
@@ -52,15 +52,15 @@ if os.environ.get("SIGNAL_AT"):
         return real_run_iterations(step_fn=step, description=description, **kwargs)
     loop.run_iterations = run_iterations_signalled
 if os.environ.get("STALE_FILES_ON_RANK") == os.environ.get("RANK"):
-    from adapt.train import pseudo_round
+    from uda_adapt.adapt.train import pseudo_round
 
     stage_io.read_stage_checkpoint = lambda path: None
     pseudo_round.pseudo_labels_ready = lambda round_dir: False
 
-from adapt.config import load_config  # noqa: E402
-from adapt.train.config import TrainConfig  # noqa: E402
-from adapt.train.runner import train  # noqa: E402
-from common.errors import UserError  # noqa: E402
+from uda_adapt.adapt.config import load_config  # noqa: E402
+from uda_adapt.adapt.train.config import TrainConfig  # noqa: E402
+from uda_adapt.adapt.train.runner import train  # noqa: E402
+from uda_adapt.common.errors import UserError  # noqa: E402
 
 
 def main() -> int:

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX
+from uda_adapt.adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX
 
 # Cityscapes label ids that are ignored in evaluation, mixed into the raw label fixtures.
 CITYSCAPES_IGNORED_IDS = (0, 1, 3, 4, 5, 6, 9, 10, 14, 15, 16, 18, 29, 30)

@@ -21,11 +21,12 @@ import cv2
 import numpy as np
 import pytest
 
-import adapt.checkpoint
-from adapt.checkpoint import load_checkpoint, save_checkpoint
-from cli.main import main
-from common.atomic import atomic_path
-from common.errors import UserError
+import uda_adapt.adapt.checkpoint
+from uda_adapt import adapt
+from uda_adapt.adapt.checkpoint import load_checkpoint, save_checkpoint
+from uda_adapt.cli.main import main
+from uda_adapt.common.atomic import atomic_path
+from uda_adapt.common.errors import UserError
 from tests.adapt.fixtures import assert_one_error_line, make_folder_dataset
 from tests.export.conftest import small_checkpoint
 
@@ -247,7 +248,7 @@ def test_disk_full_during_training_is_one_line(good_data, tmp_path, monkeypatch,
 
 def test_ctrl_c_during_training_leaves_a_loadable_checkpoint(good_data, tmp_path):
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "cli.main", "train", "--out", str(run), "--stage", "source",
+    args = [sys.executable, "-m", "uda_adapt", "train", "--out", str(run), "--stage", "source",
             *sets(f"data.source.root={good_data}", f"data.target.root={good_data}", *TINY_TRAIN,
                   "source.iterations=100000")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}

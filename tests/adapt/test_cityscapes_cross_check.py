@@ -13,10 +13,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adapt.classes import CITYSCAPES_CLASSES, IGNORE_INDEX
-from adapt.data import open_dataset
-from adapt.data.cityscapes import LABEL_ID_TO_TRAIN_ID
-from adapt.evaluation import evaluate
+from uda_adapt.adapt.classes import CITYSCAPES_CLASSES, IGNORE_INDEX
+from uda_adapt.adapt.data import open_dataset
+from uda_adapt.adapt.data.cityscapes import LABEL_ID_TO_TRAIN_ID
+from uda_adapt.adapt.evaluation import evaluate
 from tests.adapt.fixtures import make_cityscapes_tree
 
 labels_module = pytest.importorskip("cityscapesscripts.helpers.labels")

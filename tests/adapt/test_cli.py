@@ -1,7 +1,7 @@
 import pytest
 
-from common import __version__
-from cli.main import main
+from uda_adapt.common import __version__
+from uda_adapt.cli.main import main
 
 
 def test_help_lists_commands(capsys):
@@ -36,7 +36,7 @@ def test_unknown_config_key_from_cli(tmp_path, capsys):
 
 
 def test_debug_shows_traceback(tmp_path):
-    from common.errors import UserError
+    from uda_adapt.common.errors import UserError
 
     with pytest.raises(UserError):
         main(["--debug", "train", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "run")])
@@ -51,8 +51,8 @@ def test_eval_unreadable_checkpoint(tmp_path, capsys):
 
 
 def test_eval_offers_exactly_the_networks_a_checkpoint_stores():
-    from adapt.checkpoint import STORED_NETWORKS
-    from cli import train as train_commands
+    from uda_adapt.adapt.checkpoint import STORED_NETWORKS
+    from uda_adapt.cli import train as train_commands
 
     assert train_commands.STORED_NETWORKS == STORED_NETWORKS
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from cli.main import main
+from uda_adapt.cli.main import main
 
 
 def test_data_help_lists_the_commands(capsys):
@@ -17,8 +17,8 @@ def test_data_help_lists_the_commands(capsys):
 
 
 def test_cli_choices_match_the_generator():
-    from cli import data as data_command
-    from adapt.data.synth import DOMAINS, SPLITS, TARGET_STYLES
+    from uda_adapt.cli import data as data_command
+    from uda_adapt.adapt.data.synth import DOMAINS, SPLITS, TARGET_STYLES
 
     assert data_command._DOMAINS == DOMAINS and data_command._SPLITS == SPLITS
     assert data_command._TARGET_STYLES == TARGET_STYLES

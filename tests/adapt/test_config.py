@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from adapt.config import load_config, to_dict
-from common.errors import UserError
-from adapt.train.config import TrainConfig
+from uda_adapt.adapt.config import load_config, to_dict
+from uda_adapt.common.errors import UserError
+from uda_adapt.adapt.train.config import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "samples" / "configs"
 

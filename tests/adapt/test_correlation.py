@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 
-from common.errors import UserError
-from adapt.losses import correlation_fit_loss, correlation_transfer_loss
-from adapt.models import build_segmenter
-from adapt.models.correlation import CorrelationModule, attention, naive_attention
+from uda_adapt.common.errors import UserError
+from uda_adapt.adapt.losses import correlation_fit_loss, correlation_transfer_loss
+from uda_adapt.adapt.models import build_segmenter
+from uda_adapt.adapt.models.correlation import CorrelationModule, attention, naive_attention
 
 C = 6
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX
-from adapt.data import DATASET_KINDS, PseudoLabelDataset, open_dataset
-from adapt.data.transforms import TrainTransform
-from common.errors import UserError
+from uda_adapt.adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX
+from uda_adapt.adapt.data import DATASET_KINDS, PseudoLabelDataset, open_dataset
+from uda_adapt.adapt.data.transforms import TrainTransform
+from uda_adapt.common.errors import UserError
 from tests.adapt.fixtures import make_cityscapes_tree, make_folder_dataset, make_gta5_tree, make_synthia_tree
 
 # SYNTHIA-RAND-CITYSCAPES README: class id -> name. Mapped to Cityscapes by *name* here, so the
@@ -212,7 +212,7 @@ def test_gta5_image_without_label(tmp_path):
 # ---------------------------------------------------------------- SYNTHIA
 
 def test_synthia_table_matches_the_class_names():
-    from adapt.data.synthia import SYNTHIA_ID_TO_TRAIN_ID
+    from uda_adapt.adapt.data.synthia import SYNTHIA_ID_TO_TRAIN_ID
 
     by_name = {}
     for synthia_id, name in SYNTHIA_NAMES.items():
@@ -223,7 +223,7 @@ def test_synthia_table_matches_the_class_names():
 
 
 def test_synthia_reads_the_class_id_from_the_first_channel_of_16_bit_labels(tmp_path):
-    from adapt.data.synthia import SYNTHIA_ID_TO_TRAIN_ID
+    from uda_adapt.adapt.data.synthia import SYNTHIA_ID_TO_TRAIN_ID
 
     tree = make_synthia_tree(tmp_path, num=2)
     ds = open_dataset("synthia", tmp_path, "train", require_labels=True)
@@ -291,14 +291,14 @@ def test_dataloader_batches_train_crops(tmp_path):
 
 
 def test_package_does_not_import_cityscapesscripts():
-    code = "import sys, adapt.data, adapt.evaluation; print('cityscapesscripts' in sys.modules)"
+    code = "import sys, uda_adapt.adapt.data, uda_adapt.adapt.evaluation; print('cityscapesscripts' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "False"
 
 
 def test_hidden_temporaries_of_interrupted_writes_are_not_indexed(tmp_path):
-    from adapt.data import open_dataset
+    from uda_adapt.adapt.data import open_dataset
     from tests.adapt.fixtures import make_folder_dataset
 
     root = make_folder_dataset(tmp_path / "d", num=2)

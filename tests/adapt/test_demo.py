@@ -5,7 +5,7 @@ import re
 
 import cv2
 
-from cli.main import main
+from uda_adapt.cli.main import main
 
 
 def test_demo_quick_runs_the_whole_chain(tmp_path, capsys):
@@ -48,7 +48,7 @@ def test_demo_quick_runs_the_whole_chain(tmp_path, capsys):
 
 
 def test_durations_read_as_minutes_and_seconds():
-    from cli.demo import minutes
+    from uda_adapt.cli.demo import minutes
 
     assert minutes(425.3) == "7:05"
     assert minutes(59.6) == "1:00"

@@ -32,11 +32,11 @@ import numpy as np
 import pytest
 import torch
 
-from adapt.checkpoint import load_checkpoint
-from adapt.config import load_config
-from adapt.train.config import TrainConfig
-from adapt.train.runner import train
-from adapt.classes import CITYSCAPES_PALETTE, IGNORE_INDEX
+from uda_adapt.adapt.checkpoint import load_checkpoint
+from uda_adapt.adapt.config import load_config
+from uda_adapt.adapt.train.config import TrainConfig
+from uda_adapt.adapt.train.runner import train
+from uda_adapt.adapt.classes import CITYSCAPES_PALETTE, IGNORE_INDEX
 from tests.adapt.fixtures import blocky_labels
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,7 +156,7 @@ def test_mean_teacher_micro_steps_on_two_processes_train_as_on_one(twin, tmp_pat
 
 def test_iast_correlation_transfer_runs_in_fp32_under_mixed_precision(twin, tmp_path, monkeypatch):
     """As in the mean teacher: the module and the KL outside autocast (bf16 CPU autocast stands in for CUDA's)."""
-    from adapt.train import self_train_stage
+    from uda_adapt.adapt.train import self_train_stage
 
     root, settings, _ = twin
     seen = []
@@ -316,7 +316,7 @@ def free_port() -> int:
 
 SLURM_TASK = """
 import sys, torch, torch.distributed as dist
-from adapt.train import distributed
+from uda_adapt.adapt.train import distributed
 with distributed.session("cpu", 1.0) as (info, device):
     total = torch.tensor([info.rank + 1.0])
     dist.all_reduce(total)
@@ -344,7 +344,7 @@ def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes_to_the_uninterr
     """A real `uda-adapt train` sent SIGTERM (scancel, a SLURM time limit) mid-stage."""
     _, settings, _ = twin
     source = [*settings, "source.iterations=12", "logging.checkpoint_every=100"]
-    command = [sys.executable, "-m", "cli.main", "train", "--out", str(tmp_path / "run"), "--stage", "source",
+    command = [sys.executable, "-m", "uda_adapt", "train", "--out", str(tmp_path / "run"), "--stage", "source",
                *[arg for setting in source for arg in ("--set", setting)]]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

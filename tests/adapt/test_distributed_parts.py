@@ -20,18 +20,18 @@ import pytest
 import torch
 from torch import nn
 
-from adapt.config import load_config
-from adapt.mixing import StrongAugmentation, choose_classes, class_presence, classmix_masks, paste_masks
-from adapt.train import distributed
-from adapt.train.batches import BatchStream, StreamState
-from adapt.train.config import TrainConfig
-from adapt.train.distributed import Distributed, gpu_index, is_lost_peer, revert_sync_batchnorm, wrap_for_training
-from adapt.train.environment import amp_dtype, autocast, make_grad_scaler, restore_rng, rng_state, training_network
-from adapt.train.launch import Launch, detect_launch
-from adapt.train.logbook import Logbook
-from adapt.train.loop import optimizer_step, run_iterations
-from adapt.train.preemption import Preempted, handle_signals
-from common.errors import UserError
+from uda_adapt.adapt.config import load_config
+from uda_adapt.adapt.mixing import StrongAugmentation, choose_classes, class_presence, classmix_masks, paste_masks
+from uda_adapt.adapt.train import distributed
+from uda_adapt.adapt.train.batches import BatchStream, StreamState
+from uda_adapt.adapt.train.config import TrainConfig
+from uda_adapt.adapt.train.distributed import Distributed, gpu_index, is_lost_peer, revert_sync_batchnorm, wrap_for_training
+from uda_adapt.adapt.train.environment import amp_dtype, autocast, make_grad_scaler, restore_rng, rng_state, training_network
+from uda_adapt.adapt.train.launch import Launch, detect_launch
+from uda_adapt.adapt.train.logbook import Logbook
+from uda_adapt.adapt.train.loop import optimizer_step, run_iterations
+from uda_adapt.adapt.train.preemption import Preempted, handle_signals
+from uda_adapt.common.errors import UserError
 
 
 class Numbers(torch.utils.data.Dataset):
@@ -401,8 +401,8 @@ def test_the_slurm_sample_fits_its_default_config_on_one_and_two_nodes():
 
 def test_a_resumed_run_continues_with_the_saved_loss_scaler(tmp_path, monkeypatch):
     """fp16's loss scaler (its scale and growth tracker) resumes with the run; a CPU scaler stands in for CUDA's."""
-    from adapt.train import source_stage
-    from adapt.train.runner import train
+    from uda_adapt.adapt.train import source_stage
+    from uda_adapt.adapt.train.runner import train
     from tests.adapt.fixtures import make_folder_dataset
 
     data = make_folder_dataset(tmp_path / "data", num=4, size=(32, 64), seed=0)
@@ -420,14 +420,14 @@ def test_a_resumed_run_continues_with_the_saved_loss_scaler(tmp_path, monkeypatc
         train(cfg, tmp_path / "resumed", stage="source")
     monkeypatch.setattr(source_stage, "run_iterations", real)
     train(cfg, tmp_path / "resumed", stage="source")
-    from adapt.checkpoint import load_checkpoint
+    from uda_adapt.adapt.checkpoint import load_checkpoint
     whole, resumed = (load_checkpoint(run / "source" / "last.pt").extra["scaler"] for run in (tmp_path / "whole", tmp_path / "resumed"))
     assert whole["scale"] == 2.0**11 and resumed == whole                 # grew once, after 3 steps: not reset at 2
 
 
 def test_rare_class_statistics_are_read_once_and_cached_beside_the_labels(tmp_path):
-    from adapt.data import open_dataset
-    from adapt.data.rare_class import CACHE_PREFIX, class_statistics
+    from uda_adapt.adapt.data import open_dataset
+    from uda_adapt.adapt.data.rare_class import CACHE_PREFIX, class_statistics
     from tests.adapt.fixtures import make_folder_dataset
 
     root = make_folder_dataset(tmp_path / "data", num=5, size=(16, 16), seed=0)
@@ -476,8 +476,8 @@ def test_real_ddp_averages_gradients_once_per_accumulated_step(tmp_path):
 
 
 def test_evaluation_every_n_iterations_leaves_last_pt_the_reported_model(tmp_path):
-    from adapt.checkpoint import load_checkpoint
-    from adapt.train.runner import train
+    from uda_adapt.adapt.checkpoint import load_checkpoint
+    from uda_adapt.adapt.train.runner import train
     from tests.adapt.fixtures import make_folder_dataset
 
     data = make_folder_dataset(tmp_path / "data", num=4, size=(32, 64), seed=0)

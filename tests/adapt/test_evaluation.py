@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adapt.classes import CITYSCAPES_CLASSES, IGNORE_INDEX, SYNTHIA13_CLASSES, SYNTHIA16_CLASSES
-from adapt.data import open_dataset
-from adapt.data.transforms import EvalTransform
-from common.errors import UserError
-from adapt.evaluation import ConfusionMatrix, EvalResult, evaluate
+from uda_adapt.adapt.classes import CITYSCAPES_CLASSES, IGNORE_INDEX, SYNTHIA13_CLASSES, SYNTHIA16_CLASSES
+from uda_adapt.adapt.data import open_dataset
+from uda_adapt.adapt.data.transforms import EvalTransform
+from uda_adapt.common.errors import UserError
+from uda_adapt.adapt.evaluation import ConfusionMatrix, EvalResult, evaluate
 from tests.adapt.fixtures import make_folder_dataset
 
 

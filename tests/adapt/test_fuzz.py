@@ -13,15 +13,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapt.classes import IGNORE_INDEX
-from adapt.config import load_config
-from adapt.data import open_dataset
-from adapt.data.cityscapes import LABEL_ID_TABLE, LABEL_ID_TO_TRAIN_ID
-from adapt.data.dataset import check_ids, lookup_table
-from adapt.data.synthia import SYNTHIA_ID_TO_TRAIN_ID
-from adapt.train.config import TrainConfig
-from adapt.train.config_checks import walk
-from common.errors import UserError
+from uda_adapt.adapt.classes import IGNORE_INDEX
+from uda_adapt.adapt.config import load_config
+from uda_adapt.adapt.data import open_dataset
+from uda_adapt.adapt.data.cityscapes import LABEL_ID_TABLE, LABEL_ID_TO_TRAIN_ID
+from uda_adapt.adapt.data.dataset import check_ids, lookup_table
+from uda_adapt.adapt.data.synthia import SYNTHIA_ID_TO_TRAIN_ID
+from uda_adapt.adapt.train.config import TrainConfig
+from uda_adapt.adapt.train.config_checks import walk
+from uda_adapt.common.errors import UserError
 from tests.adapt.fixtures import make_folder_dataset
 
 FEW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -14,9 +14,9 @@ import sys
 import pytest
 import torch
 
-from adapt.checkpoint import load_checkpoint, save_checkpoint
-from adapt.train import source_stage
-from adapt.train.preemption import Preempted
+from uda_adapt.adapt.checkpoint import load_checkpoint, save_checkpoint
+from uda_adapt.adapt.train import source_stage
+from uda_adapt.adapt.train.preemption import Preempted
 from tests.adapt.fixtures import make_folder_dataset
 from tests.adapt.test_distributed import (RELATIVE_TOLERANCE, ROOT, SETTINGS, losses, make_twin_dataset, relative_difference,
                                           single, torchrun)
@@ -68,7 +68,7 @@ def test_each_precision_trains_every_stage_and_saves_fp32_weights(data, tmp_path
 
 def test_auto_precision_matches_the_gpu_generation():
     major, _ = torch.cuda.get_device_capability()
-    from adapt.train.environment import amp_dtype
+    from uda_adapt.adapt.train.environment import amp_dtype
     assert amp_dtype(torch.device("cuda", 0), "auto") == (torch.bfloat16 if major >= 8 else torch.float16)
 
 
@@ -86,7 +86,7 @@ def test_an_fp16_run_resumes_with_its_loss_scaler(data, tmp_path, monkeypatch):
 
 
 def test_the_mean_teacher_runs_its_ema_teacher_in_the_training_layout(data, tmp_path, monkeypatch):
-    from adapt.train import mean_teacher_stage
+    from uda_adapt.adapt.train import mean_teacher_stage
 
     seen = []
     real = mean_teacher_stage.update_teacher
@@ -168,7 +168,7 @@ def test_a_run_saved_on_two_gpus_resumes_on_one(twin, tmp_path):
     assert died.returncode != 0
     assert not load_checkpoint(tmp_path / "run" / "self_train" / "last.pt").extra["complete"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": "0"}     # a node with one GPU
-    command = [sys.executable, "-m", "cli.main", "train", "--out", str(tmp_path / "run"),
+    command = [sys.executable, "-m", "uda_adapt", "train", "--out", str(tmp_path / "run"),
                *[arg for setting in settings for arg in ("--set", setting)]]
     resumed = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

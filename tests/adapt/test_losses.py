@@ -3,15 +3,15 @@ import math
 import torch
 import torch.nn.functional as F
 
-from adapt.classes import IGNORE_INDEX
-from adapt.losses import (
+from uda_adapt.adapt.classes import IGNORE_INDEX
+from uda_adapt.adapt.losses import (
     correlation_fit_loss,
     correlation_transfer_loss,
     entropy_on_ignored,
     kl_to_uniform_on_labelled,
     segmentation_ce,
 )
-from adapt.models.correlation import CorrelationModule
+from uda_adapt.adapt.models.correlation import CorrelationModule
 
 C = 4
 
@@ -110,8 +110,8 @@ def test_losses_train_with_channels_last_logits():
 def test_correlation_transfer_with_a_teacher_targets_the_teacher_prediction():
     import torch
 
-    from adapt.losses import correlation_transfer_loss
-    from adapt.models.correlation import CorrelationModule
+    from uda_adapt.adapt.losses import correlation_transfer_loss
+    from uda_adapt.adapt.models.correlation import CorrelationModule
 
     torch.manual_seed(0)
     module = CorrelationModule(5, dim=8).eval().requires_grad_(False)

@@ -7,14 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from adapt.classes import IGNORE_INDEX
-from common.errors import UserError
-from adapt.data.rare_class import ClassStatistics, class_probabilities, rare_class_order
-from adapt.losses import weighted_segmentation_ce, segmentation_ce
-from adapt.mixing import StrongAugmentation, classmix_masks, gaussian_blur, kernel_sizes, mix
-from adapt.pseudo_labels import confidence_weight
-from adapt.teacher import ema_alpha, make_teacher, update_teacher
-from adapt.train.batchnorm import reestimate_batchnorm
+from uda_adapt.adapt.classes import IGNORE_INDEX
+from uda_adapt.common.errors import UserError
+from uda_adapt.adapt.data.rare_class import ClassStatistics, class_probabilities, rare_class_order
+from uda_adapt.adapt.losses import weighted_segmentation_ce, segmentation_ce
+from uda_adapt.adapt.mixing import StrongAugmentation, classmix_masks, gaussian_blur, kernel_sizes, mix
+from uda_adapt.adapt.pseudo_labels import confidence_weight
+from uda_adapt.adapt.teacher import ema_alpha, make_teacher, update_teacher
+from uda_adapt.adapt.train.batchnorm import reestimate_batchnorm
 
 
 def test_classmix_pastes_half_of_each_images_classes_and_moves_labels_with_pixels():
@@ -138,7 +138,7 @@ def test_rare_class_sampling_favours_rare_classes_and_only_draws_images_that_hav
 
 
 def test_rare_class_statistics_keep_only_images_with_enough_pixels_of_a_class():
-    from adapt.data.rare_class import class_statistics
+    from uda_adapt.adapt.data.rare_class import class_statistics
 
     class Labels:
         def __init__(self, labels):
@@ -175,7 +175,7 @@ class RandomCrops(torch.utils.data.Dataset):
 
 
 def test_rare_class_crops_are_redrawn_until_they_show_the_class():
-    from adapt.train.batches import SeededSamples
+    from uda_adapt.adapt.train.batches import SeededSamples
 
     keys = [(0, position, position % 4, 1) for position in range(300)]
     plain, seeking = SeededSamples(RandomCrops(), seed=0), SeededSamples(RandomCrops(), seed=0, min_class_pixels=10)
@@ -207,7 +207,7 @@ def test_reestimate_batchnorm_uses_the_data_statistics_and_touches_no_weight():
 
 
 def test_poly_lr_warms_up_linearly_then_decays():
-    from adapt.train.optim import poly_lr
+    from uda_adapt.adapt.train.optim import poly_lr
 
     assert poly_lr(1.0, 0, 100, 1.0, warmup=10) == pytest.approx(1e-6)
     assert poly_lr(1.0, 5, 100, 1.0, warmup=10) == pytest.approx(0.5, rel=1e-5)
@@ -216,7 +216,7 @@ def test_poly_lr_warms_up_linearly_then_decays():
 
 
 def test_correlation_attention_ignores_masked_keys():
-    from adapt.models.correlation import CorrelationModule, attention, naive_attention
+    from uda_adapt.adapt.models.correlation import CorrelationModule, attention, naive_attention
 
     torch.manual_seed(0)
     q, k, v = torch.randn(2, 12, 5), torch.randn(2, 12, 5), torch.randn(2, 12, 3)
@@ -242,8 +242,8 @@ def test_correlation_attention_ignores_masked_keys():
 
 
 def test_correlation_transfer_loss_counts_only_masked_valid_pixels():
-    from adapt.losses import correlation_transfer_loss, valid_mask_at
-    from adapt.models.correlation import CorrelationModule
+    from uda_adapt.adapt.losses import correlation_transfer_loss, valid_mask_at
+    from uda_adapt.adapt.models.correlation import CorrelationModule
 
     module = CorrelationModule(3, dim=8, value="learned", spatial="none").eval()
     logits, teacher = torch.randn(1, 3, 2, 2), torch.randn(1, 3, 2, 2)
@@ -259,7 +259,7 @@ def test_correlation_transfer_loss_counts_only_masked_valid_pixels():
 
 
 def test_batch_statistics_normalises_by_the_batch_and_leaves_running_stats_alone():
-    from adapt.train.batchnorm import batch_statistics
+    from uda_adapt.adapt.train.batchnorm import batch_statistics
 
     model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Dropout(0.5)).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torchvision.models import MobileNet_V3_Large_Weights, ResNet101_Weights
 
-from common.errors import UserError
-from adapt.models import MODEL_BUILDERS, build_segmenter, freeze_batchnorm, output_size
-from adapt.models.mobilenet import LRASPPMobileNetV3
+from uda_adapt.common.errors import UserError
+from uda_adapt.adapt.models import MODEL_BUILDERS, build_segmenter, freeze_batchnorm, output_size
+from uda_adapt.adapt.models.mobilenet import LRASPPMobileNetV3
 
 NUM_CLASSES = 5
 LIGHT_MODELS = ["small", "lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large"]

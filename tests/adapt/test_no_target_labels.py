@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from adapt.checkpoint import load_checkpoint
-from adapt.classes import IGNORE_INDEX
-from adapt.config import load_config
-from adapt.data import open_dataset
-from adapt.images import read_label
-from adapt.train.config import TrainConfig
-from adapt.train.runner import train
+from uda_adapt.adapt.checkpoint import load_checkpoint
+from uda_adapt.adapt.classes import IGNORE_INDEX
+from uda_adapt.adapt.config import load_config
+from uda_adapt.adapt.data import open_dataset
+from uda_adapt.adapt.images import read_label
+from uda_adapt.adapt.train.config import TrainConfig
+from uda_adapt.adapt.train.runner import train
 from tests.adapt.fixtures import make_folder_dataset
 from tests.adapt.test_train import TINY
 

@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from adapt.classes import IGNORE_INDEX
-from adapt.pseudo_labels import (
+from uda_adapt.adapt.classes import IGNORE_INDEX
+from uda_adapt.adapt.pseudo_labels import (
     ThresholdState,
     class_balanced_pseudo_labels,
     select_pseudo_labels,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from adapt.config import to_dict
-from adapt.train.config import TrainConfig
+from uda_adapt.adapt.config import to_dict
+from uda_adapt.adapt.train.config import TrainConfig
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 ROW = re.compile(r"^\| `(?P<key>[a-z_.]+)` \| `(?P<value>[^`]*)` \|")

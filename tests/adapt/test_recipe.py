@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from adapt.classes import IGNORE_INDEX
-from adapt.masking import block_masks, block_size_for, mask_images
-from adapt.mixing import Jitter, StrongAugmentation, colour_jitter, hsv_to_rgb, kernel_sizes, rgb_to_hsv
-from adapt.pseudo_labels import pseudo_label_weight
-from adapt.train.config import MeanTeacherConfig, TrainConfig
+from uda_adapt.adapt.classes import IGNORE_INDEX
+from uda_adapt.adapt.masking import block_masks, block_size_for, mask_images
+from uda_adapt.adapt.mixing import Jitter, StrongAugmentation, colour_jitter, hsv_to_rgb, kernel_sizes, rgb_to_hsv
+from uda_adapt.adapt.pseudo_labels import pseudo_label_weight
+from uda_adapt.adapt.train.config import MeanTeacherConfig, TrainConfig
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -109,9 +109,9 @@ class _Stream:
 
 
 def _tiny_state(cfg: TrainConfig, module=None):
-    from adapt.teacher import make_teacher
-    from adapt.train.distributed import SINGLE_PROCESS
-    from adapt.train.mean_teacher_stage import MeanTeacherState
+    from uda_adapt.adapt.teacher import make_teacher
+    from uda_adapt.adapt.train.distributed import SINGLE_PROCESS
+    from uda_adapt.adapt.train.mean_teacher_stage import MeanTeacherState
 
     torch.manual_seed(0)
     student = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1))
@@ -128,7 +128,7 @@ def _tiny_state(cfg: TrainConfig, module=None):
 
 
 def test_mic_loss_learns_the_masked_image_from_the_unmasked_teachers_labels(monkeypatch):
-    import adapt.train.mean_teacher_stage as stage
+    import uda_adapt.adapt.train.mean_teacher_stage as stage
 
     cfg = TrainConfig()
     cfg.self_train.lambda_ct = 0.0
@@ -153,7 +153,7 @@ def test_mic_loss_learns_the_masked_image_from_the_unmasked_teachers_labels(monk
 
 
 def test_mic_off_adds_no_masked_pass():
-    import adapt.train.mean_teacher_stage as stage
+    import uda_adapt.adapt.train.mean_teacher_stage as stage
 
     cfg = TrainConfig()
     cfg.self_train.lambda_ct = 0.0
@@ -165,10 +165,10 @@ def test_mic_off_adds_no_masked_pass():
 
 
 def test_online_module_fitting_uses_source_labels_only_and_moves_the_module():
-    import adapt.train.mean_teacher_stage as stage
-    from adapt.models.correlation import CorrelationModule
-    from adapt.train.correlation_refit import make_refit
-    from adapt.train.distributed import SINGLE_PROCESS
+    import uda_adapt.adapt.train.mean_teacher_stage as stage
+    from uda_adapt.adapt.models.correlation import CorrelationModule
+    from uda_adapt.adapt.train.correlation_refit import make_refit
+    from uda_adapt.adapt.train.distributed import SINGLE_PROCESS
 
     cfg = TrainConfig()
     cfg.self_train.lambda_ct = 0.1
@@ -196,8 +196,8 @@ def test_online_module_fitting_uses_source_labels_only_and_moves_the_module():
 
 
 def test_dead_options_are_refused():
-    from adapt.config import load_config
-    from common.errors import UserError
+    from uda_adapt.adapt.config import load_config
+    from uda_adapt.common.errors import UserError
 
     for override, words in (
         ("self_train.optim.lr=0.0003", "self_train.lrs"),
@@ -209,7 +209,7 @@ def test_dead_options_are_refused():
 
 
 def test_drift_signals_flag_a_collapse_and_stay_quiet_when_stable():
-    from adapt.train.drift import DriftMonitor, drift_verdict
+    from uda_adapt.adapt.train.drift import DriftMonitor, drift_verdict
 
     monitor = DriftMonitor(3)
     source = torch.tensor([[[0, 1, 2, 2]]])
@@ -226,8 +226,8 @@ def test_drift_signals_flag_a_collapse_and_stay_quiet_when_stable():
 
 
 def test_target_teacher_statistics_follow_the_batches_it_labels_after_labelling_them():
-    from adapt.teacher import make_teacher, update_teacher
-    from adapt.train.batchnorm import track_batch_statistics
+    from uda_adapt.adapt.teacher import make_teacher, update_teacher
+    from uda_adapt.adapt.train.batchnorm import track_batch_statistics
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).eval()
@@ -254,8 +254,8 @@ def test_target_teacher_statistics_follow_the_batches_it_labels_after_labelling_
 
 def test_target_teacher_statistics_over_two_ranks_are_those_of_the_whole_batch(monkeypatch):
     """Each rank adds counts, sums and sums of squares: the global batch's mean and variance."""
-    import adapt.train.batchnorm as batchnorm
-    from adapt.train.distributed import Distributed
+    import uda_adapt.adapt.train.batchnorm as batchnorm
+    from uda_adapt.adapt.train.distributed import Distributed
 
     torch.manual_seed(0)
     base = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).eval()
@@ -288,7 +288,7 @@ def test_full_scale_mean_teacher_samples_keep_the_dacs_augmentation(name):
     """A sample that names DAFormer's recipe must not override it (one shipped jitter at p 0.2)."""
     from pathlib import Path
 
-    from adapt.config import load_config
+    from uda_adapt.adapt.config import load_config
 
     path = Path(__file__).resolve().parents[2] / "samples" / "configs" / f"{name}.yaml"
     mt = load_config(TrainConfig, path, []).self_train.mean_teacher

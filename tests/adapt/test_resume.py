@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from adapt.checkpoint import load_checkpoint
-from adapt.config import load_config
-from adapt.train.config import TrainConfig
-from adapt.train.runner import train
+from uda_adapt.adapt.checkpoint import load_checkpoint
+from uda_adapt.adapt.config import load_config
+from uda_adapt.adapt.train.config import TrainConfig
+from uda_adapt.adapt.train.runner import train
 from tests.adapt.fixtures import make_folder_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,10 +35,10 @@ KILLER = """
 import os, signal, sys
 import torch
 torch.set_num_threads(1)
-from adapt.config import load_config
-from adapt.train import stage_io
-from adapt.train.config import TrainConfig
-from adapt.train.runner import train
+from uda_adapt.adapt.config import load_config
+from uda_adapt.adapt.train import stage_io
+from uda_adapt.adapt.train.config import TrainConfig
+from uda_adapt.adapt.train.runner import train
 
 stage, after, run_dir, *overrides = sys.argv[1:]
 real_save, count = stage_io.save_checkpoint, {"n": 0}
@@ -120,10 +120,10 @@ def test_sigkill_at_a_checkpoint_then_resume_matches_an_uninterrupted_run(case, 
 
 def test_the_exported_network_is_the_chosen_one_with_target_batchnorm_statistics(data, tmp_path):
     """`self_train.export=teacher` saves the EMA teacher; its BatchNorm statistics are the target's."""
-    from adapt.data.transforms import EvalTransform
-    from adapt.models import build_segmenter
-    from adapt.train.batchnorm import reestimate_batchnorm
-    from adapt.train.datasets import unlabelled_train_set
+    from uda_adapt.adapt.data.transforms import EvalTransform
+    from uda_adapt.adapt.models import build_segmenter
+    from uda_adapt.adapt.train.batchnorm import reestimate_batchnorm
+    from uda_adapt.adapt.train.datasets import unlabelled_train_set
 
     torch.set_num_threads(1)
     cfg = load_config(TrainConfig, None, overrides(data, "self_train.method=mean_teacher", "self_train.lambda_ct=0",
@@ -150,8 +150,8 @@ def test_the_exported_network_is_the_chosen_one_with_target_batchnorm_statistics
 
     # The other networks stay scorable: the student (as the stage scored it) and the student with the
     # BatchNorm statistics training left, which differ from the re-estimated ones in buffers only.
-    from adapt.checkpoint import select_network
-    from adapt.eval_checkpoint import evaluate_checkpoint
+    from uda_adapt.adapt.checkpoint import select_network
+    from uda_adapt.adapt.eval_checkpoint import evaluate_checkpoint
 
     trained = select_network(ckpt, "student-training-bn").state_dict
     statistics = ckpt.extra["student_training_bn"]
@@ -165,8 +165,8 @@ def test_the_exported_network_is_the_chosen_one_with_target_batchnorm_statistics
 
 
 def test_a_checkpoint_without_the_asked_network_says_so(data, tmp_path):
-    from adapt.checkpoint import select_network
-    from common.errors import UserError
+    from uda_adapt.adapt.checkpoint import select_network
+    from uda_adapt.common.errors import UserError
 
     train(load_config(TrainConfig, None, overrides(data)), tmp_path / "run", stage="source")
     ckpt = load_checkpoint(tmp_path / "run" / "source" / "last.pt")

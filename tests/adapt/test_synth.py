@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from adapt.classes import CITYSCAPES_CLASSES, IGNORE_INDEX
-from adapt.data.meta import DatasetMeta
-from adapt.data.synth import ABSENT_CLASSES, generate_scene, generate_video, scene_seed, write_benchmark, write_split
-from common.errors import UserError
-from adapt.images import read_label, read_rgb
+from uda_adapt.adapt.classes import CITYSCAPES_CLASSES, IGNORE_INDEX
+from uda_adapt.adapt.data.meta import DatasetMeta
+from uda_adapt.adapt.data.synth import ABSENT_CLASSES, generate_scene, generate_video, scene_seed, write_benchmark, write_split
+from uda_adapt.common.errors import UserError
+from uda_adapt.adapt.images import read_label, read_rgb
 
 SIZE = (64, 128)
 TRAIN_ID = CITYSCAPES_CLASSES.index("train")
@@ -96,8 +96,8 @@ def test_night_is_the_real_street_after_dark():
 
 def test_daytime_finishes_draw_no_light_pools():
     """Night's extra random draws happen only for night, so the day domains' images stay as they were."""
-    from adapt.data.synth.finish import sample_finish
-    from adapt.data.synth.style import STYLES
+    from uda_adapt.adapt.data.synth.finish import sample_finish
+    from uda_adapt.adapt.data.synth.style import STYLES
 
     for name, style in STYLES.items():
         rng = np.random.default_rng(0)
@@ -131,7 +131,7 @@ def test_write_split_writes_the_folder_format(tmp_path):
 
 
 def test_a_written_split_opens_as_a_folder_dataset(tmp_path):
-    from adapt.data import open_dataset
+    from uda_adapt.adapt.data import open_dataset
 
     root = write_split(tmp_path, "sim", "train", 2, SIZE, progress=False)
     dataset = open_dataset("folder", root, "train", require_labels=True)

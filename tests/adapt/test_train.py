@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from adapt.checkpoint import load_checkpoint, save_checkpoint
-from cli.main import main
-from adapt.config import load_config
-from common.errors import UserError
-from adapt.train import loop as loop_module
-from adapt.train.config import TrainConfig
-from adapt.train.runner import train
+from uda_adapt.adapt.checkpoint import load_checkpoint, save_checkpoint
+from uda_adapt.cli.main import main
+from uda_adapt.adapt.config import load_config
+from uda_adapt.common.errors import UserError
+from uda_adapt.adapt.train import loop as loop_module
+from uda_adapt.adapt.train.config import TrainConfig
+from uda_adapt.adapt.train.runner import train
 from tests.adapt.fixtures import make_folder_dataset
 
 TINY = [
@@ -113,20 +113,20 @@ def test_interrupted_stage_resumes_where_it_stopped(data, tmp_path, monkeypatch)
 
         return real(**{**kwargs, "step_fn": step})
 
-    monkeypatch.setattr("adapt.train.source_stage.run_iterations", interrupted)
+    monkeypatch.setattr("uda_adapt.adapt.train.source_stage.run_iterations", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "resumed", stage="source")
     partial = load_checkpoint(tmp_path / "resumed" / "source" / "last.pt")
     assert partial.step == 2 and not partial.extra["complete"]
-    monkeypatch.setattr("adapt.train.source_stage.run_iterations", real)
+    monkeypatch.setattr("uda_adapt.adapt.train.source_stage.run_iterations", real)
     train(cfg, tmp_path / "resumed", stage="source")
     for key, value in weights(tmp_path / "straight" / "source" / "last.pt").items():
         assert torch.equal(value, weights(tmp_path / "resumed" / "source" / "last.pt")[key]), key
 
 
 def test_source_stage_draws_by_rare_class_when_asked(data, tmp_path, monkeypatch):
-    from adapt.data import rare_class
-    from adapt.train import source_stage
+    from uda_adapt.adapt.data import rare_class
+    from uda_adapt.adapt.train import source_stage
 
     made = []
 
@@ -151,14 +151,14 @@ def test_source_stage_draws_by_rare_class_when_asked(data, tmp_path, monkeypatch
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch):
     calls = {"n": 0}
-    real_ce = __import__("adapt.losses", fromlist=["segmentation_ce"]).segmentation_ce
+    real_ce = __import__("uda_adapt.adapt.losses", fromlist=["segmentation_ce"]).segmentation_ce
 
     def flaky_ce(logits, labels):
         calls["n"] += 1
         loss = real_ce(logits, labels)
         return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr("adapt.train.source_stage.segmentation_ce", flaky_ce)
+    monkeypatch.setattr("uda_adapt.adapt.train.source_stage.segmentation_ce", flaky_ce)
     with pytest.raises(UserError, match="became nan at iteration 3.*last good checkpoint"):
         train(tiny_config(data), tmp_path / "run", stage="source")
     good = load_checkpoint(tmp_path / "run" / "source" / "last.pt")

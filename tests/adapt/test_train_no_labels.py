@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from adapt.checkpoint import load_checkpoint
-from cli.main import main
-from common import label_free
+from uda_adapt.adapt.checkpoint import load_checkpoint
+from uda_adapt.cli.main import main
+from uda_adapt.common import label_free
 from tests.adapt.fixtures import make_folder_dataset
 from tests.adapt.test_train import TINY
 

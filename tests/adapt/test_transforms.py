@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from adapt.classes import IGNORE_INDEX
-from adapt.data import open_dataset
-from adapt.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform, normalize_image
-from common.errors import UserError
+from uda_adapt.adapt.classes import IGNORE_INDEX
+from uda_adapt.adapt.data import open_dataset
+from uda_adapt.adapt.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform, normalize_image
+from uda_adapt.common.errors import UserError
 from tests.adapt.fixtures import make_folder_dataset
 
 

@@ -34,7 +34,7 @@ def test_the_script_runs_with_gpu_steps_skipped_and_writes_both_reports(tmp_path
     assert "1 passed, 0 failed, 14 skipped" in markdown and "| build_int8 | skipped |" in markdown
     # Each step's command lines are in the JSON: what to type to run one by hand.
     build = next(s for s in result["steps"] if s["name"] == "build_fp16")
-    assert build["commands"][0].endswith("-m cli.main build " + str(work / "fp16") + " --precision fp16")
+    assert build["commands"][0].endswith("-m uda_adapt build " + str(work / "fp16") + " --precision fp16")
     pytest_step = next(s for s in result["steps"] if s["name"] == "pytest_gpu")
     assert "-m gpu or tensorrt" in pytest_step["commands"][0]
 

@@ -2,8 +2,8 @@ import os
 
 import pytest
 
-from common.atomic import atomic_path, atomic_write_text, ensure_writable_dir
-from common.errors import UserError
+from uda_adapt.common.atomic import atomic_path, atomic_write_text, ensure_writable_dir
+from uda_adapt.common.errors import UserError
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
@@ -34,7 +34,7 @@ def test_output_under_a_regular_file_is_a_user_error(tmp_path):
 
 def test_ctrl_c_right_after_the_temporary_is_created_leaves_nothing(tmp_path, monkeypatch):
     """The window that once leaked `.name.xxxx.tmp.jpg` files: interrupted between creating and binding."""
-    import common.atomic as atomic
+    import uda_adapt.common.atomic as atomic
     real_open = os.open
     created = []
 
@@ -52,7 +52,7 @@ def test_ctrl_c_right_after_the_temporary_is_created_leaves_nothing(tmp_path, mo
 
 
 def test_a_name_collision_leaves_the_other_file_alone(tmp_path, monkeypatch):
-    import common.atomic as atomic
+    import uda_adapt.common.atomic as atomic
     monkeypatch.setattr(atomic.secrets, "token_hex", lambda n: "same")
     other = tmp_path / ".out.same.tmp.txt"
     other.write_text("someone else's")

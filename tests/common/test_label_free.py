@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from common import label_free as lf
+from uda_adapt.common import label_free as lf
 
 
 def one_hot(masks: np.ndarray, num_classes: int, sure: float = 1.0) -> np.ndarray:
@@ -117,5 +117,5 @@ def test_importable_without_torch():
     import subprocess
     import sys
 
-    code = "import sys, common.label_free; assert 'torch' not in sys.modules and 'cv2' not in sys.modules"
+    code = "import sys, uda_adapt.common.label_free; assert 'torch' not in sys.modules and 'cv2' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from adapt.checkpoint import Checkpoint, save_checkpoint
-from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
-from adapt.models import build_segmenter
-from export.parity import GATES, Gate
+from uda_adapt.adapt.checkpoint import Checkpoint, save_checkpoint
+from uda_adapt.adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from uda_adapt.adapt.models import build_segmenter
+from uda_adapt.export.parity import GATES, Gate
 from tests.adapt.fixtures import make_folder_dataset
 
 SIZE = (64, 128)

@@ -7,12 +7,13 @@ import json
 import pytest
 import torch
 
-import export.api
-from common.errors import UserError
-from export.api import export_model
-from export.config import ExportConfig
-from common.manifest import read_manifest
-from export.trt_check import SUPPORTED_OPS
+import uda_adapt.export.api
+from uda_adapt import export
+from uda_adapt.common.errors import UserError
+from uda_adapt.export.api import export_model
+from uda_adapt.export.config import ExportConfig
+from uda_adapt.common.manifest import read_manifest
+from uda_adapt.export.trt_check import SUPPORTED_OPS
 
 
 def _leftovers(folder):

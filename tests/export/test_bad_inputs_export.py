@@ -9,9 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-import export.api
-from cli.main import main
-from common.atomic import atomic_path
+import uda_adapt.export.api
+from uda_adapt import export
+from uda_adapt.cli.main import main
+from uda_adapt.common.atomic import atomic_path
 from tests.adapt.fixtures import assert_one_error_line
 from tests.export.fake_tensorrt import make_fake_tensorrt
 

@@ -9,17 +9,17 @@ import cv2
 import numpy as np
 import pytest
 
-from common.engine_build import BuildConfig, build_from_bundle, register_engine
-from common.engines import Device
-from common.errors import UserError
-from common.manifest import EngineSpec, read_manifest, write_manifest
-from common.preprocess import prepare_input
-from common.tensorrt_build import GpuInfo
-from export.api import export_model
-from export.config import ExportConfig
-from runtime.backends import open_backend
-from runtime.bundle import model_in_bundle
-from runtime.check import check_engine
+from uda_adapt.common.engine_build import BuildConfig, build_from_bundle, register_engine
+from uda_adapt.common.engines import Device
+from uda_adapt.common.errors import UserError
+from uda_adapt.common.manifest import EngineSpec, read_manifest, write_manifest
+from uda_adapt.common.preprocess import prepare_input
+from uda_adapt.common.tensorrt_build import GpuInfo
+from uda_adapt.export.api import export_model
+from uda_adapt.export.config import ExportConfig
+from uda_adapt.runtime.backends import open_backend
+from uda_adapt.runtime.bundle import model_in_bundle
+from uda_adapt.runtime.check import check_engine
 from tests.export.fake_tensorrt import make_fake_tensorrt
 
 AGX_MODEL, NANO_MODEL = "NVIDIA Jetson AGX Orin Developer Kit", "NVIDIA Jetson Orin Nano Developer Kit"
@@ -32,7 +32,7 @@ NANO_FP16 = "model.trt10.3.0.sm87.jetson-orin-nano-developer-kit.fp16.engine"
 
 @pytest.fixture(scope="module")
 def bundle_template(ckpt, target_data, tmp_path_factory):
-    from export.parity import GATES
+    from uda_adapt.export.parity import GATES
     from tests.export.conftest import UNTRAINED_NET_GATES
 
     saved = dict(GATES)
@@ -60,8 +60,8 @@ class FakeDevice:
         self.trt = make_fake_tensorrt("10.3.0.26", dla_cores=dla_cores)
         self.monkeypatch = monkeypatch
         monkeypatch.setitem(sys.modules, "tensorrt", self.trt)
-        monkeypatch.setattr("common.engine_build.detect_gpu", lambda device=0: self.info)
-        monkeypatch.setattr("runtime.bundle.installed_device", lambda device=0: self.here)
+        monkeypatch.setattr("uda_adapt.common.engine_build.detect_gpu", lambda device=0: self.info)
+        monkeypatch.setattr("uda_adapt.runtime.bundle.installed_device", lambda device=0: self.here)
         self.use(AGX, dla_cores)
 
     def use(self, gpu, dla_cores=0, trt_version="10.3.0.26"):
@@ -123,10 +123,10 @@ def test_build_refuses_a_changed_or_missing_onnx(bundle, device):
 
 def test_legacy_int8_build_records_its_own_calibration(bundle, device, target_data, monkeypatch):
     """`build --legacy-precision-flags --precision int8`: the record is the entropy calibrator's, not the Q/DQ variant's."""
-    from export.build import build_bundle_engine
+    from uda_adapt.export.build import build_bundle_engine
     from tests.export.test_tensorrt_build import RecordingCuda
 
-    monkeypatch.setattr("common.tensorrt_build.open_cuda", lambda device: RecordingCuda())
+    monkeypatch.setattr("uda_adapt.common.tensorrt_build.open_cuda", lambda device: RecordingCuda())
     manifest = read_manifest(bundle / "model.json")
     manifest.variants["int8"] = {"file": "model.int8.onnx", "calibration": {"method": "minmax", "format": "QDQ", "n_images": 500}}
     write_manifest(bundle / "model.json", manifest)
@@ -154,7 +154,7 @@ def test_run_bundle_picks_the_engine_for_this_device_else_onnx(bundle, device, m
     assert "this system has 10.7.0.23" in notes[-1]
     with pytest.raises(UserError, match="this system has 10.7.0.23"):
         model_in_bundle(bundle, "trt", build=False)
-    monkeypatch.setattr("runtime.bundle.installed_device", lambda device=0: (_ for _ in ()).throw(
+    monkeypatch.setattr("uda_adapt.runtime.bundle.installed_device", lambda device=0: (_ for _ in ()).throw(
         UserError("TensorRT is not usable here (No module named 'tensorrt')")))
     assert model_in_bundle(bundle, log=notes.append) == bundle / "model.onnx"
     assert "TensorRT is not usable here" in notes[-1]
@@ -242,7 +242,7 @@ def test_an_engine_from_trtexec_is_registered_for_this_device(bundle, device, tm
 
 
 def test_register_through_the_command_line(bundle, device):
-    from cli.main import main
+    from uda_adapt.cli.main import main
 
     made = bundle / "model.engine"
     made.write_bytes(b"PLAN from trtexec, dynamic")
@@ -304,7 +304,7 @@ def _clip(tmp_path):
 
 
 def test_uda_adapt_run_on_a_bundle_directory(bundle, tmp_path, monkeypatch):
-    from cli.main import main
+    from uda_adapt.cli.main import main
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     assert main(["run", str(bundle), str(_clip(tmp_path)), str(tmp_path / "out.mp4"), "--headless"]) == 0
@@ -312,7 +312,7 @@ def test_uda_adapt_run_on_a_bundle_directory(bundle, tmp_path, monkeypatch):
 
 
 def test_uda_adapt_run_no_build_runs_the_onnx_where_tensorrt_could_build(bundle, device, tmp_path, capfd):
-    from cli.main import main
+    from uda_adapt.cli.main import main
 
     assert main(["run", str(bundle), str(_clip(tmp_path)), str(tmp_path / "out.mp4"), "--headless", "--no-build"]) == 0
     assert device.builds() == 0 and read_manifest(bundle / "model.json").engines == []
@@ -327,8 +327,8 @@ def test_the_first_run_build_imports_no_torch():
     code = ("import sys\n"
             "for name in ('torch', 'torchvision', 'onnx'):\n"
             "    sys.modules[name] = None          # importing them now raises ImportError\n"
-            "import runtime.bundle, common.engine_build, common.tensorrt_build\n"
-            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('adapt', 'export') )\n"
+            "import uda_adapt.runtime.bundle, uda_adapt.common.engine_build, uda_adapt.common.tensorrt_build\n"
+            "heavy = sorted(m for m in sys.modules if m.startswith(('uda_adapt.adapt', 'uda_adapt.export')))\n"
             "assert not heavy, heavy\n")
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)

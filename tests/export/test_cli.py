@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sys
 
-from cli.main import main
+from uda_adapt.cli.main import main
 
 
 def _export(ckpt, out, *extra):

@@ -12,12 +12,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from adapt.checkpoint import build_model, load_checkpoint, save_checkpoint
-from common.errors import UserError
-from export.api import export_model
-from export.config import ExportConfig
-from common.manifest import manifest_from_metadata, metadata_props, read_manifest, sha256_file
-from export.onnx_export import DeployWrapper, check_onnx, export_onnx
+from uda_adapt.adapt.checkpoint import build_model, load_checkpoint, save_checkpoint
+from uda_adapt.common.errors import UserError
+from uda_adapt.export.api import export_model
+from uda_adapt.export.config import ExportConfig
+from uda_adapt.common.manifest import manifest_from_metadata, metadata_props, read_manifest, sha256_file
+from uda_adapt.export.onnx_export import DeployWrapper, check_onnx, export_onnx
 from tests.export.conftest import small_checkpoint
 
 

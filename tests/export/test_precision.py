@@ -10,13 +10,13 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from common.errors import UserError
-from export.api import export_model
-from export.config import ExportConfig
-from common.manifest import InputSpec
-from export.parity import GATES, Gate, ParityCheck
-from export.precision import calibration_files, quantize_int8
-from export.trt_check import check_tensorrt_compat
+from uda_adapt.common.errors import UserError
+from uda_adapt.export.api import export_model
+from uda_adapt.export.config import ExportConfig
+from uda_adapt.common.manifest import InputSpec
+from uda_adapt.export.parity import GATES, Gate, ParityCheck
+from uda_adapt.export.precision import calibration_files, quantize_int8
+from uda_adapt.export.trt_check import check_tensorrt_compat
 
 
 def test_fp16_variant(ckpt, target_data, tmp_path, reduced_precision_gates_open):
@@ -135,9 +135,9 @@ def test_calibration_files_are_spread_over_the_folder(target_data):
 @pytest.mark.parametrize("output", ["mask", "logits"])
 def test_fp16_keeps_the_upsampled_logits_float32(ckpt, tmp_path, output):
     """Resize -> ArgMax (or -> the logits output) in float32: no Cast to fp16 between them."""
-    from adapt.checkpoint import build_model, load_checkpoint
-    from export.onnx_export import export_onnx
-    from export.precision import convert_fp16
+    from uda_adapt.adapt.checkpoint import build_model, load_checkpoint
+    from uda_adapt.export.onnx_export import export_onnx
+    from uda_adapt.export.precision import convert_fp16
 
     fp32_path, fp16_path = tmp_path / "model.onnx", tmp_path / "model.fp16.onnx"
     export_onnx(build_model(load_checkpoint(ckpt)), fp32_path, imgsz=(64, 128), output=output)
@@ -172,15 +172,15 @@ INT8_MIN_DECIDED = 0.2         # share of pixels that must be decided (not near 
 
 
 def _logits(path, inputs, precision="fp32"):
-    from export.parity import quantized_as_written
+    from uda_adapt.export.parity import quantized_as_written
 
     session = ort.InferenceSession(str(path), quantized_as_written(ort, precision), providers=["CPUExecutionProvider"])
     return [session.run(None, {"image": x})[0] for x in inputs]
 
 
 def _target_inputs(target_data, size=(64, 128)):
-    from adapt.images import read_rgb
-    from common.preprocess import prepare_input
+    from uda_adapt.adapt.images import read_rgb
+    from uda_adapt.common.preprocess import prepare_input
 
     spec = InputSpec(size=size)
     files = sorted((target_data / "val" / "images").glob("*.png")) + sorted((target_data / "train" / "images").glob("*.png"))
@@ -210,7 +210,7 @@ def assert_int8_mask_same_up_to_ties(fp32, int8):
 @pytest.fixture(scope="module")
 def logits_exports(ckpt, target_data, tmp_path_factory):
     """fp16 and int8 exports with float logits output (the parity gate's level is not the point here)."""
-    from export.parity import GATES
+    from uda_adapt.export.parity import GATES
     from tests.export.conftest import UNTRAINED_NET_GATES
 
     saved = dict(GATES)
@@ -266,7 +266,8 @@ def test_int8_calibrated_on_unnormalised_images_is_caught(logits_exports, target
 def test_the_lowered_export_gate_still_refuses_unnormalised_int8_calibration(ckpt, target_data, tmp_path, monkeypatch,
                                                                             reduced_precision_gates_open):
     """The fixture lowers the gates for an untrained network; it does not open them."""
-    import export.precision
+    import uda_adapt.export.precision
+    from uda_adapt import export
 
     real = export.precision.prepare_input
     monkeypatch.setattr(export.precision, "prepare_input",   # calibration forgets the mean/std

@@ -3,10 +3,10 @@
 import cv2
 import numpy as np
 
-from common.manifest import InputSpec
-from export.parity import load_parity_samples
-from export.precision import ImageCalibrationReader
-from runtime.preprocess import Preprocessor
+from uda_adapt.common.manifest import InputSpec
+from uda_adapt.export.parity import load_parity_samples
+from uda_adapt.export.precision import ImageCalibrationReader
+from uda_adapt.runtime.preprocess import Preprocessor
 
 
 def test_calibration_and_parity_inputs_match_the_runtime(target_data):

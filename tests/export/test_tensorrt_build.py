@@ -8,19 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import export.api
-from common.errors import UserError
-from export.api import export_model
-from export.config import ExportConfig
-from common.engines import Device, check_engine_compatible, compatible_engine, engine_file_name
-from common.manifest import EngineSpec, InputSpec, read_manifest
-from common.tensorrt_build import (
+import uda_adapt.export.api
+from uda_adapt import export
+from uda_adapt.common.errors import UserError
+from uda_adapt.export.api import export_model
+from uda_adapt.export.config import ExportConfig
+from uda_adapt.common.engines import Device, check_engine_compatible, compatible_engine, engine_file_name
+from uda_adapt.common.manifest import EngineSpec, InputSpec, read_manifest
+from uda_adapt.common.tensorrt_build import (
     GpuInfo,
     TensorRTUnavailable,
     build_engine,
     trtexec_command,
 )
-from export.precision import ImageCalibrationReader
+from uda_adapt.export.precision import ImageCalibrationReader
 from tests.export.fake_tensorrt import make_fake_tensorrt
 
 AGX_MODEL = "NVIDIA Jetson AGX Orin Developer Kit"
@@ -112,7 +113,7 @@ class RecordingCuda:
 
 def test_legacy_int8_calibrates_with_entropy_calibrator(onnx_file, tmp_path, target_data, monkeypatch):
     cuda = RecordingCuda()
-    monkeypatch.setattr("common.tensorrt_build.open_cuda", lambda device: cuda)
+    monkeypatch.setattr("uda_adapt.common.tensorrt_build.open_cuda", lambda device: cuda)
     trt = make_fake_tensorrt("10.3.0.26")
     images = sorted((target_data / "train" / "images").glob("*.png"))
     reader = ImageCalibrationReader(images, InputSpec(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), size=(64, 128)))
@@ -143,7 +144,7 @@ def test_legacy_int8_calibrates_at_a_fixed_one_image_profile(onnx_file, tmp_path
     With the build profile (OPT batch 2 here) it would read twice the bytes the calibrator copied.
     """
     cuda = RecordingCuda()
-    monkeypatch.setattr("common.tensorrt_build.open_cuda", lambda device: cuda)
+    monkeypatch.setattr("uda_adapt.common.tensorrt_build.open_cuda", lambda device: cuda)
     trt = make_fake_tensorrt("10.3.0.26")
     images = sorted((target_data / "train" / "images").glob("*.png"))
     reader = ImageCalibrationReader(images, InputSpec(size=(64, 128)))
@@ -170,7 +171,7 @@ def test_calibration_outside_the_dynamic_range_is_refused(onnx_file, tmp_path, t
 
 def test_the_engine_record_describes_the_calibration_that_ran(onnx_file, tmp_path, target_data, monkeypatch):
     """Legacy flags: the entropy calibrator's record, not the Q/DQ variant's; strongly typed: the Q/DQ one."""
-    monkeypatch.setattr("common.tensorrt_build.open_cuda", lambda device: RecordingCuda())
+    monkeypatch.setattr("uda_adapt.common.tensorrt_build.open_cuda", lambda device: RecordingCuda())
     qdq = {"method": "minmax", "n_images": 500, "format": "QDQ", "activations": "int8 symmetric"}
     images = sorted((target_data / "train" / "images").glob("*.png"))
     reader = ImageCalibrationReader(images, InputSpec(size=(64, 128)))
@@ -190,7 +191,7 @@ def test_the_engine_record_describes_the_calibration_that_ran(onnx_file, tmp_pat
 
 def test_the_calibration_cache_follows_the_calibration_images(onnx_file, tmp_path, target_data, monkeypatch):
     """Reused only for the same images (--calib-data, --calib-num) and input contract; else calibrate again."""
-    monkeypatch.setattr("common.tensorrt_build.open_cuda", lambda device: RecordingCuda())
+    monkeypatch.setattr("uda_adapt.common.tensorrt_build.open_cuda", lambda device: RecordingCuda())
     train = sorted((target_data / "train" / "images").glob("*.png"))
     val = sorted((target_data / "val" / "images").glob("*.png"))
     spec = InputSpec(size=(64, 128))
@@ -329,7 +330,7 @@ def test_trtexec_command_for_the_dla():
 
 
 def test_a_gpu_engine_is_preferred_to_a_dla_one():
-    from common.manifest import Manifest, OutputSpec
+    from uda_adapt.common.manifest import Manifest, OutputSpec
 
     dla = EngineSpec(f"model.trt10.3.0.sm87.{AGX}.dla0.fp16.engine", "fp16", "10.3.0.26", "Orin", "8.7", dla_core=0,
                      device_model=AGX_MODEL)

@@ -8,9 +8,9 @@ import shutil
 import numpy as np
 import pytest
 
-from export.api import export_model
-from export.config import ExportConfig
-from common.manifest import read_manifest
+from uda_adapt.export.api import export_model
+from uda_adapt.export.config import ExportConfig
+from uda_adapt.common.manifest import read_manifest
 
 pytestmark = [
     pytest.mark.tensorrt,
@@ -24,8 +24,8 @@ def test_build_and_run_engine(precision, ckpt, target_data, tmp_path, reduced_pr
     import tensorrt as trt
     import torch
 
-    from common.engines import check_engine_compatible
-    from runtime.bundle import installed_device
+    from uda_adapt.common.engines import check_engine_compatible
+    from uda_adapt.runtime.bundle import installed_device
 
     result = export_model(ckpt, tmp_path / "out", ExportConfig(size=(64, 128), trt=True, precision=precision, parity_data=target_data, parity_num=2, workspace_gib=1))
     [spec] = read_manifest(tmp_path / "out" / "model.json").engines
@@ -52,9 +52,9 @@ def test_int8_engine_from_qdq(ckpt, target_data, tmp_path, reduced_precision_gat
 
 def test_build_from_bundle_then_check_and_run(ckpt, target_data, tmp_path, reduced_precision_gates_open):
     """The device path: export (fp16 variant), build from the bundle, check against the ONNX, run the bundle."""
-    from export.build import BuildConfig, build_bundle_engine as build_from_bundle
-    from runtime.bundle import model_in_bundle
-    from runtime.check import check_engine
+    from uda_adapt.export.build import BuildConfig, build_bundle_engine as build_from_bundle
+    from uda_adapt.runtime.bundle import model_in_bundle
+    from uda_adapt.runtime.check import check_engine
 
     out = tmp_path / "out"
     export_model(ckpt, out, ExportConfig(size=(64, 128), precision="fp16", parity_data=target_data, parity_num=3))

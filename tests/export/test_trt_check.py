@@ -7,8 +7,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from common.errors import UserError
-from export.trt_check import check_tensorrt_compat, format_findings
+from uda_adapt.common.errors import UserError
+from uda_adapt.export.trt_check import check_tensorrt_compat, format_findings
 
 
 def _model(nodes, initializers=(), opset=17, inputs=None, outputs=None, domains=()):
@@ -26,8 +26,8 @@ def _resize(**attrs):
 
 
 def test_exported_small_model_passes_for_trt10_and_trt11(ckpt, tmp_path):
-    from export.api import export_model
-    from export.config import ExportConfig
+    from uda_adapt.export.api import export_model
+    from uda_adapt.export.config import ExportConfig
 
     export_model(ckpt, tmp_path / "out", ExportConfig(size=(64, 128), dynamic=True, parity_num=1))
     for major in (10, 11):

@@ -34,13 +34,14 @@ def test_the_runtime_install_has_no_torch_and_imports_no_training_code(runtime_v
     code = '''
         import importlib.util, sys
         assert importlib.util.find_spec("torch") is None, "torch was installed by [runtime]"
-        import runtime, runtime.stream, runtime.bench, runtime.backends.onnxruntime_backend
-        import runtime.backends.tensorrt_backend, runtime.check, runtime.bundle, runtime.sinks, runtime.sources
-        import common.cuda, common.engines, export.build, export.config
-        import cli.main
-        cli.main._register_commands()
+        from uda_adapt import runtime
+        import uda_adapt.runtime.stream, uda_adapt.runtime.bench, uda_adapt.runtime.backends.onnxruntime_backend
+        import uda_adapt.runtime.backends.tensorrt_backend, uda_adapt.runtime.check, uda_adapt.runtime.bundle, uda_adapt.runtime.sinks, uda_adapt.runtime.sources
+        import uda_adapt.common.cuda, uda_adapt.common.engines, uda_adapt.export.build, uda_adapt.export.config
+        import uda_adapt.cli.main
+        uda_adapt.cli.main._register_commands()
         assert runtime.__file__.startswith(sys.prefix), f"runtime comes from {runtime.__file__}, not the venv"
-        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "onnx", "adapt"))
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "onnx") or m.startswith("uda_adapt.adapt"))
         assert not heavy, heavy
     '''
     result = _python(runtime_venv, code, tmp_path)

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
-from common.manifest import InputSpec, Manifest, OutputSpec, manifest_for, write_manifest
+from uda_adapt.adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from uda_adapt.common.manifest import InputSpec, Manifest, OutputSpec, manifest_for, write_manifest
 
 # torch is imported only where a test exports with it: the GStreamer tests run in a venv without it.
 
@@ -23,7 +23,7 @@ def export_small_onnx(directory, size=MODEL_SIZE) -> str:
     """The exported contract from a real (tiny) segmenter: normalised RGB (B, 3, H, W) -> int32 mask (B, H, W)."""
     import torch
 
-    from adapt.models import build_segmenter, upsample_logits
+    from uda_adapt.adapt.models import build_segmenter, upsample_logits
 
     class MaskModel(torch.nn.Module):
         def __init__(self, net: torch.nn.Module) -> None:
@@ -147,7 +147,7 @@ class FakeSource:
         self.opens += 1
         if self.opens > 1 and self._fail_opens > 0:
             self._fail_opens -= 1
-            from common.errors import UserError
+            from uda_adapt.common.errors import UserError
 
             raise UserError(f"{self.name} still down")
         self._next = 0 if not self.live else self._next

@@ -26,7 +26,7 @@ REQUIRED = os.environ.get("UDA_ADAPT_REQUIRE_GSTREAMER") == "1"
 def missing_pieces() -> list[str]:
     """What this environment lacks for the GStreamer tests; empty when it has it all."""
     missing = []
-    from runtime import cvbuild
+    from uda_adapt.runtime import cvbuild
 
     if not cvbuild.has_gstreamer():
         missing.append("OpenCV with GStreamer (python3-opencv)")
@@ -71,7 +71,7 @@ def free_port() -> int:
 
 
 def uda_command(*args) -> list[str]:
-    return [sys.executable, "-m", "cli.main", *map(str, args)]
+    return [sys.executable, "-m", "uda_adapt", *map(str, args)]
 
 
 def uda_env(**extra: str) -> dict[str, str]:

@@ -6,12 +6,12 @@ import pytest
 import torch
 from conftest import MODEL_SIZE
 
-from adapt.checkpoint import Checkpoint, save_checkpoint
-from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
-from common.errors import UserError
-from adapt.models import build_segmenter
-from common.manifest import manifest_for, read_manifest
-from runtime.backends import backend_for, open_backend
+from uda_adapt.adapt.checkpoint import Checkpoint, save_checkpoint
+from uda_adapt.adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from uda_adapt.common.errors import UserError
+from uda_adapt.adapt.models import build_segmenter
+from uda_adapt.common.manifest import manifest_for, read_manifest
+from uda_adapt.runtime.backends import backend_for, open_backend
 
 
 def test_auto_picks_the_backend_by_file_type(tmp_path):
@@ -89,7 +89,7 @@ def varied(tmp_path_factory):
 
 
 def _frames(spec):
-    from common.preprocess import prepare_input
+    from uda_adapt.common.preprocess import prepare_input
     from conftest import street_frame
 
     return [prepare_input(street_frame(i), spec) for i in (0, 15, 29)]
@@ -114,8 +114,8 @@ def test_torch_backend_agrees_with_onnx_runtime_up_to_near_ties(varied):
     are not a near tie (which way a tie falls depends on the CPU's float kernels)."""
     import onnxruntime as ort
 
-    from adapt.checkpoint import build_model, load_checkpoint
-    from export.onnx_export import DeployWrapper
+    from uda_adapt.adapt.checkpoint import build_model, load_checkpoint
+    from uda_adapt.export.onnx_export import DeployWrapper
 
     onnx_path, ckpt_path = varied
     backend = open_backend(ckpt_path, input_size=(64, 128))
@@ -136,7 +136,7 @@ def test_torch_backend_agrees_with_onnx_runtime_up_to_near_ties(varied):
 
 # --- ONNX Runtime's execution providers (onnxruntime-gpu, JetPack's build) --------------------------
 
-from runtime.backends.onnxruntime_backend import (  # noqa: E402
+from uda_adapt.runtime.backends.onnxruntime_backend import (  # noqa: E402
     CPU_EP,
     CUDA_EP,
     TENSORRT_EP,
@@ -186,7 +186,7 @@ def test_a_gpu_onnxruntime_that_falls_back_says_so_and_keeps_its_tensorrt_cache(
     back to the CPU, and the backend says which providers it asked for and which run."""
     import onnxruntime as ort
 
-    import runtime.backends.onnxruntime_backend as module
+    import uda_adapt.runtime.backends.onnxruntime_backend as module
 
     model = tmp_path / "bundle" / "model.onnx"
     model.parent.mkdir()

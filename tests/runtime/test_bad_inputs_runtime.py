@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from conftest import read_all_frames, street_frame
 
-from cli.main import main
+from uda_adapt.cli.main import main
 from tests.adapt.fixtures import assert_one_error_line
 from tests.export.conftest import small_checkpoint
 
@@ -118,7 +118,7 @@ def test_a_video_cut_short_by_the_file_system_is_an_error_and_not_kept(small_onn
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
     out = tmp_path / "out" / "out.mp4"
-    args = [sys.executable, "-m", "cli.main", "run", small_onnx, clip_mp4, str(out), "--input-loop", "4", "--codec", "mp4v"]
+    args = [sys.executable, "-m", "uda_adapt", "run", small_onnx, clip_mp4, str(out), "--input-loop", "4", "--codec", "mp4v"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
     result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=150, preexec_fn=limit_file_size)
     assert_one_error_line(result.returncode, result.stderr, "cannot write video", "out.mp4", "cut short", "free some disk space")
@@ -132,7 +132,7 @@ def test_a_video_cut_short_by_the_file_system_is_an_error_and_not_kept(small_onn
 
 def test_ctrl_c_mid_video_finalises_the_mp4(small_onnx, clip_mp4, tmp_path):
     out = tmp_path / "out.mp4"
-    args = [sys.executable, "-m", "cli.main", "run", small_onnx, clip_mp4, str(out), "--input-rate", "10", "--no-legend"]
+    args = [sys.executable, "-m", "uda_adapt", "run", small_onnx, clip_mp4, str(out), "--input-rate", "10", "--no-legend"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     # SIG_DFL: a test run from a background job inherits SIGINT ignored, and would pass it on.
     process = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from conftest import FakeSource
 
-from common.errors import UserError
-from runtime.capture import Backoff, CaptureThread, EndOfStream, Frame, LatestFrameSlot
+from uda_adapt.common.errors import UserError
+from uda_adapt.runtime.capture import Backoff, CaptureThread, EndOfStream, Frame, LatestFrameSlot
 
 FAST = Backoff(initial=0.01, maximum=0.04)
 # Every test here waits on a thread: a hang fails it (pytest-timeout) instead of stalling the run.

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from cli.main import main
-from runtime.capture_set import CaptureConfig, capture_set, goes_to_val
+from uda_adapt.cli.main import main
+from uda_adapt.runtime.capture_set import CaptureConfig, capture_set, goes_to_val
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = (64, 128)
@@ -112,7 +112,7 @@ def test_ctrl_c_keeps_what_was_written(tmp_path):
     root = tmp_path / "set"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     # SIG_DFL: a test run from a background job inherits SIGINT ignored, and would pass it on.
-    process = subprocess.Popen([sys.executable, "-m", "cli.main", "data", "capture", str(clip), "--out", str(root)],
+    process = subprocess.Popen([sys.executable, "-m", "uda_adapt", "data", "capture", str(clip), "--out", str(root)],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60

@@ -5,9 +5,10 @@ import json
 import pytest
 from conftest import CLIP_FRAMES, read_all_frames
 
-import cli.main
-from runtime import sinks
-from cli.run import bench, run
+import uda_adapt.cli.main
+from uda_adapt import cli
+from uda_adapt.runtime import sinks
+from uda_adapt.cli.run import bench, run
 
 
 @pytest.fixture
@@ -89,7 +90,7 @@ def test_display_on_a_headless_machine_says_what_to_do(uda, small_onnx, clip_mp4
 
 
 def test_interrupted_run_finalises_the_video_and_exits_130(uda, small_onnx, clip_mp4, tmp_path, monkeypatch):
-    from runtime.sinks import VideoFileSink
+    from uda_adapt.runtime.sinks import VideoFileSink
 
     original = VideoFileSink.write
 

@@ -7,8 +7,8 @@ import json
 import cv2
 import numpy as np
 
-from cli.main import main
-from common import label_free
+from uda_adapt.cli.main import main
+from uda_adapt.common import label_free
 from tests.runtime.conftest import CLIP_FRAMES, CLIP_SIZE, read_all_frames, street_frame
 
 
@@ -36,7 +36,7 @@ def test_compare_writes_three_panels_per_frame_and_the_report(tmp_path, tiny_onn
 
 
 def test_disagreement_panel_marks_exactly_the_differing_pixels():
-    from runtime.compare import DISAGREE_BGR, disagreement_panel
+    from uda_adapt.runtime.compare import DISAGREE_BGR, disagreement_panel
 
     frame = np.full((4, 6, 3), 100, np.uint8)
     a = np.zeros((4, 6), np.int32)
@@ -61,10 +61,10 @@ def test_compare_on_an_image_folder_writes_an_image_grid(tmp_path, tiny_onnx, ca
 
 
 def test_a_checkpoint_runs_at_the_exported_models_size(tmp_path, tiny_onnx, clip_mp4):
-    from adapt.checkpoint import Checkpoint, save_checkpoint
-    from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
-    from adapt.models import build_segmenter
-    from runtime.compare import CompareConfig, compare
+    from uda_adapt.adapt.checkpoint import Checkpoint, save_checkpoint
+    from uda_adapt.adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+    from uda_adapt.adapt.models import build_segmenter
+    from uda_adapt.runtime.compare import CompareConfig, compare
     from tests.runtime.conftest import MODEL_SIZE
 
     net = build_segmenter("small", len(CITYSCAPES_CLASSES))

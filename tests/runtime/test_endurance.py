@@ -15,11 +15,11 @@ import tracemalloc
 import numpy as np
 from conftest import FakeBackend, FakeSource
 
-from runtime.capture import Backoff, CaptureThread
-from runtime.pipeline import run_pipeline
-from runtime.preprocess import Preprocessor
-from runtime.render import Renderer, RenderOptions
-from runtime.sinks import NullSink
+from uda_adapt.runtime.capture import Backoff, CaptureThread
+from uda_adapt.runtime.pipeline import run_pipeline
+from uda_adapt.runtime.preprocess import Preprocessor
+from uda_adapt.runtime.render import Renderer, RenderOptions
+from uda_adapt.runtime.sinks import NullSink
 
 FRAME = np.full((16, 32, 3), 80, np.uint8)
 IN_FLIGHT = 3      # the latest-frame slot, the frame being inferred, the one-slot result queue

@@ -25,12 +25,12 @@ import pytest
 from conftest import CLIP_FRAMES, read_all_frames, street_frame
 from gst_env import Process, free_port, gst, require_gstreamer, uda_command, uda_env
 
-from common.errors import UserError
-from runtime.encoders import MUXERS, file_pipeline, rtsp_push_pipeline
-from runtime.rtsp_server import server_launch
-from runtime.sinks import VideoFileSink
-from runtime.sources import OpenCVSource
-from runtime.uri import CaptureOptions, csi_pipeline, parse_input, rtsp_pipelines, v4l2_pipeline
+from uda_adapt.common.errors import UserError
+from uda_adapt.runtime.encoders import MUXERS, file_pipeline, rtsp_push_pipeline
+from uda_adapt.runtime.rtsp_server import server_launch
+from uda_adapt.runtime.sinks import VideoFileSink
+from uda_adapt.runtime.sources import OpenCVSource
+from uda_adapt.runtime.uri import CaptureOptions, csi_pipeline, parse_input, rtsp_pipelines, v4l2_pipeline
 
 pytestmark = [pytest.mark.gstreamer, pytest.mark.timeout(180)]
 require_gstreamer(module_level=True)
@@ -165,7 +165,8 @@ def test_run_writes_h264_by_default(tiny_onnx, clip, tmp_path):
 
 
 def test_a_missing_encoder_is_named(tmp_path, monkeypatch):
-    import runtime.sinks
+    import uda_adapt.runtime.sinks
+    from uda_adapt import runtime
 
     monkeypatch.setattr(runtime.sinks, "file_pipeline", lambda *a: "appsrc ! videoconvert ! no_such_x264enc ! fakesink")
     with pytest.raises(UserError, match=r"is x264enc installed \(gstreamer1.0-plugins-ugly\)\? Or use --codec mp4v"):

@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 from conftest import CLIP_FRAMES, CLIP_SIZE, FakeBackend, FakeSource, read_all_frames, street_frame
 
-from adapt.classes import CITYSCAPES_PALETTE
-from common.errors import UserError
-from runtime.capture import Backoff, CaptureThread
-from runtime.pipeline import run_pipeline
-from runtime.preprocess import Preprocessor
-from runtime.render import Renderer, RenderOptions
-from runtime.sinks import NullSink, VideoFileSink
-from runtime.stream import RunConfig, run_stream
+from uda_adapt.adapt.classes import CITYSCAPES_PALETTE
+from uda_adapt.common.errors import UserError
+from uda_adapt.runtime.capture import Backoff, CaptureThread
+from uda_adapt.runtime.pipeline import run_pipeline
+from uda_adapt.runtime.preprocess import Preprocessor
+from uda_adapt.runtime.render import Renderer, RenderOptions
+from uda_adapt.runtime.sinks import NullSink, VideoFileSink
+from uda_adapt.runtime.stream import RunConfig, run_stream
 
 QUIET = dict(log=lambda message: None)
 

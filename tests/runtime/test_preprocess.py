@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from common.manifest import InputSpec
-from common.preprocess import prepare_input
-from runtime.preprocess import Preprocessor
+from uda_adapt.common.manifest import InputSpec
+from uda_adapt.common.preprocess import prepare_input
+from uda_adapt.runtime.preprocess import Preprocessor
 
 
 @pytest.mark.parametrize("spec", [

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
-from common.errors import UserError
-from common.manifest import InputSpec
-from runtime.preprocess import Preprocessor
-from runtime.render import Renderer, RenderOptions, parse_alpha
+from uda_adapt.adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from uda_adapt.common.errors import UserError
+from uda_adapt.common.manifest import InputSpec
+from uda_adapt.runtime.preprocess import Preprocessor
+from uda_adapt.runtime.render import Renderer, RenderOptions, parse_alpha
 
 ROAD, SKY = CITYSCAPES_CLASSES.index("road"), CITYSCAPES_CLASSES.index("sky")
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from conftest import read_all_frames
 
-from common.errors import UserError
-from runtime import sinks
-from runtime.sinks import ImageSequenceSink, VideoFileSink, check_output, open_sink
-from runtime.uri import parse_output
+from uda_adapt.common.errors import UserError
+from uda_adapt.runtime import sinks
+from uda_adapt.runtime.sinks import ImageSequenceSink, VideoFileSink, check_output, open_sink
+from uda_adapt.runtime.uri import parse_output
 
 
 def image(value, h=32, w=64):
@@ -94,9 +94,9 @@ def test_rtsp_output_needs_gstreamer(monkeypatch):
 
 
 def test_a_gstreamer_less_opencv_is_named_with_the_fix(monkeypatch):
-    from runtime import cvbuild
-    from runtime.sources import OpenCVSource
-    from runtime.uri import CaptureOptions, parse_input
+    from uda_adapt.runtime import cvbuild
+    from uda_adapt.runtime.sources import OpenCVSource
+    from uda_adapt.runtime.uri import CaptureOptions, parse_input
 
     monkeypatch.setattr(cvbuild, "_build_information", lambda: "  Video I/O:\n    GStreamer:                   NO\n")
     assert not cvbuild.has_gstreamer()

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from conftest import MODEL_SIZE, street_frame
 
-from adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
-from common.errors import UserError
-from common.manifest import EngineSpec, InputSpec, Manifest, OutputSpec, manifest_for, read_manifest, write_manifest
-from common.preprocess import prepare_input
-from runtime.backends import open_backend
-from runtime.backends.tensorrt_backend import TensorRTBackend
+from uda_adapt.adapt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from uda_adapt.common.errors import UserError
+from uda_adapt.common.manifest import EngineSpec, InputSpec, Manifest, OutputSpec, manifest_for, read_manifest, write_manifest
+from uda_adapt.common.preprocess import prepare_input
+from uda_adapt.runtime.backends import open_backend
+from uda_adapt.runtime.backends.tensorrt_backend import TensorRTBackend
 
 PROFILE = ((1, 3, 16, 32), (1, 3, 32, 64), (2, 3, 32, 64))
 AGX_MODEL = "NVIDIA Jetson AGX Orin Developer Kit"
@@ -28,7 +28,7 @@ def board(tmp_path, monkeypatch):
     """This "device" is an AGX Orin: its device tree names the board (CUDA only says "Orin")."""
     tree = tmp_path / "device-tree-model"
     tree.write_bytes(AGX_MODEL.encode() + b"\0")
-    monkeypatch.setattr("common.engines.DEVICE_TREE_MODEL", tree)
+    monkeypatch.setattr("uda_adapt.common.engines.DEVICE_TREE_MODEL", tree)
     return tree
 
 
@@ -268,7 +268,7 @@ def test_without_tensorrt_installed_the_error_says_what_to_install(engine_file, 
 
 
 def test_compatibility_check_names_version_and_gpu():
-    from common.engines import Device, check_engine_compatible
+    from uda_adapt.common.engines import Device, check_engine_compatible
 
     spec = EngineSpec(file="m.engine", precision="fp16", trt_version="10.3.0", gpu_name="Orin", compute_capability="8.7",
                       device_model=AGX_MODEL)
@@ -308,7 +308,7 @@ def test_inference_selects_the_gpu_on_its_own_thread(engine_file):
 def test_no_gpu_is_a_user_error():
     import shutil
 
-    from common.cuda import open_cuda
+    from uda_adapt.common.cuda import open_cuda
 
     if shutil.which("nvidia-smi"):
         pytest.skip("a GPU may be present")
@@ -317,7 +317,8 @@ def test_no_gpu_is_a_user_error():
 
 
 def test_cuda_python_with_a_driver_mismatch_falls_back_to_torch(monkeypatch):
-    import common.cuda
+    import uda_adapt.common.cuda
+    from uda_adapt import common
 
     class Err(int):
         name = "cudaErrorInsufficientDriver"

@@ -3,12 +3,12 @@
 import numpy as np
 from conftest import FakeBackend, FakeSource, street_frame
 
-from runtime.capture import Backoff, CaptureThread
-from runtime.pipeline import run_pipeline
-from runtime.preprocess import Preprocessor
-from runtime.render import Renderer, RenderOptions
-from runtime.sinks import FramePacer
-from runtime.uri import CaptureOptions, parse_input
+from uda_adapt.runtime.capture import Backoff, CaptureThread
+from uda_adapt.runtime.pipeline import run_pipeline
+from uda_adapt.runtime.preprocess import Preprocessor
+from uda_adapt.runtime.render import Renderer, RenderOptions
+from uda_adapt.runtime.sinks import FramePacer
+from uda_adapt.runtime.uri import CaptureOptions, parse_input
 
 
 def test_pacer_fills_gaps_and_skips_taken_slots():
@@ -47,7 +47,7 @@ def test_dropped_frames_leave_the_recording_in_real_time():
 
 
 def test_rtsp_source_opens_an_h265_stream_without_being_told(monkeypatch):
-    import runtime.sources as sources
+    import uda_adapt.runtime.sources as sources
 
     tried = []
 
@@ -80,8 +80,8 @@ def test_a_gstreamer_open_that_hangs_is_given_up_and_retried(monkeypatch):
 
     import pytest
 
-    import runtime.sources as sources
-    from common.errors import UserError
+    import uda_adapt.runtime.sources as sources
+    from uda_adapt.common.errors import UserError
 
     release = threading.Event()
     released = []

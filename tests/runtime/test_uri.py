@@ -1,8 +1,8 @@
 import pytest
 
-from common.errors import UserError
-from runtime.encoders import encode_chain, encoder_element, file_pipeline, has_hardware_encoder, resolve_codec, rtsp_push_pipeline
-from runtime.uri import (
+from uda_adapt.common.errors import UserError
+from uda_adapt.runtime.encoders import encode_chain, encoder_element, file_pipeline, has_hardware_encoder, resolve_codec, rtsp_push_pipeline
+from uda_adapt.runtime.uri import (
     CaptureOptions,
     csi_pipeline,
     parse_input,

@@ -7,14 +7,14 @@ import json
 import cv2
 import numpy as np
 
-from cli.main import main
-from common import label_free
-from common.manifest import InputSpec, Manifest, OutputSpec
-from runtime.collect import Collector
-from runtime.frame_filters import FrameFilter
-from runtime.preprocess import Preprocessor
-from runtime.render import Renderer, RenderOptions
-from runtime.watch import MeasuringBackend, WatchingRenderer
+from uda_adapt.cli.main import main
+from uda_adapt.common import label_free
+from uda_adapt.common.manifest import InputSpec, Manifest, OutputSpec
+from uda_adapt.runtime.collect import Collector
+from uda_adapt.runtime.frame_filters import FrameFilter
+from uda_adapt.runtime.preprocess import Preprocessor
+from uda_adapt.runtime.render import Renderer, RenderOptions
+from uda_adapt.runtime.watch import MeasuringBackend, WatchingRenderer
 from tests.runtime.conftest import CLIP_FRAMES
 from tests.runtime.test_capture_set import blocky_frame, write_clip
 

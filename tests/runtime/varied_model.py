@@ -11,9 +11,9 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from adapt.checkpoint import build_model, load_checkpoint
-from common.manifest import InputSpec, Manifest, OutputSpec, manifest_for, write_manifest
-from export.onnx_export import export_onnx
+from uda_adapt.adapt.checkpoint import build_model, load_checkpoint
+from uda_adapt.common.manifest import InputSpec, Manifest, OutputSpec, manifest_for, write_manifest
+from uda_adapt.export.onnx_export import export_onnx
 from tests.export.conftest import small_checkpoint
 
 SIZE = (64, 128)

@@ -15,10 +15,10 @@ ground truth. The `real` domain's ego-vehicle hood is labelled 255 (ignore), as 
     generate_video(out, domain, frames, ...)    -> an mp4 of a drive down a generated street
 """
 
-from adapt.data.synth.scene import generate_scene
-from adapt.data.synth.style import TARGET_STYLES
-from adapt.data.synth.video import generate_video
-from adapt.data.synth.writer import (
+from uda_adapt.adapt.data.synth.scene import generate_scene
+from uda_adapt.adapt.data.synth.style import TARGET_STYLES
+from uda_adapt.adapt.data.synth.video import generate_video
+from uda_adapt.adapt.data.synth.writer import (
     DEFAULT_NUM_TRAIN, DEFAULT_NUM_VAL, DEFAULT_SIZE, DOMAINS, SPLITS, scene_seed, write_benchmark, write_split,
 )
 

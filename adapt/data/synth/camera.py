@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from adapt.data.synth.style import CameraRanges, uniform
+from uda_adapt.adapt.data.synth.style import CameraRanges, uniform
 
 NEAR_M = 0.5    # nothing closer than this is drawn; faces crossing it are clipped
 FAR_M = 80.0    # the skyline stands here; things beyond are not drawn

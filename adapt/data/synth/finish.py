@@ -14,7 +14,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from adapt.data.synth.style import Finish, uniform
+from uda_adapt.adapt.data.synth.style import Finish, uniform
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from adapt.data.synth.shapes import ShapeBuilder, blob, disc, limb, rect
-from adapt.data.synth.style import LIGHT, POLE, SIGN, VEGETATION, Look
+from uda_adapt.adapt.data.synth.shapes import ShapeBuilder, blob, disc, limb, rect
+from uda_adapt.adapt.data.synth.style import LIGHT, POLE, SIGN, VEGETATION, Look
 
 
 def draw_lamp_post(b: ShapeBuilder, rng: np.random.Generator, look: Look, side: int) -> None:

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adapt.data.synth.camera import FAR_M
-from adapt.data.synth.furniture import draw_bush, draw_tree
-from adapt.data.synth.palettes import Colour
-from adapt.data.synth.shapes import BACKGROUND, FAR_BACKGROUND, GROUND, ShapeBuilder, Thing
-from adapt.data.synth.structures import barrier_shape, building_shape, skyline_shape
-from adapt.data.synth.style import ROAD, SIDEWALK, TERRAIN, DomainStyle, Look
+from uda_adapt.adapt.data.synth.camera import FAR_M
+from uda_adapt.adapt.data.synth.furniture import draw_bush, draw_tree
+from uda_adapt.adapt.data.synth.palettes import Colour
+from uda_adapt.adapt.data.synth.shapes import BACKGROUND, FAR_BACKGROUND, GROUND, ShapeBuilder, Thing
+from uda_adapt.adapt.data.synth.structures import barrier_shape, building_shape, skyline_shape
+from uda_adapt.adapt.data.synth.style import ROAD, SIDEWALK, TERRAIN, DomainStyle, Look
 
 _WIDE_M = 400.0          # lateral extent of the ground and side streets
 _DASH_PERIOD_M, _DASH_M = 9.0, 3.0

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adapt.data.synth.palettes import Colour
-from adapt.data.synth.shapes import ShapeBuilder, disc, ellipse, limb, mirrored, rect
-from adapt.data.synth.style import BICYCLE, MOTORCYCLE, PERSON, RIDER, Look
+from uda_adapt.adapt.data.synth.palettes import Colour
+from uda_adapt.adapt.data.synth.shapes import ShapeBuilder, disc, ellipse, limb, mirrored, rect
+from uda_adapt.adapt.data.synth.style import BICYCLE, MOTORCYCLE, PERSON, RIDER, Look
 
 
 @dataclass(frozen=True)

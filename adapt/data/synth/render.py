@@ -13,11 +13,11 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from adapt.classes import IGNORE_INDEX
-from adapt.data.synth.camera import FAR_M, NEAR_M, Camera, clip_near
-from adapt.data.synth.palettes import Colour
-from adapt.data.synth.shapes import GROUND, Shape, Thing
-from adapt.data.synth.style import SKY
+from uda_adapt.adapt.classes import IGNORE_INDEX
+from uda_adapt.adapt.data.synth.camera import FAR_M, NEAR_M, Camera, clip_near
+from uda_adapt.adapt.data.synth.palettes import Colour
+from uda_adapt.adapt.data.synth.shapes import GROUND, Shape, Thing
+from uda_adapt.adapt.data.synth.style import SKY
 
 _SHIFT = 4                      # cv2 fixed-point bits: vertices at 1/16 pixel
 _SCALE = float(1 << _SHIFT)

@@ -10,14 +10,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adapt.data.synth.camera import FAR_M, NEAR_M, Camera
-from adapt.data.synth.finish import apply_finish, sample_finish
-from adapt.data.synth.layout import Street, background_things, build_street, ground_thing
-from adapt.data.synth.render import draw_hood, render, sky_gradient
-from adapt.data.synth.shapes import Thing
-from adapt.data.synth.style import DomainStyle, Look, style_for
-from adapt.data.synth.traffic import populate, seen_always
-from common.errors import UserError
+from uda_adapt.adapt.data.synth.camera import FAR_M, NEAR_M, Camera
+from uda_adapt.adapt.data.synth.finish import apply_finish, sample_finish
+from uda_adapt.adapt.data.synth.layout import Street, background_things, build_street, ground_thing
+from uda_adapt.adapt.data.synth.render import draw_hood, render, sky_gradient
+from uda_adapt.adapt.data.synth.shapes import Thing
+from uda_adapt.adapt.data.synth.style import DomainStyle, Look, style_for
+from uda_adapt.adapt.data.synth.traffic import populate, seen_always
+from uda_adapt.common.errors import UserError
 
 MIN_SIZE_PX = 16
 HOOD_RISE = (0.07, 0.12)    # bonnet height at the image centre, fraction of the image height

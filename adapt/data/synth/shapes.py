@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from adapt.data.synth.palettes import Colour
+from uda_adapt.adapt.data.synth.palettes import Colour
 
 # Drawing layers, back to front. Within a layer (except the ground) things are sorted far to near.
 GROUND, FAR_BACKGROUND, BACKGROUND, THINGS = range(4)

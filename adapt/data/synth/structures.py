@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from adapt.data.synth.shapes import Normal, Shape, ShapeBuilder, blob
-from adapt.data.synth.style import BUILDING, FENCE, VEGETATION, WALL, Look
+from uda_adapt.adapt.data.synth.shapes import Normal, Shape, ShapeBuilder, blob
+from uda_adapt.adapt.data.synth.style import BUILDING, FENCE, VEGETATION, WALL, Look
 
 SKYLINE_HALF_WIDTH_M = 100.0   # covers the widest field of view (86 degrees) at the far plane
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from adapt.data.synth.palettes import NIGHT_PALETTE, REAL_PALETTE, SIM_PALETTE, Colour, Palette
-from common.errors import UserError
+from uda_adapt.adapt.data.synth.palettes import NIGHT_PALETTE, REAL_PALETTE, SIM_PALETTE, Colour, Palette
+from uda_adapt.common.errors import UserError
 
 Range = tuple[float, float]
 

@@ -12,15 +12,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from adapt.data.synth.camera import Camera
-from adapt.data.synth.furniture import draw_lamp_post, draw_sign_pole, draw_traffic_light, draw_tree
-from adapt.data.synth.layout import Street
-from adapt.data.synth.people import (
+from uda_adapt.adapt.data.synth.camera import Camera
+from uda_adapt.adapt.data.synth.furniture import draw_lamp_post, draw_sign_pole, draw_traffic_light, draw_tree
+from uda_adapt.adapt.data.synth.layout import Street
+from uda_adapt.adapt.data.synth.people import (
     Figure, draw_rider_profile, draw_rider_rear, draw_two_wheeler_profile, draw_walker, sample_figure, sample_two_wheeler,
 )
-from adapt.data.synth.shapes import Shape, ShapeBuilder, Thing
-from adapt.data.synth.style import DomainStyle, Look
-from adapt.data.synth.vehicles import vehicle_shape
+from uda_adapt.adapt.data.synth.shapes import Shape, ShapeBuilder, Thing
+from uda_adapt.adapt.data.synth.style import DomainStyle, Look
+from uda_adapt.adapt.data.synth.vehicles import vehicle_shape
 
 WALK_MPS = 1.3
 STRIDE_M = 1.4

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from adapt.data.synth.palettes import Colour
-from adapt.data.synth.shapes import Normal, Shape, ShapeBuilder
-from adapt.data.synth.style import BUS, CAR, TRUCK, Look
+from uda_adapt.adapt.data.synth.palettes import Colour
+from uda_adapt.adapt.data.synth.shapes import Normal, Shape, ShapeBuilder
+from uda_adapt.adapt.data.synth.style import BUS, CAR, TRUCK, Look
 
 VEHICLE_LABELS = {"car": CAR, "truck": TRUCK, "bus": BUS}
 _NEAR: Normal = (0.0, 0.0, -1.0)

@@ -14,14 +14,14 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from common.atomic import atomic_path, ensure_writable_dir
-from adapt.data.synth.camera import FAR_M
-from adapt.data.synth.finish import apply_finish, make_texture, sample_finish
-from adapt.data.synth.render import draw_hood, render
-from adapt.data.synth.scene import HOOD_RISE, build_world, check_size, sky
-from adapt.data.synth.style import STYLES, style_for, uniform
-from common.errors import UserError
-from adapt.images import write_label
+from uda_adapt.common.atomic import atomic_path, ensure_writable_dir
+from uda_adapt.adapt.data.synth.camera import FAR_M
+from uda_adapt.adapt.data.synth.finish import apply_finish, make_texture, sample_finish
+from uda_adapt.adapt.data.synth.render import draw_hood, render
+from uda_adapt.adapt.data.synth.scene import HOOD_RISE, build_world, check_size, sky
+from uda_adapt.adapt.data.synth.style import STYLES, style_for, uniform
+from uda_adapt.common.errors import UserError
+from uda_adapt.adapt.images import write_label
 
 CAMERA_SPEED_MPS = (6.0, 10.0)
 _VIDEO_STREAM = 2  # keeps video seeds apart from dataset image seeds

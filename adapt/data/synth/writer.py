@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from common.atomic import atomic_write_text, ensure_writable_dir
-from adapt.data.meta import DatasetMeta, write_meta
-from adapt.data.synth.scene import check_size, generate_scene
-from adapt.data.synth.style import TARGET_STYLES
-from common.errors import UserError
-from adapt.images import write_label, write_rgb
+from uda_adapt.common.atomic import atomic_write_text, ensure_writable_dir
+from uda_adapt.adapt.data.meta import DatasetMeta, write_meta
+from uda_adapt.adapt.data.synth.scene import check_size, generate_scene
+from uda_adapt.adapt.data.synth.style import TARGET_STYLES
+from uda_adapt.common.errors import UserError
+from uda_adapt.adapt.images import write_label, write_rgb
 
 DOMAINS = ("sim", "real", "night")   # the order fixes each domain's image seeds: append only
 SPLITS = ("train", "val")

@@ -1,0 +1,48 @@
+"""The built wheel installs one top-level package, `uda_adapt`, and nothing a user's own folders shadow."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(REPO)],
+                          capture_output=True, text=True, timeout=500)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (found,) = out.glob("uda_adapt-*.whl")
+    return found
+
+
+def test_the_wheel_puts_only_uda_adapt_at_the_top(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert top == {"uda_adapt"}, top
+    for package in ("common", "adapt", "adapt/train", "adapt/data/synth", "adapt/models", "export", "runtime",
+                    "runtime/backends", "cli"):
+        assert f"uda_adapt/{package}/__init__.py" in names, package   # every subpackage made it in
+    assert "uda_adapt/__main__.py" in names
+    entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert "uda-adapt = uda_adapt.cli.main:run" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_every_source_package_is_listed_in_pyproject():
+    """A new subfolder with an __init__.py must be named in pyproject's package list, or the wheel drops it."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"uda_adapt"}
+    for top in ("common", "adapt", "export", "runtime", "cli"):
+        for init in (REPO / top).rglob("__init__.py"):
+            found.add("uda_adapt." + ".".join(init.parent.relative_to(REPO).parts))
+    assert found == listed, found ^ listed
