@@ -7,6 +7,7 @@ resolution. `output_size` gives that size without building the model.
 | name                          | network                                           | stride |
 |-------------------------------|---------------------------------------------------|--------|
 | small                         | small CPU conv net (tests, smoke runs)            | 8      |
+| small_fine                    | `small` + a DeepLabV3+-style stride-4 decoder     | 4      |
 | deeplabv2_resnet101           | DeepLab-V2, dilated ResNet-101 (the paper's base) | 8      |
 | lraspp_mobilenet_v3_large     | torchvision LR-ASPP, MobileNetV3-Large            | 8      |
 | deeplabv3_mobilenet_v3_large  | torchvision DeepLabV3, MobileNetV3-Large          | 16     |
@@ -26,10 +27,11 @@ from uda_adapt.common.errors import UserError
 from uda_adapt.adapt.models.deeplabv2 import DeepLabV2ResNet101
 from uda_adapt.adapt.models.mobilenet import DeepLabV3MobileNetV3, LRASPPMobileNetV3
 from uda_adapt.adapt.models.pretrained import load_pretrained
-from uda_adapt.adapt.models.small import SmallSegmenter
+from uda_adapt.adapt.models.small import SmallFineSegmenter, SmallSegmenter
 
 _MODEL_CLASSES: dict[str, type[nn.Module]] = {
     "small": SmallSegmenter,
+    "small_fine": SmallFineSegmenter,
     "deeplabv2_resnet101": DeepLabV2ResNet101,
     "lraspp_mobilenet_v3_large": LRASPPMobileNetV3,
     "deeplabv3_mobilenet_v3_large": DeepLabV3MobileNetV3,

@@ -10,12 +10,12 @@ from uda_adapt.adapt.models import MODEL_BUILDERS, build_segmenter, freeze_batch
 from uda_adapt.adapt.models.mobilenet import LRASPPMobileNetV3
 
 NUM_CLASSES = 5
-LIGHT_MODELS = ["small", "lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large"]
+LIGHT_MODELS = ["small", "small_fine", "lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large"]
 
 
 def test_every_model_is_listed():
     assert set(MODEL_BUILDERS) == {
-        "small", "deeplabv2_resnet101", "lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large",
+        "small", "small_fine", "deeplabv2_resnet101", "lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large",
     }
 
 
@@ -32,6 +32,7 @@ def test_logits_come_at_the_output_stride_as_a_plain_tensor(name):
 
 def test_output_size_is_ceil_of_input_over_stride():
     assert output_size("small", (65, 129)) == (9, 17)
+    assert output_size("small_fine", (65, 129)) == (17, 33)
     assert output_size("deeplabv2_resnet101", (512, 1024)) == (64, 128)
     assert output_size("lraspp_mobilenet_v3_large", (65, 129)) == (9, 17)
     assert output_size("deeplabv3_mobilenet_v3_large", (65, 129)) == (5, 9)
@@ -123,6 +124,15 @@ def test_imagenet_weights_load_into_the_backbone(monkeypatch):
     monkeypatch.setattr(MobileNet_V3_Large_Weights, "get_state_dict", lambda self, *a, **k: imagenet)
     model = build_segmenter("lraspp_mobilenet_v3_large", NUM_CLASSES, pretrained="imagenet")
     torch.testing.assert_close(model.state_dict()["backbone.0.0.weight"], source.state_dict()["backbone.0.0.weight"])
+
+
+def test_small_fine_is_small_plus_a_stride_4_decoder():
+    """The fine variant keeps `small`'s encoder and context head (same keys, same shapes), so the
+    stride-4 decoder is the only difference between the two in any comparison."""
+    small, fine = build_segmenter("small", NUM_CLASSES).state_dict(), build_segmenter("small_fine", NUM_CLASSES).state_dict()
+    shared = {k for k in small if not k.startswith("classifier")}
+    assert shared <= set(fine) and all(small[k].shape == fine[k].shape for k in shared)
+    assert {k.split(".")[0] for k in set(fine) - shared} == {"reduce_context", "reduce_low", "decode", "classifier"}
 
 
 def test_small_has_no_imagenet_weights():
