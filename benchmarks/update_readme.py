@@ -1,6 +1,6 @@
-"""Copy the committed ablation tables into the README, so the README never restates a number by hand.
+"""Copy the committed ablation tables into docs/results.md, so the documentation never restates a number by hand.
 
-The README holds one block per benchmark, between `<!-- NAME:begin -->` and `<!-- NAME:end -->`:
+docs/results.md holds one block per benchmark, between `<!-- NAME:begin -->` and `<!-- NAME:end -->`:
 the head of benchmarks/results/NAME.md (everything before the per-class table), which
 `benchmarks/ablation.py --report-name NAME` writes. NAME is `ablation` (the embedded benchmark, by
 day), `ablation_night` (the night benchmark) and `ablation_explore` (the exploratory rows, by day). `tests/adapt/test_readme_defaults.py` checks they agree.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-README = ROOT / "README.md"
+PAGE = ROOT / "docs" / "results.md"   # where the ablation blocks live
 BLOCKS = ("ablation", "ablation_night", "ablation_explore")
 
 
@@ -29,11 +29,11 @@ def ablation_block(name: str = "ablation", results: Path = RESULTS) -> str:
     return text.split("\nPer-class IoU", 1)[0].strip() + "\n"
 
 
-def readme_block(name: str = "ablation", readme: Path = README) -> str:
+def readme_block(name: str = "ablation", page: Path = PAGE) -> str:
     begin, end = markers(name)
-    text = readme.read_text()
+    text = page.read_text()
     if begin not in text or end not in text:
-        raise ValueError(f"{readme} has no {begin} ... {end} block")
+        raise ValueError(f"{page} has no {begin} ... {end} block")
     return text.split(begin, 1)[1].split(end, 1)[0].strip() + "\n"
 
 
@@ -45,14 +45,14 @@ def replace_block(text: str, name: str, block: str) -> str:
 
 
 def main() -> int:
-    text = README.read_text()
+    text = PAGE.read_text()
     for name in BLOCKS:
         begin, end = markers(name)
         if begin not in text or end not in text:
-            print(f"{README} has no {begin} ... {end} block", file=sys.stderr)
+            print(f"{PAGE} has no {begin} ... {end} block", file=sys.stderr)
             return 1
         text = replace_block(text, name, ablation_block(name))
-    README.write_text(text)
+    PAGE.write_text(text)
     return 0
 
 

@@ -53,7 +53,7 @@ def _int(env: Mapping[str, str], name: str) -> int:
         return int(env[name])
     except (KeyError, ValueError):
         raise UserError(f"the launcher set {name}={env.get(name)!r}, not an integer; start training with torchrun "
-                        f"or srun as the README shows") from None
+                        f"or srun as docs/distributed.md shows") from None
 
 
 def detect_launch(env: Mapping[str, str], hostnames: Callable[[str], list[str]] = scontrol_hostnames) -> Launch:

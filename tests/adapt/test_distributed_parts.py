@@ -358,14 +358,14 @@ def test_log_records_carry_step_and_data_time_and_per_process_throughput(tmp_pat
         assert "peak_memory_mib" not in record                       # CUDA only
 
 
-# --- the README's launch examples and samples/slurm.sbatch -----------------------------------------
+# --- docs/distributed.md's launch examples and samples/slurm.sbatch -----------------------------------------
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def launch_examples() -> list[tuple[int, str, list[str]]]:
-    """(processes, config, --set overrides) of each `uda-adapt train` command in the README's multi-GPU section."""
-    section = (ROOT / "README.md").read_text().split("### Train on several GPUs or nodes", 1)[1].split("\n### ", 1)[0]
+    """(processes, config, --set overrides) of each `uda-adapt train` command in docs/distributed.md."""
+    section = (ROOT / "docs" / "distributed.md").read_text()
     block = section.split("```bash", 1)[1].split("```", 1)[0].replace("\\\n", " ")
     examples = []
     for line in block.splitlines():

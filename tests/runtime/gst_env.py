@@ -48,7 +48,7 @@ def require_gstreamer(module_level: bool = False) -> None:
     """Skip (or, in CI, fail) unless the JetPack-like environment is here."""
     missing = missing_pieces()
     if missing:
-        message = "needs " + ", ".join(missing) + "; see the README's GStreamer tests"
+        message = "needs " + ", ".join(missing) + "; see CONTRIBUTING.md, GStreamer tests"
         if REQUIRED:
             pytest.fail(message, pytrace=False)
         pytest.skip(message, allow_module_level=module_level)

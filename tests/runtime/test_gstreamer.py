@@ -6,7 +6,7 @@ RTSP input that loses its server and reconnects, a push to an RTSP server. Run w
 
     build/venv-jetson/bin/python -m pytest -m gstreamer tests/runtime/test_gstreamer.py tests/runtime/test_display_window.py
 
-in a venv made with --system-site-packages holding `pip install '.[jetson]'` (the README says how).
+in a venv made with --system-site-packages holding `pip install '.[jetson]'` (CONTRIBUTING.md says how).
 """
 
 from __future__ import annotations
