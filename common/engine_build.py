@@ -27,7 +27,15 @@ from uda_adapt.common.manifest import (
     sha256_file,
     write_manifest,
 )
-from uda_adapt.common.tensorrt_build import CalibrationSource, build_engine, detect_gpu, dla_cores, import_tensorrt
+from uda_adapt.common.tensorrt_build import (
+    DLA_BOARDS,
+    CalibrationSource,
+    build_engine,
+    build_plan,
+    detect_gpu,
+    dla_cores,
+    import_tensorrt,
+)
 
 Log = Callable[[str], None]
 
@@ -68,13 +76,15 @@ def build_from_bundle(bundle: str | Path, config: BuildConfig = BuildConfig(), l
     folder = Path(bundle)
     manifest = read_manifest(folder / MANIFEST_NAME)
     precision = config.precision or default_precision(manifest)
-    onnx_path = _onnx_for(folder, manifest, precision, config.legacy_precision_flags)
     shapes = ({key: tuple(int(d) for d in value) for key, value in manifest.dynamic_shapes.items()}
               if manifest.dynamic and manifest.dynamic_shapes else None)
     trt, gpu = import_tensorrt(), detect_gpu(config.device)
+    plan = build_plan(trt, precision, legacy_precision_flags=config.legacy_precision_flags, dla_core=config.dla_core)
+    onnx_path = _onnx_for(folder, manifest, plan.onnx)
     here = gpu.for_tensorrt(str(trt.__version__))
     name = engine_file_name(here, precision, config.dla_core)
-    log(f"building {name} from {onnx_path.name} with TensorRT {trt.__version__} for {here.model} (sm{gpu.cc})")
+    log(f"building {name} from {onnx_path.name} with TensorRT {trt.__version__} for {here.model} (sm{gpu.cc}), "
+        f"{'strongly' if plan.strongly_typed else 'weakly'} typed: {plan.why}")
     spec = build_engine(
         trt, gpu, onnx_path, folder, precision=precision, input_name=manifest.input.name, shapes=shapes,
         workspace_gib=config.workspace_gib,
@@ -102,7 +112,8 @@ def register_engine(bundle: str | Path, engine: str | Path, config: BuildConfig 
     trt, gpu = import_tensorrt(), detect_gpu(config.device)
     here = gpu.for_tensorrt(str(trt.__version__), dla_cores(trt))
     if config.dla_core is not None and config.dla_core >= here.dla_cores:
-        raise UserError(f"--dla-core {config.dla_core}: this device has {here.dla_cores} DLA cores; drop --dla-core")
+        raise UserError(f"--dla-core {config.dla_core}: this device has {here.dla_cores} DLA cores ({DLA_BOARDS}); "
+                        "drop --dla-core")
     plan = source.read_bytes()
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     if config.dla_core is not None:
@@ -146,16 +157,16 @@ def _input_shapes(trt, engine, name: str, source: Path) -> tuple[tuple[int, ...]
     return tuple(tuple(int(d) for d in s) for s in engine.get_tensor_profile_shape(name, 0))
 
 
-def _onnx_for(folder: Path, manifest: Manifest, precision: str, legacy_flags: bool) -> Path:
-    """The ONNX a build reads, checked against the hash the export recorded."""
-    if legacy_flags or precision == "fp32":
+def _onnx_for(folder: Path, manifest: Manifest, source: str) -> Path:
+    """The ONNX a build reads (`source`: "fp32" or a baked precision), checked against the export's hash."""
+    if source == "fp32":
         path, expected = folder / manifest.onnx_file, manifest.onnx_sha256
-    elif precision in manifest.variants:
-        variant = manifest.variants[precision]
+    elif source in manifest.variants:
+        variant = manifest.variants[source]
         path, expected = folder / variant["file"], variant.get("sha256", "")
     else:
-        raise UserError(f"{folder} has no {precision} ONNX (it has {', '.join(['fp32', *manifest.variants])}); export "
-                        f"with --precision {precision}, or on TensorRT 10 add --legacy-precision-flags")
+        raise UserError(f"{folder} has no {source} ONNX (it has {', '.join(['fp32', *manifest.variants])}); export "
+                        f"with --precision {source}, or on TensorRT 10 add --legacy-precision-flags")
     if not path.is_file():
         raise UserError(f"{path} is missing from the bundle; copy the whole export directory to the device")
     if expected and sha256_file(path) != expected:

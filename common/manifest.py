@@ -71,6 +71,8 @@ class EngineSpec:
     # The board (Jetson device tree) or GPU model it was built on; "" in entries from before it was recorded.
     device_model: str = ""
     registered_from: str | None = None              # an engine built elsewhere (trtexec), copied in under this name
+    # How TensorRT built it (common.tensorrt_build.BuildPlan.record): typing, the ONNX read, builder flags.
+    build: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass

@@ -58,7 +58,8 @@ from uda_adapt.export.precision import (
     quantize_int8,
 )
 from uda_adapt.common.engines import timing_cache_name
-from uda_adapt.common.tensorrt_build import TensorRTUnavailable, build_engine, detect_gpu, import_tensorrt, trtexec_command
+from uda_adapt.common.tensorrt_build import (TensorRTUnavailable, build_engine, build_plan, detect_gpu, import_tensorrt,
+                                              trtexec_command)
 from uda_adapt.export.trt_check import Finding, check_tensorrt_compat, format_findings
 
 RANGE_END_IMAGES = 2  # images checked at each end of a dynamic range (the max end is the slow one)
@@ -142,8 +143,6 @@ def export_model(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, confi
 
         trt_problem = None
         if cfg.trt and passed:
-            # Strongly typed builds read the precision-baked ONNX; legacy flags put precision on the fp32 one.
-            build_from = files["fp32"] if cfg.legacy_precision_flags else files[precision]
             reader = (ImageCalibrationReader(calib_files, input_spec)
                       if cfg.legacy_precision_flags and precision == "int8" else None)
             try:
@@ -152,6 +151,9 @@ def export_model(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, confi
                 trt_problem = str(exc)
             else:
                 log(f"building a TensorRT {trt_module.__version__} {precision} engine for {gpu.model or gpu.name} (sm{gpu.cc})")
+                # The precision-baked ONNX, or the fp32 one for weakly typed builds (legacy flags, DLA on 10.x).
+                build_from = files[build_plan(trt_module, precision, legacy_precision_flags=cfg.legacy_precision_flags,
+                                              dla_core=cfg.dla_core).onnx]
                 default_cache = stage / timing_cache_name(gpu.for_tensorrt(str(trt_module.__version__)))
                 manifest.engines.append(build_engine(
                     trt_module, gpu, build_from, stage, precision=precision, input_name=INPUT_NAME, shapes=shapes,

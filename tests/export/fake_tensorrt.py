@@ -10,6 +10,12 @@ and `BuilderFlag.GPU_FALLBACK`, and `IBuilder.num_DLA_cores` / `IRuntime.num_DLA
 many cores there are; `IBuilderConfig.set_calibration_profile` takes an optimization profile
 whose shapes the legacy calibrator's batches must have.
 
+A parsed network holds the layers `trt.network_layers` names (a segmentation head: convolutions,
+a Resize, the TopK the ONNX parser makes of ArgMax); a layer's precision and output types are
+recorded when set. The calibrator is driven as TensorRT 10's Python trampoline does it
+(python/src/infer/pyInt8.cpp): an exception raised in a callback is printed and swallowed, and
+`get_batch` then counts as the end of the data.
+
 The GPU a fake build runs on is `trt.gpu_tag` (tests switch it with the detected GPU): a timing
 cache serialized on one tag is refused on another, as TensorRT refuses one from another device.
 """
@@ -35,10 +41,15 @@ def make_fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = 
     trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", network_flags)
     builder_flags = ["GPU_FALLBACK", "REFIT", "VERSION_COMPATIBLE", "STRIP_PLAN", "TF32"]
     if major < 11:
-        builder_flags += ["FP16", "BF16", "INT8", "FP8", "OBEY_PRECISION_CONSTRAINTS"]
+        builder_flags += ["FP16", "BF16", "INT8", "FP8", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS"]
     trt.BuilderFlag = enum.IntEnum("BuilderFlag", builder_flags)
     trt.MemoryPoolType = enum.IntEnum("MemoryPoolType", ["WORKSPACE", "DLA_MANAGED_SRAM"])
     trt.DeviceType = enum.IntEnum("DeviceType", ["GPU", "DLA"])
+    trt.LayerType = enum.IntEnum("LayerType", ["CONVOLUTION", "ACTIVATION", "ELEMENTWISE", "RESIZE", "TOPK",
+                                               "SOFTMAX", "SHUFFLE", "CAST"])
+    trt.DataType = enum.IntEnum("DataType", ["FLOAT", "HALF", "INT8", "INT32"])
+    trt.float32, trt.float16 = trt.DataType.FLOAT, trt.DataType.HALF
+    trt.network_layers = ["CONVOLUTION", "ACTIVATION", "CONVOLUTION", "RESIZE", "TOPK"]
 
     class Logger:
         WARNING = 2
@@ -126,9 +137,33 @@ def make_fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = 
 
         Config.set_calibration_profile = _set_calibration_profile
 
+    class Layer:
+        def __init__(self, index: int, kind: str) -> None:
+            self.name, self.type, self._precision = f"layer{index}", trt.LayerType[kind], None
+
+        @property
+        def precision(self):
+            return self._precision
+
+        @precision.setter
+        def precision(self, value) -> None:
+            calls.append(("layer_precision", self.type.name, value.name))
+            self._precision = value
+
+        def set_output_type(self, index: int, dtype) -> None:
+            calls.append(("layer_output_type", self.type.name, index, dtype.name))
+
     class Network:
         def __init__(self, flags: int) -> None:
             self.flags = flags
+            self.layers: list[Layer] = []
+
+        @property
+        def num_layers(self) -> int:
+            return len(self.layers)
+
+        def get_layer(self, index: int) -> Layer:
+            return self.layers[index]
 
     class Builder:
         def __init__(self, logger: Logger) -> None:
@@ -156,12 +191,14 @@ def make_fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = 
     class OnnxParser:
         def __init__(self, network: Network, logger: Logger) -> None:
             self.errors: list[str] = []
+            self.network = network
 
         def parse_from_file(self, path: str) -> bool:
             calls.append(("parse_from_file", Path(path).name))
             if not parse_ok or not Path(path).is_file():
                 self.errors = [f"In node 3 (importResize): UNSUPPORTED_NODE: cubic mode in {Path(path).name}"]
                 return False
+            self.network.layers = [Layer(i, kind) for i, kind in enumerate(trt.network_layers)]
             return True
 
         @property
@@ -210,19 +247,28 @@ def make_fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = 
     return trt
 
 
+def _trampoline(calls: list[tuple], method, *args, failed=None):
+    """A Python callback as pyInt8.cpp calls it: an exception is printed, swallowed and becomes `failed`."""
+    try:
+        return method(*args)
+    except Exception as exc:  # noqa: BLE001  (what the C++ trampoline does)
+        calls.append(("callback_exception_swallowed", method.__name__, type(exc).__name__))
+        return failed
+
+
 def _drive_calibrator(calibrator, calls: list[tuple], shape: tuple | None) -> None:
     """What TensorRT 10 does with a calibrator: read the cache, pull batches, write the cache.
 
     Each batch is read at the calibration profile's OPT shape (`shape`; None for a static
     network): recorded so a test can check it against what the calibrator uploaded.
     """
-    if calibrator.read_calibration_cache() is None:
+    if _trampoline(calls, calibrator.read_calibration_cache) is None:
         pointers = []
-        while (batch := calibrator.get_batch(["image"])) is not None:
+        while (batch := _trampoline(calls, calibrator.get_batch, ["image"])) is not None:
             pointers.append(batch[0])
         calls.append(("calibration_batches", len(pointers), calibrator.get_batch_size()))
         calls.append(("calibration_pointers", pointers))
         calls.append(("calibration_read_shape", shape))
-        calibrator.write_calibration_cache(b"calibration-table")
+        _trampoline(calls, calibrator.write_calibration_cache, b"calibration-table")
     else:
         calls.append(("calibration_cache_used",))

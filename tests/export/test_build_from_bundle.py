@@ -172,6 +172,19 @@ def test_a_dla_engine_is_never_chosen_where_there_is_no_dla(bundle, monkeypatch)
         model_in_bundle(bundle, "trt", build=False)
 
 
+def test_a_dla_build_on_trt10_reads_the_fp32_onnx_weakly_typed_and_records_it(bundle, monkeypatch):
+    """Strongly typed DLA engines are documented only from TensorRT 11: on 10.x, as trtexec --useDLACore does."""
+    device = FakeDevice(monkeypatch, dla_cores=1)                 # an Orin NX 8GB: one DLA core
+    notes = []
+    spec = build_from_bundle(bundle, BuildConfig(dla_core=0), log=notes.append)
+    assert [c for c in device.trt.calls if c[0] == "parse_from_file"] == [("parse_from_file", "model.onnx")]
+    [entry] = read_manifest(bundle / "model.json").engines
+    assert entry.build == spec.build and entry.build["typing"] == "weak" and entry.build["onnx_file"] == "model.onnx"
+    assert "weakly typed: DLA on TensorRT 10.x" in notes[0]
+    with pytest.raises(UserError, match=r"has 1 DLA core .*Orin NX 8GB 1"):
+        build_from_bundle(bundle, BuildConfig(dla_core=1))
+
+
 def test_entries_without_a_board_name_are_not_trusted_on_a_jetson(bundle, device):
     """Engines recorded before the board was: "Orin" fits every Orin module, so it is rebuilt, not guessed."""
     manifest = read_manifest(bundle / "model.json")

@@ -76,7 +76,7 @@ def test_legacy_flags_on_trt10(onnx_file, tmp_path):
     trt = make_fake_tensorrt("10.3.0.26")
     build_engine(trt, ORIN, onnx_file, tmp_path, precision="fp16", input_name="image", legacy_precision_flags=True)
     assert _calls(trt, "create_network") == [("create_network", 0)]  # 0 = explicit batch on 10.x
-    assert _calls(trt, "set_flag") == [("set_flag", "FP16")]
+    assert _calls(trt, "set_flag") == [("set_flag", "FP16"), ("set_flag", "OBEY_PRECISION_CONSTRAINTS")]
 
 
 def test_legacy_flags_are_refused_on_trt11(onnx_file, tmp_path):
@@ -119,7 +119,7 @@ def test_legacy_int8_calibrates_with_entropy_calibrator(onnx_file, tmp_path, tar
     reader = ImageCalibrationReader(images, InputSpec(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), size=(64, 128)))
     spec = build_engine(trt, ORIN, onnx_file, tmp_path, precision="int8", input_name="image", shapes=SHAPES,
                         legacy_precision_flags=True, calibration_reader=reader)
-    assert [c[1] for c in _calls(trt, "set_flag")] == ["FP16", "INT8"]
+    assert [c[1] for c in _calls(trt, "set_flag")] == ["FP16", "OBEY_PRECISION_CONSTRAINTS", "INT8"]
     assert _calls(trt, "int8_calibrator") == [("int8_calibrator", "IInt8EntropyCalibrator2")]
     assert _calls(trt, "set_calibration_profile")
     assert _calls(trt, "calibration_batches") == [("calibration_batches", len(images), 1)]
@@ -307,7 +307,8 @@ def test_dla_build_defaults_to_the_dla_with_gpu_fallback(onnx_file, tmp_path):
     ("10.3.0.26", 0, 0, "fp16", "has 0 DLA cores .*Orin Nano none"),
     ("10.3.0.26", 2, 2, "fp16", "use 0..1"),
     ("10.3.0.26", 2, 0, "fp32", "fp16 or int8 only"),
-    ("11.4.0.106", 2, 0, "fp16", "builds no DLA engines"),
+    ("11.4.0.106", 0, 0, "fp16", "has 0 DLA cores"),
+    ("10.3.0.26", 1, 1, "fp16", r"has 1 DLA core \(.*Orin NX 8GB 1.*\); use 0..0"),
 ])
 def test_dla_refusals(onnx_file, tmp_path, version, cores, core, precision, words):
     trt = make_fake_tensorrt(version, dla_cores=cores)
@@ -337,3 +338,73 @@ def test_a_gpu_engine_is_preferred_to_a_dla_one():
     gpu = EngineSpec(f"model.trt10.3.0.sm87.{AGX}.fp16.engine", "fp16", "10.3.0.26", "Orin", "8.7", device_model=AGX_MODEL)
     manifest = Manifest(classes=("a",), palette=((0, 0, 0),), input=InputSpec(), output=OutputSpec(), engines=[dla, gpu])
     assert compatible_engine(manifest, Device("10.3.0", "8.7", AGX_MODEL, dla_cores=2)) is gpu
+
+
+def test_an_unreadable_calibration_image_fails_the_build_and_keeps_no_cache(onnx_file, tmp_path, target_data,
+                                                                             monkeypatch):
+    """TensorRT's trampoline swallows an exception in get_batch as "no more data": the build must not."""
+    monkeypatch.setattr("uda_adapt.common.tensorrt_build.open_cuda", lambda device: RecordingCuda())
+    images = sorted((target_data / "train" / "images").glob("*.png"))
+    broken = tmp_path / "calib" / "c_broken.png"
+    broken.parent.mkdir()
+    broken.write_bytes(b"not a png")
+    files = [*images[:2], broken, *images[2:]]
+    assert len(files) >= 4 and files[2] == broken
+    reader = ImageCalibrationReader(files, InputSpec(size=(64, 128)))
+    trt = make_fake_tensorrt("10.3.0.26")
+    with pytest.raises(UserError, match=rf"calibration failed at image 3 of {len(files)} \(.*c_broken.png\)"):
+        build_engine(trt, ORIN, onnx_file, tmp_path, precision="int8", input_name="image",
+                     legacy_precision_flags=True, calibration_reader=reader)
+    # TensorRT saw two batches and an end of data, never an exception; nothing partial is kept.
+    assert _calls(trt, "calibration_batches") == [("calibration_batches", 2, 1)]
+    assert not _calls(trt, "callback_exception_swallowed")
+    assert not list(tmp_path.glob("calib.*.cache")) and not list(tmp_path.glob("*.engine"))
+
+
+def test_a_dla_build_pins_a_dynamic_profile_to_its_opt_shape(onnx_file, tmp_path):
+    """The DLA runs static shapes: with a range every layer would fall back to the GPU, unseen."""
+    trt = make_fake_tensorrt("10.3.0.26", dla_cores=2)
+    spec = build_engine(trt, ORIN, onnx_file, tmp_path, precision="fp16", input_name="image", shapes=SHAPES, dla_core=0)
+    opt = SHAPES["opt"]
+    assert SHAPES["min"] != opt != SHAPES["max"]
+    assert _calls(trt, "set_shape") == [("set_shape", "image", opt, opt, opt)]
+    assert (spec.min_shape, spec.opt_shape, spec.max_shape) == (opt, opt, opt)
+
+
+def test_dla_on_trt10_is_weakly_typed_with_fp16_as_trtexec_builds_it(tmp_path):
+    trt = make_fake_tensorrt("10.3.0.26", dla_cores=2)
+    fp32 = tmp_path / "model.onnx"
+    fp32.write_bytes(b"fp32")
+    spec = build_engine(trt, ORIN, fp32, tmp_path, precision="fp16", input_name="image", dla_core=0)
+    assert _calls(trt, "create_network") == [("create_network", 0)]
+    assert {"FP16", "PREFER_PRECISION_CONSTRAINTS", "GPU_FALLBACK"} <= {c[1] for c in _calls(trt, "set_flag")}
+    assert ("layer_precision", "RESIZE", "FLOAT") in trt.calls and ("layer_precision", "TOPK", "FLOAT") in trt.calls
+    assert spec.build["typing"] == "weak" and spec.build["onnx"] == "fp32" and "trtexec --useDLACore" in spec.build["why"]
+    assert spec.build["onnx_file"] == "model.onnx"
+
+
+def test_dla_on_trt11_is_not_refused_by_version_number(onnx_file, tmp_path):
+    """Whether TensorRT builds for the DLA is asked of it (num_DLA_cores), never read from its version."""
+    trt = make_fake_tensorrt("11.4.0.106", dla_cores=2)
+    spec = build_engine(trt, ORIN, onnx_file, tmp_path, precision="fp16", input_name="image", dla_core=1)
+    strongly_typed = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    assert _calls(trt, "create_network") == [("create_network", strongly_typed)]
+    assert _calls(trt, "DLA_core") == [("DLA_core", 1)] and spec.dla_core == 1 and spec.build["typing"] == "strong"
+
+
+def test_int8_on_trt10_runs_unquantized_layers_in_fp16_but_keeps_the_argmax_fp32(tmp_path):
+    """Strongly typed, the Q/DQ model keeps every unquantized layer fp32: int8 would be no faster than fp16."""
+    qdq = tmp_path / "model.int8.onnx"
+    qdq.write_bytes(b"qdq")
+    trt = make_fake_tensorrt("10.3.0.26")
+    spec = build_engine(trt, ORIN, qdq, tmp_path, precision="int8", input_name="image", calibration={"method": "minmax"})
+    assert _calls(trt, "create_network") == [("create_network", 0)]
+    assert [c[1] for c in _calls(trt, "set_flag")] == ["FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"]
+    assert not _calls(trt, "int8_calibrator")                   # the scales are the Q/DQ ONNX's
+    assert _calls(trt, "layer_precision") == [("layer_precision", "RESIZE", "FLOAT"), ("layer_precision", "TOPK", "FLOAT")]
+    assert ("layer_output_type", "TOPK", 0, "FLOAT") in trt.calls
+    assert spec.calibration == {"method": "minmax"} and spec.build["flags"] == ["FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"]
+    # TensorRT 11 has no weak typing: strongly typed, and the record says what that costs.
+    trt11 = make_fake_tensorrt("11.4.0.106")
+    typed = build_engine(trt11, ORIN, qdq, tmp_path, precision="int8", input_name="image")
+    assert typed.build["typing"] == "strong" and "unquantized run in fp32" in typed.build["why"]
