@@ -14,13 +14,10 @@ Training keeps its own tensor path (`adapt.data.transforms`) with the same const
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
-
-if TYPE_CHECKING:
-    from uda_adapt.common.manifest import InputSpec
 
 # torchvision's ImageNet statistics, which every backbone here was pretrained with.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -30,7 +27,26 @@ DEFAULT_INPUT_SIZE: tuple[int, int] = (512, 1024)
 RESIZE_MODES = ("stretch",)   # the aspect ratio is not kept, as in training's eval resize
 
 
-def prepare_input(frame: np.ndarray, spec: InputSpec, size: tuple[int, int] | None = None,
+class InputContract(Protocol):
+    """What `prepare_input` reads of a manifest's `InputSpec`.
+
+    A protocol rather than the class itself: `common.manifest` takes its defaults from this
+    module, so importing it back here would make the two modules import each other.
+    """
+
+    @property
+    def size(self) -> tuple[int, int]: ...
+    @property
+    def color_order(self) -> str: ...
+    @property
+    def scale(self) -> float: ...
+    @property
+    def mean(self) -> tuple[float, float, float]: ...
+    @property
+    def std(self) -> tuple[float, float, float]: ...
+
+
+def prepare_input(frame: np.ndarray, spec: InputContract, size: tuple[int, int] | None = None,
                   frame_order: Literal["BGR", "RGB"] = "BGR") -> np.ndarray:
     """uint8 (H0, W0, 3) in `frame_order` -> float32 (1, 3, H, W) at `size` (default `spec.size`).
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from uda_adapt.common.errors import UserError
+from uda_adapt.runtime import jetson
 
 CODECS = ("h264", "h265", "mp4v")
 STREAM_CODECS = ("h264", "h265")           # what RTSP carries
@@ -50,13 +51,7 @@ def has_hardware_encoder(jetson: bool, model: str = "", nvenc_device: bool = Tru
 
 def detect_hardware_encoder() -> bool:
     """`has_hardware_encoder` for this machine (L4T, device-tree model, /dev/v4l2-nvenc)."""
-    from uda_adapt.runtime.uri import is_jetson
-
-    try:
-        model = Path("/proc/device-tree/model").read_text(errors="ignore").strip("\x00")
-    except OSError:
-        model = ""
-    return has_hardware_encoder(is_jetson(), model, Path("/dev/v4l2-nvenc").exists())
+    return has_hardware_encoder(jetson.is_jetson(), jetson.device_model(), jetson.has_nvenc_device())
 
 
 def encoder_element(codec: str, hardware: bool) -> str:

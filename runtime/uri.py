@@ -21,6 +21,7 @@ from urllib.parse import quote, unquote
 
 from uda_adapt.common.errors import UserError
 from uda_adapt.runtime.encoders import gst_quote
+from uda_adapt.runtime.jetson import is_jetson  # noqa: F401  (re-exported: callers pick pipelines with it)
 
 InputKind = Literal["file", "images", "v4l2", "csi", "rtsp"]
 OutputKind = Literal["display", "video", "images", "rtsp", "rtsp-server", "null"]
@@ -289,13 +290,3 @@ def _fraction(rate: float) -> str:
     if float(rate).is_integer():
         return f"{int(rate)}/1"
     return f"{round(rate * 100)}/100"
-
-
-def is_jetson() -> bool:
-    """True on NVIDIA Jetson (L4T), where the nv* GStreamer elements exist."""
-    if Path("/etc/nv_tegra_release").exists():
-        return True
-    try:
-        return "jetson" in Path("/proc/device-tree/model").read_text(errors="ignore").lower()
-    except OSError:
-        return False
