@@ -4,8 +4,10 @@ A TensorRT engine built for this device (`common.engines`: TensorRT version, GPU
 when there is one. Where TensorRT is installed and the bundle has no engine for this device,
 one is built from the bundle's ONNX and kept in the bundle (`common.engine_build`), so the
 first run takes minutes and later runs start at once; `build=False` (`--no-build`) refuses.
-Otherwise the bundle's ONNX runs in ONNX Runtime. Each choice that is passed over is said
-once, with the reason, so a user knows why the slow path runs.
+Otherwise the bundle's ONNX runs in ONNX Runtime: its fp16 variant where this onnxruntime has
+a GPU provider (CUDA, or TensorRT's with its library), the fp32 model.onnx on the CPU (half
+precision is slower there). Each choice that is passed over is said once, with the reason, so a
+user knows why the slow path runs; where TensorRT is installed and still cannot run, loudly.
 """
 
 from __future__ import annotations
@@ -39,8 +41,45 @@ def model_in_bundle(bundle: str | Path, backend: str = "auto", device: int = 0, 
         except UserError as exc:
             if backend == "trt":
                 raise
-            log(f"note: {exc}; running {manifest.onnx_file} with ONNX Runtime")
-    return folder / manifest.onnx_file
+            onnx = onnx_for_this_device(folder, manifest, log)
+            version = tensorrt_version()
+            if version is None:
+                log(f"note: {exc}; running {onnx.name} with ONNX Runtime")
+            else:     # the user installed TensorRT to use it: a quiet fallback would pass for the fast path
+                log(f"WARNING: TensorRT {version} is installed but cannot run this bundle here: {exc}. Running "
+                    f"{onnx.name} with ONNX Runtime instead, much slower than an engine; fix the cause (on x86 "
+                    "`pip install 'uda-adapt[runtime,trt]'` brings cuda-python), or pass --backend ort to choose this")
+            return onnx
+    return onnx_for_this_device(folder, manifest, log)
+
+
+def onnx_for_this_device(folder: Path, manifest: Manifest, log: Log = log_to_stderr) -> Path:
+    """The bundle's fp16 ONNX where onnxruntime has a GPU provider to run it, else its fp32 model.onnx."""
+    from uda_adapt.runtime.backends.onnxruntime_backend import choose_providers, tensorrt_library_found
+
+    fp16 = manifest.variants.get("fp16", {}).get("file")
+    if not fp16 or not (folder / fp16).is_file():
+        return folder / manifest.onnx_file
+    try:
+        import onnxruntime
+    except ImportError:          # open_backend says what to install
+        return folder / manifest.onnx_file
+    gpu = [p for p in choose_providers(onnxruntime.get_available_providers(), None, tensorrt_library_found())
+           if p != "CPUExecutionProvider"]
+    if not gpu:
+        return folder / manifest.onnx_file
+    log(f"note: running {fp16} (this onnxruntime has {', '.join(gpu)}); give {folder / manifest.onnx_file} as MODEL "
+        "to run the fp32 one")
+    return folder / fp16
+
+
+def tensorrt_version() -> str | None:
+    """The installed TensorRT's version; None where it does not import."""
+    try:
+        import tensorrt
+    except (ImportError, OSError):
+        return None
+    return str(getattr(tensorrt, "__version__", "?"))
 
 
 def engine_for_this_device(folder: Path, manifest: Manifest, device: int, build: bool, log: Log) -> EngineSpec:

@@ -1,7 +1,9 @@
 """`uda-adapt check BUNDLE`: does the TensorRT engine segment like the ONNX, on this device?
 
 The export's parity gate compares ONNX Runtime with PyTorch on the CPU; it never sees an
-engine. This check runs the engine and the fp32 ONNX (ONNX Runtime) on the pictures the
+engine. This check runs the engine and the fp32 ONNX (ONNX Runtime on its CUDA provider, else
+the CPU: never its TensorRT provider, which would build a second engine, minutes on an Orin,
+and share any TensorRT bug with the engine under test) on the pictures the
 export kept (parity/*.png, at the export size), through the same input contract, and gates
 the pixel agreement of the masks with the engine precision's tolerance from
 `common.gates` (the shape of Polygraphy's framework comparison). The result is saved as
@@ -44,7 +46,7 @@ def check_engine(bundle: str | Path, engine: str | Path | None = None, *, device
     if not images:
         raise UserError(f"{folder} keeps no parity pictures (parity/*.png); re-export it with this version of uda-adapt")
     gate = GATES[precision]
-    reference = opener(folder / manifest.onnx_file, "ort", device=device, log=log)
+    reference = opener(folder / manifest.onnx_file, "ort", device=device, log=log, providers=reference_providers())
     try:
         candidate = opener(engine_path, "trt", device=device, log=log)
         try:
@@ -67,7 +69,8 @@ def check_engine(bundle: str | Path, engine: str | Path | None = None, *, device
         reference.close()
     agreement = agree / total
     report = {
-        "engine": engine_path.name, "precision": precision, "reference": f"{manifest.onnx_file} (ONNX Runtime, fp32)",
+        "engine": engine_path.name, "precision": precision,
+        "reference": f"{manifest.onnx_file} (ONNX Runtime on {', '.join(reference.providers)}, fp32)",
         "n_images": len(images), "pixel_agreement": agreement, "min_agreement": gate.min_agreement,
         "passed": agreement >= gate.min_agreement, "images": per_image,
     }
@@ -80,3 +83,12 @@ def check_engine(bundle: str | Path, engine: str | Path | None = None, *, device
                         f"{precision} gate of {100 * gate.min_agreement:.1f} %; rebuild it (another --precision, or "
                         f"without --dla-core) and see report/engine_check.{engine_path.stem}.json")
     return report
+
+
+def reference_providers() -> list[str]:
+    """ONNX Runtime's CUDA provider where this onnxruntime has it, else the CPU; never TensorRT's."""
+    import onnxruntime
+
+    from uda_adapt.runtime.backends.onnxruntime_backend import CPU_EP, CUDA_EP
+
+    return [CUDA_EP] if CUDA_EP in onnxruntime.get_available_providers() else [CPU_EP]

@@ -7,8 +7,9 @@ execution providers: the middle road between CPU ONNX Runtime and a native engin
   engines on the first session (minutes on a Jetson) and keeps them, with a timing cache, in
   `ort_trt_cache/ort<version>.<device>/` beside the model (<device>: the Jetson board, else the
   GPU index; or under ~/.cache where the model's folder is read-only), so later runs start in
-  seconds. Precision follows the ONNX:
-  fp16 for model.fp16.onnx, int8 for the Q/DQ model.int8.onnx, never lowered for model.onnx.
+  seconds. Precision follows the ONNX: never lowered for model.onnx; for the precision-baked
+  files, from ONNX Runtime 1.22 `trt_fp16_enable` stays off (the file's own types hold, and the
+  Resize/ArgMax it keeps in fp32 stay fp32), int8 enabled for the Q/DQ model.int8.onnx.
 - CUDA EP: `device_id` = --device.
 The providers ONNX Runtime actually used are reported (`describe`), and a listed provider it
 could not start (a missing CUDA or TensorRT library) is named in a note.
@@ -49,7 +50,11 @@ class OnnxRuntimeBackend:
         providers: Sequence[str] | None = None,
     ) -> None:
         """`providers`: execution provider names in order of preference [default: TensorRT, CUDA, CPU, as available]."""
-        import onnxruntime as ort
+        try:
+            import onnxruntime as ort
+        except ImportError:   # `[jetson]` leaves it out: JetPack's GPU build is installed by hand (samples/jetson.md)
+            raise UserError("ONNX Runtime is not installed: pip install onnxruntime (or 'uda-adapt[runtime]'); on a "
+                            "Jetson, the onnxruntime-gpu wheel built for your JetPack (samples/jetson.md)") from None
 
         self.path = Path(model_path)
         self.manifest = load_onnx_manifest(self.path)
@@ -64,7 +69,7 @@ class OnnxRuntimeBackend:
         available = list(ort.get_available_providers())
         names = choose_providers(available, providers, tensorrt_library_found())
         trt_cache = trt_cache_dir(self.path, ort.__version__, device) if TENSORRT_EP in names else None
-        wanted = provider_options(names, device, onnx_precision(self.manifest, self.path), trt_cache)
+        wanted = provider_options(names, device, onnx_precision(self.manifest, self.path), trt_cache, ort.__version__)
         if trt_cache is not None and log:
             log(f"note: ONNX Runtime's TensorRT provider builds its engines on the first run (minutes on a Jetson) and "
                 f"keeps them in {trt_cache}")
@@ -118,19 +123,35 @@ def choose_providers(available: Sequence[str], wanted: Sequence[str] | None, ten
     return names + [CPU_EP] if CPU_EP not in names else names
 
 
-def provider_options(names: Sequence[str], device: int, precision: str, trt_cache: Path | None) -> list[Any]:
+# From this ONNX Runtime on, the TensorRT EP takes a precision-baked ONNX's own types without
+# trt_fp16_enable; with the flag TensorRT may run any layer in fp16 (weak typing).
+ORT_KEEPS_ONNX_PRECISION = (1, 22)
+
+
+def provider_options(names: Sequence[str], device: int, precision: str, trt_cache: Path | None,
+                     ort_version: str) -> list[Any]:
     """`providers=` for InferenceSession: each name with its options."""
     options: dict[str, dict[str, Any]] = {CUDA_EP: {"device_id": device}}
     if trt_cache is not None:
+        # trt_fp16_enable lets TensorRT pick fp16 for every layer (ONNX Runtime docs, TensorRT EP
+        # "Configurations"), the Resize/ArgMax the fp16 export keeps in fp32 included: the ties
+        # it exists to prevent. Only an ONNX Runtime that would not otherwise run fp16 gets it.
+        fp16_flag = precision in ("fp16", "int8") and _version(ort_version) < ORT_KEEPS_ONNX_PRECISION
         options[TENSORRT_EP] = {
             "device_id": device,
             # An engine per model and shape, built on the first session: keep it, and the tactic timings.
             "trt_engine_cache_enable": True, "trt_engine_cache_path": str(trt_cache),
             "trt_timing_cache_enable": True, "trt_timing_cache_path": str(trt_cache),
-            # The ONNX's own precision: fp16 layers for the fp16 variant, the Q/DQ scales for int8.
-            "trt_fp16_enable": precision in ("fp16", "int8"), "trt_int8_enable": precision == "int8",
+            # The Q/DQ scales of model.int8.onnx need TensorRT's INT8 mode.
+            "trt_fp16_enable": fp16_flag, "trt_int8_enable": precision == "int8",
         }
     return [(name, options[name]) if name in options else name for name in names]
+
+
+def _version(text: str) -> tuple[int, int]:
+    """"1.22.0" -> (1, 22); unparsable parts count as 0."""
+    parts = (str(text).split("+")[0].split(".") + ["0", "0"])[:2]
+    return tuple(int(p) if p.isdigit() else 0 for p in parts)  # type: ignore[return-value]
 
 
 def onnx_precision(manifest: Manifest, path: Path) -> str:

@@ -307,6 +307,72 @@ def test_check_compares_the_engine_with_the_onnx(bundle, ckpt, device, stride, p
     assert (bundle / "report" / f"engine_check.{spec.file[:-len('.engine')]}.json").is_file()
 
 
+@pytest.mark.parametrize(("available", "reference"), [
+    (["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"], ["CUDAExecutionProvider"]),
+    (["TensorrtExecutionProvider", "CPUExecutionProvider"], ["CPUExecutionProvider"]),
+])
+def test_check_never_compares_tensorrt_with_tensorrt(bundle, device, monkeypatch, available, reference):
+    """JetPack's onnxruntime-gpu lists its TensorRT provider first: the reference must not take it."""
+    import onnxruntime
+
+    spec = build_from_bundle(bundle, BuildConfig())
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: available)
+    opened = {}
+
+    def opener(path, backend, **options):
+        opened[backend] = options
+        runner = open_backend(bundle / "model.onnx", "ort", providers=["CPUExecutionProvider"])
+        runner.providers = options.get("providers") or ["TensorrtExecutionProvider"]  # what it would report
+        return runner
+
+    report = check_engine(bundle, bundle / spec.file, opener=opener, log=lambda m: None)
+    assert opened["ort"]["providers"] == reference and "providers" not in opened["trt"]
+    assert report["reference"] == f"model.onnx (ONNX Runtime on {reference[0]}, fp32)"
+
+
+@pytest.mark.parametrize(("available", "tensorrt_found", "expected"), [
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], False, "model.fp16.onnx"),
+    (["TensorrtExecutionProvider", "CPUExecutionProvider"], True, "model.fp16.onnx"),
+    (["TensorrtExecutionProvider", "CPUExecutionProvider"], False, "model.onnx"),    # no libnvinfer: the CPU runs it
+    (["CPUExecutionProvider"], False, "model.onnx"),
+])
+def test_without_an_engine_a_gpu_onnxruntime_runs_the_fp16_variant(bundle, monkeypatch, available, tensorrt_found,
+                                                                     expected):
+    import onnxruntime
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: available)
+    monkeypatch.setattr("uda_adapt.runtime.backends.onnxruntime_backend.tensorrt_library_found", lambda: tensorrt_found)
+    assert (bundle / "model.fp16.onnx").is_file()
+    notes = []
+    assert model_in_bundle(bundle, log=notes.append) == bundle / expected
+    assert model_in_bundle(bundle, "ort", log=notes.append) == bundle / expected
+
+
+def test_tensorrt_installed_but_unusable_falls_back_loudly(bundle, monkeypatch):
+    """`pip install tensorrt` without a CUDA layer: run BUNDLE must not pass ONNX Runtime on the CPU off quietly."""
+    device = FakeDevice(monkeypatch)
+    monkeypatch.setattr("uda_adapt.runtime.bundle.installed_device", lambda device=0: (_ for _ in ()).throw(
+        UserError("no usable CUDA for GPU 0: cuda-python is not installed (No module named 'cuda')")))
+    notes = []
+    assert model_in_bundle(bundle, log=notes.append) == bundle / "model.onnx"
+    assert notes[-1].startswith(f"WARNING: TensorRT {device.trt.__version__} is installed but cannot run this bundle")
+    assert "cuda-python is not installed" in notes[-1] and "uda-adapt[runtime,trt]" in notes[-1]
+    monkeypatch.setitem(sys.modules, "tensorrt", None)            # not installed: a plain note, as before
+    model_in_bundle(bundle, log=notes.append)
+    assert notes[-1].startswith("note: ")
+
+
+def test_the_trt_extra_brings_a_cuda_layer():
+    import tomllib
+    from pathlib import Path
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert any(r.startswith("tensorrt") for r in extras["trt"])
+    assert any(r.startswith("cuda-python") for r in extras["trt"])
+
+
 def _clip(tmp_path):
     clip = tmp_path / "clip.mp4"
     writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (128, 64))

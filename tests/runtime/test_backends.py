@@ -164,9 +164,13 @@ def test_asked_providers_must_exist():
         choose_providers([CPU_EP], [TENSORRT_EP], True)
 
 
-@pytest.mark.parametrize(("precision", "fp16", "int8"), [("fp32", False, False), ("fp16", True, False), ("int8", True, True)])
-def test_tensorrt_provider_options_follow_the_onnx_precision(tmp_path, precision, fp16, int8):
-    (trt, trt_options), (cuda, cuda_options), cpu = provider_options(GPU_BUILD, 1, precision, tmp_path)
+@pytest.mark.parametrize(("precision", "ort_version", "fp16", "int8"), [
+    ("fp32", "1.21.1", False, False), ("fp16", "1.21.1", True, False), ("int8", "1.21.1", True, True),
+    # From 1.22 the baked file's own types hold: with trt_fp16_enable TensorRT could run its fp32 Resize/ArgMax in fp16.
+    ("fp32", "1.22.0", False, False), ("fp16", "1.22.0", False, False), ("int8", "1.30.0", False, True),
+])
+def test_tensorrt_provider_options_follow_the_onnx_precision(tmp_path, precision, ort_version, fp16, int8):
+    (trt, trt_options), (cuda, cuda_options), cpu = provider_options(GPU_BUILD, 1, precision, tmp_path, ort_version)
     assert (trt, cuda, cpu) == tuple(GPU_BUILD)
     assert trt_options["trt_fp16_enable"] is fp16 and trt_options["trt_int8_enable"] is int8
     assert trt_options["trt_engine_cache_enable"] and trt_options["trt_engine_cache_path"] == str(tmp_path)
