@@ -12,11 +12,11 @@ import dataclasses
 import os
 import types
 import typing
-from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
+from uda_adapt.adapt.config_files import resolve_config_file
 from uda_adapt.common.errors import UserError
 
 T = TypeVar("T")
@@ -48,9 +48,8 @@ def _value_checks() -> dict[type, typing.Callable[[Any, frozenset[str]], None]]:
 
 
 def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"config file {file} does not exist")
+    """The mapping in a YAML file, or in a built-in config named by `path` (adapt/config_files.py)."""
+    file = resolve_config_file(path)
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

@@ -14,7 +14,8 @@ STORED_NETWORKS = ("exported", "student", "teacher", "student-training-bn")
 
 
 @click.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (see samples/configs/).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="FILE|NAME",
+              help="YAML config, or a built-in config's name (e.g. gta5_to_cityscapes_mean_teacher; an unknown name lists them).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. --set self_train.lambda_ct=0.5 (repeatable).")
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory; re-running resumes it.")
 @click.option("--stage", type=click.Choice(["source", "correlation", "self_train"]), help="Run only this stage.")

@@ -32,6 +32,9 @@ def test_the_wheel_puts_only_uda_adapt_at_the_top(wheel):
                     "runtime/backends", "cli"):
         assert f"uda_adapt/{package}/__init__.py" in names, package   # every subpackage made it in
     assert "uda_adapt/__main__.py" in names
+    configs = {n.split("/")[-1] for n in names if n.startswith("uda_adapt/configs/")}
+    assert configs == {p.name for p in (REPO / "samples" / "configs").glob("*.yaml")}, configs   # package data
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "uda-adapt = uda_adapt.cli.main:run" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
@@ -41,8 +44,27 @@ def test_every_source_package_is_listed_in_pyproject():
     import tomllib
 
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    found = {"uda_adapt"}
+    found = {"uda_adapt", "uda_adapt.configs"}   # configs: samples/configs as package data, no code
     for top in ("common", "adapt", "export", "runtime", "cli"):
         for init in (REPO / top).rglob("__init__.py"):
             found.add("uda_adapt." + ".".join(init.parent.relative_to(REPO).parts))
     assert found == listed, found ^ listed
+
+
+def test_config_names_resolve_from_the_unpacked_wheel(wheel, tmp_path):
+    """`--config NAME` finds the packaged YAML, not the checkout's samples/ (run outside the repository)."""
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    code = ("import uda_adapt; from uda_adapt.adapt.config_files import resolve_config_file; "
+            "print(uda_adapt.__file__); print(resolve_config_file('gta5_to_cityscapes_mean_teacher'))")
+    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    package_file, resolved = done.stdout.split()
+    assert package_file == str(site / "uda_adapt" / "__init__.py")        # the wheel's copy, not the checkout
+    assert resolved == str(site / "uda_adapt" / "configs" / "gta5_to_cityscapes_mean_teacher.yaml")
+    unknown = subprocess.run([sys.executable, "-m", "uda_adapt", "train", "--config", "gta5_to_nowhere", "--out", "run"],
+                             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert unknown.returncode == 1
+    (line,) = unknown.stderr.strip().splitlines()
+    assert "gta5_to_nowhere" in line and "gta5_to_cityscapes_mean_teacher, synthetic" in line.replace("synthetic,", "synthetic")
