@@ -32,7 +32,8 @@ def segmentation_ce(logits: torch.Tensor, labels: torch.Tensor, ignore_index: in
 
 
 def correlation_fit_loss(
-    module: CorrelationModule, logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX
+    module: CorrelationModule, logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX,
+    valid: torch.Tensor | None = None, class_balanced: bool = False, features: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Stage 2 (source): NLL of the module's self-attended prediction against the source labels.
 
@@ -40,12 +41,37 @@ def correlation_fit_loss(
     logits' resolution; its output probabilities are upsampled bilinearly to the labels' size
     (a convex combination, so still probabilities) because the labels are the truth and
     downsampling them would drop thin classes. The log is taken after a floor at PROB_EPS.
+
+    `valid` (B, H, W) bool: pixels with image content; None takes the labelled pixels (crop
+    padding is labelled `ignore_index`). Cells that are not wholly valid are left out of the
+    module's attention, as they are on the target (`correlation_transfer_loss`): a module fitted
+    while attending over mean-colour padding learns on inputs it never sees when used.
+    `class_balanced`: the mean over the classes present of each class's mean NLL, so the
+    large classes do not decide alone what the module learns. `features`: the network's
+    features when the module's queries need them.
     """
     labels = labels.long()
-    attended = module(torch.softmax(logits.detach(), dim=1))
+    if valid is None:
+        valid = labels != ignore_index
+    cells = valid_mask_at(valid, tuple(logits.shape[-2:]))
+    attended = module(torch.softmax(logits.detach(), dim=1), valid=cells, features=features)
     log_attended = torch.log(_to_size(attended, labels).clamp_min(PROB_EPS))
     per_pixel = F.nll_loss(log_attended, labels, ignore_index=ignore_index, reduction="none")
-    return _masked_mean(per_pixel, labels != ignore_index)
+    labelled = (labels != ignore_index) & valid
+    if not class_balanced:
+        return _masked_mean(per_pixel, labelled)
+    return class_balanced_mean(per_pixel, labels, labelled, logits.shape[1])
+
+
+def class_balanced_mean(values: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Mean over the classes present in `labels` (where `mask`) of each class's mean value; 0 when none is."""
+    classes = torch.where(mask, labels, torch.full_like(labels, num_classes)).flatten()
+    sums = torch.zeros(num_classes + 1, dtype=values.dtype, device=values.device).index_add_(
+        0, classes, torch.where(mask, values, torch.zeros_like(values)).flatten())
+    counts = torch.bincount(classes, minlength=num_classes + 1)[:num_classes]
+    present = counts > 0
+    per_class = sums[:num_classes] / counts.clamp_min(1).to(values.dtype)
+    return torch.where(present, per_class, torch.zeros_like(per_class)).sum() / present.sum().clamp_min(1)
 
 
 def weighted_segmentation_ce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
@@ -64,6 +90,7 @@ def weighted_segmentation_ce(logits: torch.Tensor, labels: torch.Tensor, weights
 def correlation_transfer_loss(
     module: CorrelationModule, logits: torch.Tensor, teacher_logits: torch.Tensor | None = None,
     valid: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+    target_temperature: float = 1.0, features: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Stage 3 (target): KL(SA(p) || p) with p = softmax(logits), dense over every pixel.
 
@@ -79,10 +106,17 @@ def correlation_transfer_loss(
     `valid` (B, h, w) bool, at the logits' resolution: pixels with image content. Padding is
     left out of the module's attention and of the KL. `mask` (B, h, w) bool restricts the KL
     further (e.g. to target pixels of a mixed image); None: every valid pixel.
+
+    `target_temperature` T < 1 sharpens the target, q^(1/T) renormalised: a softer q than p
+    lowers the network's confidence, and with it the share of pixels a confidence-weighted
+    pseudo label counts. `features`: the features the module's queries read (those of the
+    network that produced `teacher_logits`), when it needs them.
     """
     with torch.no_grad():
         source = logits if teacher_logits is None else teacher_logits
-        target = module(torch.softmax(source.detach().float(), dim=1), valid=valid)
+        target = module(torch.softmax(source.detach().float(), dim=1), valid=valid, features=features)
+        if target_temperature != 1.0:
+            target = sharpen(target, target_temperature)
     log_p = torch.log_softmax(logits, dim=1)
     kl = F.kl_div(log_p, target, reduction="none").sum(dim=1)
     if valid is not None:
@@ -90,6 +124,11 @@ def correlation_transfer_loss(
     if mask is None:
         return kl.mean()
     return _masked_mean(kl, mask)
+
+
+def sharpen(probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(B, C, h, w) probabilities raised to 1/temperature and renormalised over C (in log space)."""
+    return torch.softmax(torch.log(probs.clamp_min(PROB_EPS)) / temperature, dim=1)
 
 
 def valid_mask_at(valid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

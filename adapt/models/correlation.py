@@ -14,13 +14,25 @@ spatial: "none" (1x1 q/k convs: affinity depends on class similarity only), "con
 convs see each pixel's neighbourhood), "posenc" (a fixed 2D sinusoidal encoding of dimension d,
 times a learnable scale starting at 1, added to q and k).
 
+Variants (each a `correlation.*` config key):
+- value_bias: the learned value projection Wv with a per-class bias. Off: with a bias the module
+  can learn a global class-prior shift (the same logit offset at every pixel) instead of
+  correlations between pixels.
+- query: what q and k are computed from: "prediction" (p), "features" (the network's detached
+  penultimate features, what p lacks: texture and shape), "both" (concatenated). Values stay p.
+- window: 0 attends over the whole image; an odd w attends over the w x w cells around each
+  pixel only, so a pole or a sign under one cell is not averaged with every large region of the
+  image that happens to have similar probabilities (memory O(N w^2), no N x N matrix).
+
 The module is trained on source only (see `adapt.losses.correlation_fit_loss`) and then used
 frozen as a teacher on target (`adapt.losses.correlation_transfer_loss`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +42,7 @@ from uda_adapt.common.errors import UserError
 
 VALUE_MODES = ("prediction", "learned")
 SPATIAL_MODES = ("none", "conv3x3", "posenc")
+QUERY_MODES = ("prediction", "features", "both")
 
 # Floor for probabilities before a log: the module outputs probabilities that can underflow to 0.
 PROB_EPS = 1e-8
@@ -45,6 +58,10 @@ class CorrelationModule(nn.Module):
         value: str = "prediction",
         spatial: str = "none",
         temperature: float = 1.0,
+        value_bias: bool = False,
+        query: str = "prediction",
+        feature_channels: int = 0,
+        window: int = 0,
     ) -> None:
         super().__init__()
         if value not in VALUE_MODES:
@@ -57,50 +74,87 @@ class CorrelationModule(nn.Module):
             raise UserError(f"correlation dim must be a multiple of 4 with spatial='posenc', got {dim}")
         if not temperature > 0:
             raise UserError(f"correlation temperature must be positive, got {temperature}")
+        if query not in QUERY_MODES:
+            raise UserError(f"unknown correlation query {query!r}; valid values: {', '.join(QUERY_MODES)}")
+        if query != "prediction" and feature_channels < 1:
+            raise UserError(f"correlation query={query!r} needs the network's feature width (feature_channels), got {feature_channels}")
+        if window < 0 or (window and window % 2 == 0):
+            raise UserError(f"correlation window must be 0 (global attention) or an odd number of cells, got {window}")
         self.num_classes = num_classes
         self.dim = dim
         self.value = value
         self.spatial = spatial
         self.temperature = float(temperature)
+        self.query_mode = query
+        self.feature_channels = feature_channels if query != "prediction" else 0
+        self.window = window
         kernel = 3 if spatial == "conv3x3" else 1
-        self.query = nn.Conv2d(num_classes, dim, kernel, padding=kernel // 2)
-        self.key = nn.Conv2d(num_classes, dim, kernel, padding=kernel // 2)
-        self.value_proj = nn.Conv2d(num_classes, num_classes, 1) if value == "learned" else None
+        qk_in = {"prediction": num_classes, "features": feature_channels, "both": num_classes + feature_channels}[query]
+        self.query = nn.Conv2d(qk_in, dim, kernel, padding=kernel // 2)
+        self.key = nn.Conv2d(qk_in, dim, kernel, padding=kernel // 2)
+        self.value_proj = nn.Conv2d(num_classes, num_classes, 1, bias=value_bias) if value == "learned" else None
         self.gamma = nn.Parameter(torch.zeros(())) if value == "learned" else None
         self.posenc_scale = nn.Parameter(torch.ones(())) if spatial == "posenc" else None
 
-    def attend(self, p: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def needs_features(self) -> bool:
+        """True when q and k come from the network's features, which callers must then pass."""
+        return self.query_mode != "prediction"
+
+    def config(self) -> dict:
+        """The constructor's arguments, to rebuild this module from a checkpoint."""
+        return {"dim": self.dim, "value": self.value, "spatial": self.spatial, "temperature": self.temperature,
+                "value_bias": self.value_proj is not None and self.value_proj.bias is not None,
+                "query": self.query_mode, "feature_channels": self.feature_channels, "window": self.window}
+
+    def attend(self, p: torch.Tensor, valid: torch.Tensor | None = None, features: torch.Tensor | None = None) -> torch.Tensor:
         """The raw attention output sum_j A_ij v_j, (B, C, h, w), with v = p or Wv p.
 
         `valid` (B, h, w) bool: pixels that may be attended to (False on padding, where there is
-        no image); None attends everywhere.
+        no image); None attends everywhere. `features` (B, F, h', w'): the network's penultimate
+        features, needed when `needs_features`; detached here and resized to p's grid.
         """
         b, c, h, w = p.shape
-        q, k = self.query(p), self.key(p)
+        qk_input = self._query_input(p, features)
+        q, k = self.query(qk_input), self.key(qk_input)
         if self.posenc_scale is not None:
             encoding = self.posenc_scale * sinusoidal_encoding_2d(self.dim, h, w, p.device, p.dtype)
             q, k = q + encoding, k + encoding
         v = p if self.value_proj is None else self.value_proj(p)
+        scale = 1.0 / (math.sqrt(self.dim) * self.temperature)
+        if self.window:
+            return local_attention(q, k, v, self.window, scale, valid)
         key_mask = None if valid is None else valid.reshape(b, 1, h * w)
-        out = attention(to_tokens(q), to_tokens(k), to_tokens(v), scale=1.0 / (math.sqrt(self.dim) * self.temperature),
-                        key_mask=key_mask)
+        out = attention(to_tokens(q), to_tokens(k), to_tokens(v), scale=scale, key_mask=key_mask)
         # contiguous(): this view has channels-last strides, which interpolate keeps and whose
         # gradient NLL's CPU backward rejects ("grad_input must be contiguous").
         return out.transpose(1, 2).reshape(b, c, h, w).contiguous()
 
-    def forward(self, p: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, p: torch.Tensor, valid: torch.Tensor | None = None, features: torch.Tensor | None = None) -> torch.Tensor:
         if self.value_proj is None:
-            return self.attend(p, valid)
-        return torch.softmax(self._learned_logits(p, valid), dim=1)
+            return self.attend(p, valid, features)
+        return torch.softmax(self._learned_logits(p, valid, features), dim=1)
 
-    def log_probs(self, p: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    def log_probs(self, p: torch.Tensor, valid: torch.Tensor | None = None, features: torch.Tensor | None = None) -> torch.Tensor:
         """log of `forward(p)`, (B, C, h, w), finite everywhere (probabilities floored at PROB_EPS)."""
         if self.value_proj is None:
-            return torch.log(self.attend(p, valid).clamp_min(PROB_EPS))
-        return torch.log_softmax(self._learned_logits(p, valid), dim=1)
+            return torch.log(self.attend(p, valid, features).clamp_min(PROB_EPS))
+        return torch.log_softmax(self._learned_logits(p, valid, features), dim=1)
 
-    def _learned_logits(self, p: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.log(p.clamp_min(PROB_EPS)) + self.gamma * self.attend(p, valid)
+    def _learned_logits(self, p: torch.Tensor, valid: torch.Tensor | None = None,
+                        features: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.log(p.clamp_min(PROB_EPS)) + self.gamma * self.attend(p, valid, features)
+
+    def _query_input(self, p: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
+        if self.query_mode == "prediction":
+            return p
+        if features is None:
+            raise UserError(f"correlation query={self.query_mode!r} attends over the network's features, but none were "
+                            "given; pass them (see `classifier_features`) or set correlation.query=prediction")
+        features = features.detach().float()
+        if tuple(features.shape[-2:]) != tuple(p.shape[-2:]):
+            features = F.interpolate(features, size=p.shape[-2:], mode="bilinear", align_corners=False)
+        return features if self.query_mode == "features" else torch.cat([p, features], dim=1)
 
 
 def to_tokens(x: torch.Tensor) -> torch.Tensor:
@@ -135,6 +189,76 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
     return out.squeeze(1)[..., :dv]
 
 
+def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, scale: float,
+                    valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Each pixel attends to the `window` x `window` cells around it: (B, D, h, w) q and k, (B, Cv, h, w) v
+    -> (B, Cv, h, w).
+
+    Neighbourhoods are gathered with `unfold` (memory O(N window^2), no N x N matrix); cells
+    outside the image and cells where `valid` (B, h, w) is False are left out of each softmax.
+    A pixel with no valid neighbour at all gets the mean of its zero-padded window (finite; such
+    pixels are padding and out of every loss).
+    """
+    b, d, h, w = q.shape
+    cells, pad = window * window, window // 2
+    keys = F.unfold(k, window, padding=pad).view(b, d, cells, h * w)
+    values = F.unfold(v, window, padding=pad).view(b, v.shape[1], cells, h * w)
+    scores = (q.reshape(b, d, 1, h * w) * keys).sum(dim=1) * scale            # (B, cells, N)
+    inside = torch.ones(b, 1, h, w, dtype=q.dtype, device=q.device)
+    if valid is not None:
+        inside = inside * valid.unsqueeze(1).to(q.dtype)
+    inside = F.unfold(inside, window, padding=pad) > 0.5                        # (B, cells, N)
+    # A large negative, not -inf: a pixel with no valid neighbour stays finite.
+    weights = torch.softmax(scores.masked_fill(~inside, -1e9), dim=1)
+    return (weights.unsqueeze(1) * values).sum(dim=2).view(b, v.shape[1], h, w)
+
+
+def naive_local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, scale: float) -> torch.Tensor:
+    """Reference for `local_attention` that builds the full (B, N, N) matrix with a distance mask: tests only."""
+    b, d, h, w = q.shape
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    rows, cols = rows.flatten(), cols.flatten()
+    near = ((rows[:, None] - rows[None, :]).abs() <= window // 2) & ((cols[:, None] - cols[None, :]).abs() <= window // 2)
+    out = naive_attention(to_tokens(q), to_tokens(k), to_tokens(v), scale, key_mask=near.unsqueeze(0))
+    return out.transpose(1, 2).reshape(b, v.shape[1], h, w)
+
+
+@contextlib.contextmanager
+def classifier_features(network: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Record the input of `network.classifier` (the penultimate features) on each forward.
+
+    Yields a list that holds the last forward's (B, F, h, w) features as its only item. Every model
+    of `adapt.models` ends in a `classifier` layer; one whose classifier takes no plain tensor
+    cannot provide features, which is a user error naming `correlation.query`.
+    """
+    classifier = getattr(network, "classifier", None)
+    if classifier is None:
+        raise UserError(f"{type(network).__name__} has no `classifier` layer to take features from; "
+                        "set correlation.query=prediction")
+    captured: list[torch.Tensor] = []
+
+    def hook(_module, inputs):
+        if not inputs or not torch.is_tensor(inputs[0]):
+            raise UserError(f"{type(network).__name__}'s classifier takes no feature tensor; set correlation.query=prediction")
+        captured[:] = [inputs[0]]
+
+    handle = classifier.register_forward_pre_hook(hook)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def feature_channels_of(network: nn.Module) -> int:
+    """Width F of the features `classifier_features` records (the classifier's input channels)."""
+    classifier = getattr(network, "classifier", None)
+    channels = getattr(classifier, "in_channels", None)
+    if not isinstance(channels, int):
+        raise UserError(f"cannot tell the feature width of {type(network).__name__}'s classifier; "
+                        "set correlation.query=prediction")
+    return channels
+
+
 def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
                     key_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Reference softmax(q k^T * scale) v that builds the (B, N, N) matrix: tests and benchmarks only."""
@@ -157,3 +281,20 @@ def sinusoidal_encoding_2d(dim: int, h: int, w: int, device=None, dtype=None) ->
     row_enc = torch.cat([rows.sin(), rows.cos()], dim=1).T[:, :, None].expand(-1, h, w)
     col_enc = torch.cat([cols.sin(), cols.cos()], dim=1).T[:, None, :].expand(-1, h, w)
     return torch.cat([row_enc, col_enc], dim=0).to(dtype or torch.float32)
+
+
+@torch.no_grad()
+def refine_pseudo_labels(attended: torch.Tensor, pseudo: torch.Tensor, confidence: torch.Tensor,
+                         threshold: float, module_threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense pseudo labels from sparse ones: the module's argmax where the teacher is unsure.
+
+    `attended` (B, C, H, W): the module's SA(p) of the teacher's prediction, at the labels' size;
+    `pseudo`, `confidence` (B, H, W): the teacher's argmax and max probability. Where confidence <
+    `threshold` and max SA(p) >= `module_threshold`, the label becomes argmax SA(p) and the
+    confidence `threshold`, so a confidence weight counts the pixel as sure. Returns new
+    (pseudo, confidence); the inputs are left unchanged.
+    """
+    module_confidence, module_label = attended.max(dim=1)
+    refined = (confidence < threshold) & (module_confidence >= module_threshold)
+    return (torch.where(refined, module_label, pseudo),
+            torch.where(refined, torch.full_like(confidence, threshold), confidence))

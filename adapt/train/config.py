@@ -87,6 +87,25 @@ class CorrelationConfig:
     # clean crops, where the network is almost perfect and the module learns near-identity.
     fit_perturbation: float = 0.5
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-2))
+    # Variants, measured by benchmarks/correlation_gate.py (benchmarks/results/correlation_gate.md).
+    temperature: float = 1.0               # attention softmax temperature (q . k / (sqrt(d) * T))
+    # A per-class bias in the learned value projection lets the module learn a global class-prior
+    # shift (the same offset at every pixel) instead of correlations; checkpoints from before this
+    # key load with the bias they were fitted with.
+    value_bias: bool = False
+    query: Literal["prediction", "features", "both"] = "prediction"   # q/k from p, the network's detached features, or both
+    window: int = 0                        # 0: global attention; odd w: each cell attends to its w x w neighbours
+    # Fit inputs with errors context can fix: a share of MIC-style blocks blanked (0: none) of
+    # `fit_mask_block` x the crop's short side, and the network's BatchNorm statistics ("source",
+    # or "target": re-estimated on target train images, as the teacher it will teach).
+    fit_mask_ratio: float = 0.0
+    fit_mask_block: float = 0.125
+    fit_bn: Literal["source", "target"] = "source"
+    fit_class_balanced: bool = False       # mean over classes of each class's NLL, not over pixels
+    # Every N iterations score network + module on clean source val (its first `early_stop_images`
+    # images) and keep the best module seen (0: keep the last).
+    early_stop_every: int = 0
+    early_stop_images: int = 50
 
 
 @dataclass
@@ -191,6 +210,13 @@ class SelfTrainConfig:
     # ("unlabelled": IAST's ignored pixels; mean teacher's pixels under the confidence threshold).
     ct_region: Literal["all", "unlabelled"] = "all"
     ct_warmup: int = 0                      # iterations over which lambda_ct rises linearly from 0
+    # Sharpen the KL target SA(p) with this temperature (q^(1/T), renormalised; 1: as is): a softer
+    # target than p lowers the student's and then the teacher's confidence.
+    ct_target_temperature: float = 1.0
+    # Mean teacher: the module refines the pseudo labels. Where the teacher is under
+    # mean_teacher.confidence_threshold and the module's SA(p) is at least this sure, the pseudo
+    # label is SA(p)'s argmax and the pixel counts as confident in the pseudo-label weight (0: off).
+    ct_pseudo_threshold: float = 0.0
     # Mean teacher: which student prediction follows SA(p_teacher): the ClassMix "mixed" image's
     # target pixels, or the MIC "masked" image (needs mean_teacher.mic.enabled), where the
     # module's dense target fills in what MIC's sparse pseudo labels leave out.

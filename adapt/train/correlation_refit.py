@@ -17,12 +17,13 @@ import torch
 from torch import nn
 
 from uda_adapt.adapt.losses import correlation_fit_loss
-from uda_adapt.adapt.mixing import StrongAugmentation
 from uda_adapt.adapt.models.correlation import CorrelationModule
 from uda_adapt.adapt.train.config import TrainConfig
+from uda_adapt.adapt.train.correlation_stage import FitInputs, image_pixels, network_outputs
 from uda_adapt.adapt.train.distributed import Distributed
-from uda_adapt.adapt.train.environment import autocast, training_network
+from uda_adapt.adapt.train.environment import training_network
 from uda_adapt.adapt.train.optim import make_optimizer
+from uda_adapt.common.errors import UserError
 
 
 @dataclass
@@ -32,7 +33,7 @@ class CorrelationRefit:
     module: CorrelationModule
     fitted: nn.Module
     optimizer: torch.optim.Optimizer
-    perturb: StrongAugmentation | None
+    fit_inputs: FitInputs
     every: int
     network: str                   # "teacher" | "student"
 
@@ -43,19 +44,19 @@ class CorrelationRefit:
              cfg: TrainConfig, generator: torch.Generator, dist: Distributed, global_batch: int) -> float:
         """One fitting step on this rank's source batch; returns the module's loss.
 
-        With `network="teacher"` the EMA teacher predicts the perturbed source batch (eval
-        mode, no gradients); with "student" the step's source logits are used, detached.
+        With `network="teacher"` the EMA teacher predicts the source batch, perturbed and masked
+        as in the correlation stage (eval mode, no gradients); with "student" the step's source
+        logits are used, detached.
         """
+        features, valid = None, image_pixels(images)
         if self.network == "teacher":
-            if self.perturb is not None:
-                plans = self.perturb.draw(global_batch, generator)[dist.local_slice(global_batch)]
-                images = self.perturb.apply(images, plans)
-            with torch.no_grad(), autocast(images.device, cfg.amp):
-                logits = teacher(images)
+            images = self.fit_inputs(images, generator, global_batch, dist.local_slice(global_batch))
+            logits, features = network_outputs(teacher, images, self.module.needs_features, cfg.amp)
         else:
             logits = student_logits
         self.module.train()
-        loss = correlation_fit_loss(self.fitted, logits.detach().float(), labels)
+        loss = correlation_fit_loss(self.fitted, logits.detach().float(), labels, valid=valid,
+                                    class_balanced=cfg.correlation.fit_class_balanced, features=features)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -75,16 +76,16 @@ def make_refit(module: CorrelationModule | None, cfg: TrainConfig, mean, std, de
     refit_cfg = cfg.self_train.correlation_refit
     if module is None or refit_cfg.every <= 0:
         return None
+    if module.needs_features and refit_cfg.network == "student":
+        raise UserError(f"self_train.correlation_refit.network=student gives the module no features, but its "
+                        f"correlation.query is {module.query_mode!r}; refit on the teacher or set correlation.query=prediction")
     module.requires_grad_(True)
-    perturb = None
-    if cfg.correlation.fit_perturbation > 0:
-        # The same perturbation the module was first fitted under (correlation stage).
-        perturb = StrongAugmentation(mean, std, jitter_strength=cfg.correlation.fit_perturbation, jitter_p=1.0, blur_p=0.5)
     return CorrelationRefit(
         module=module,
         fitted=training_network(module, cfg, device, dist),
         optimizer=make_optimizer(module.parameters(), cfg.correlation.optim),
-        perturb=perturb,
+        # The same inputs the module was first fitted on (correlation stage).
+        fit_inputs=FitInputs(cfg.correlation, mean, std),
         every=refit_cfg.every,
         network=refit_cfg.network,
     )

@@ -39,7 +39,7 @@ from uda_adapt.adapt.losses import correlation_transfer_loss, segmentation_ce, v
 from uda_adapt.adapt.masking import block_masks, block_size_for, mask_images
 from uda_adapt.adapt.mixing import StrongAugmentation, choose_classes, class_presence, mix, paste_masks
 from uda_adapt.adapt.models import build_segmenter, upsample_logits
-from uda_adapt.adapt.models.correlation import CorrelationModule
+from uda_adapt.adapt.models.correlation import CorrelationModule, classifier_features, refine_pseudo_labels
 from uda_adapt.adapt.pseudo_labels import pseudo_label_weight
 from uda_adapt.adapt.teacher import ema_alpha, make_teacher, update_teacher
 from uda_adapt.adapt.train.batchnorm import batch_statistics, batchnorm_buffers, reestimate_batchnorm, track_batch_statistics
@@ -101,10 +101,20 @@ def mean_teacher_step(state: MeanTeacherState, cfg: TrainConfig, step: int, devi
 
     bn_mode = {"batch": lambda: batch_statistics(state.teacher),
                "target": lambda: track_batch_statistics(state.teacher, dist=state.dist)}.get(mt.teacher_bn, contextlib.nullcontext)()
-    with torch.no_grad(), autocast(device, cfg.amp), bn_mode:
+    wants_features = state.module is not None and state.module.needs_features   # correlation.query reads features
+    recorder = classifier_features(state.teacher) if wants_features else contextlib.nullcontext()
+    with torch.no_grad(), autocast(device, cfg.amp), bn_mode, recorder as seen:
         teacher_logits = state.teacher(tgt_images).float()
+    teacher_features = seen[0].float() if wants_features else None
     teacher_probs = torch.softmax(upsample_logits(teacher_logits, tuple(tgt_images.shape[-2:])), dim=1)
     confidence, pseudo = teacher_probs.max(dim=1)
+    if state.module is not None and st.ct_pseudo_threshold > 0:
+        # The module makes the sparse pseudo labels dense where it is sure and the teacher is not.
+        with torch.no_grad():
+            attended = state.module.eval()(torch.softmax(teacher_logits, dim=1),
+                                           valid=valid_mask_at(target_valid, tuple(teacher_logits.shape[-2:])), features=teacher_features)
+        pseudo, confidence = refine_pseudo_labels(upsample_logits(attended, tuple(tgt_images.shape[-2:])), pseudo, confidence,
+                                                  mt.confidence_threshold, st.ct_pseudo_threshold)
     pseudo = pseudo.masked_fill(~target_valid, IGNORE_INDEX)
     weight = pseudo_label_weight(confidence, mt.confidence_threshold, target_valid, mt.confidence_weight)   # (B,)
 
@@ -148,7 +158,8 @@ def mean_teacher_step(state: MeanTeacherState, cfg: TrainConfig, step: int, devi
             region &= valid_mask_at(confidence < mt.confidence_threshold, size)
         state.module.eval()
         losses["ct_kl"] = lambda_ct * correlation_transfer_loss(
-            state.module, student_logits.float(), teacher_logits, valid=valid, mask=region)
+            state.module, student_logits.float(), teacher_logits, valid=valid, mask=region,
+            target_temperature=st.ct_target_temperature, features=teacher_features)
     loss = sum(losses.values())
     backward_micro_step(loss, micro, state.optimizer, state.scaler)
     if micro.last:   # after the optimizer step

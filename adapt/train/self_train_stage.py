@@ -58,11 +58,14 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
     stage_dir, last_path, resume = start_info.stage_dir, start_info.last_path, start_info.resume
 
     module = None
-    if st.lambda_ct > 0:
+    if st.lambda_ct > 0 or st.ct_pseudo_threshold > 0:
         payload = init.extra.get("correlation")
         if payload is None:
             raise UserError(f"self-training with lambda_ct={st.lambda_ct} needs a correlation checkpoint, but {init.stage!r} checkpoint has no correlation module; run the correlation stage first or set self_train.lambda_ct=0")
         module = load_correlation_module(payload, len(ctx.classes)).to(ctx.device).eval().requires_grad_(False)
+        if st.method == "iast" and (module.needs_features or st.ct_pseudo_threshold > 0):
+            raise UserError("correlation.query=features/both and self_train.ct_pseudo_threshold need the mean teacher; "
+                            "set self_train.method=mean_teacher, or correlation.query=prediction and ct_pseudo_threshold=0")
     if resume is not None and resume.extra.get("method", "iast") != st.method:
         raise UserError(f"{last_path} was written by self_train.method={resume.extra.get('method', 'iast')!r} but the config says "
                         f"{st.method!r}; use another --out, or delete {last_path.parent} to start this stage over")
@@ -158,7 +161,7 @@ def self_train(ctx: RunContext, init: Checkpoint) -> None:
                     region = valid_mask_at(pseudo == IGNORE_INDEX, size) if st.ct_region == "unlabelled" else None
                     losses["ct_kl"] = ct_weight(cfg, round_index * st.iterations_per_round + i) * correlation_transfer_loss(
                         module, logits.float(), None if teacher_logits is None else teacher_logits.float(),
-                        valid=valid_mask_at(valid, size), mask=region)
+                        valid=valid_mask_at(valid, size), mask=region, target_temperature=st.ct_target_temperature)
                 loss = sum(losses.values())
                 return loss, {"loss": loss, **losses}
 

@@ -71,7 +71,8 @@ def test_correlation_fit_is_nll_of_upsampled_attended_probabilities():
     attended = module(torch.softmax(logits, dim=1))
     up = F.interpolate(attended, size=(8, 10), mode="bilinear", align_corners=False)
     expected = F.nll_loss(torch.log(up), labels, ignore_index=IGNORE_INDEX)
-    torch.testing.assert_close(correlation_fit_loss(module, logits, labels), expected)
+    everywhere = torch.ones(labels.shape, dtype=torch.bool)   # attend over every cell, ignored ones included
+    torch.testing.assert_close(correlation_fit_loss(module, logits, labels, valid=everywhere), expected)
 
 
 def test_entropy_counts_only_pixels_without_a_pseudo_label():
