@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import numpy as np
 from uda_adapt.common.errors import UserError
 from uda_adapt.runtime import cvbuild
 from uda_adapt.runtime.capture import VideoSource
+from uda_adapt.runtime.rtsp_probe import probe_rtsp
 from uda_adapt.runtime.uri import (
     IMAGE_SUFFIXES,
     CaptureOptions,
@@ -37,8 +39,11 @@ from uda_adapt.runtime.uri import (
 NETWORK_TIMEOUT_MS = 5000
 # OpenCV (4.6, Debian's and JetPack's) waits for a GStreamer pipeline to start without a limit, and
 # an RTSP server that refuses the connection at the wrong moment leaves it waiting for ever: a
-# live GStreamer open that takes longer is given up (its thread left to finish on its own).
+# live GStreamer open that takes longer is given up: its thread finishes on its own, and a capture
+# it opens late is used by the next open. While it runs no second open starts, unless it has hung
+# for OPEN_ABANDON_S (then it is left to the process's end).
 GSTREAMER_OPEN_TIMEOUT_S = 10.0
+OPEN_ABANDON_S = 60.0
 # Low-latency demuxing for FFmpeg RTSP; OpenCV reads this variable each time it opens a stream.
 FFMPEG_LOW_LATENCY = "fflags;nobuffer|flags;low_delay"
 # --input-flip as cv2.flip's flipCode (CSI cameras flip in nvvidconv instead, for free).
@@ -48,14 +53,21 @@ FLIP_CODES = {"horizontal": 1, "vertical": 0, "rotate-180": -1}
 class OpenCVSource:
     """A `cv2.VideoCapture` over a file, camera or stream."""
 
-    def __init__(self, uri: InputURI, options: CaptureOptions, *, gstreamer: bool | None = None, jetson: bool | None = None) -> None:
+    def __init__(self, uri: InputURI, options: CaptureOptions, *, gstreamer: bool | None = None, jetson: bool | None = None,
+                 probe: Callable[[str], str | None] = probe_rtsp) -> None:
         self.name = redact_url(uri.original)     # no password in logs and messages
         self.live = uri.live
         self.fps: float | None = None
         self._uri, self._options = uri, options
         self._gstreamer = cvbuild.has_gstreamer() if gstreamer is None else gstreamer
         self._jetson = is_jetson() if jetson is None else jetson
+        self._probe = probe
         self._cap: cv2.VideoCapture | None = None
+        self._lock = threading.Lock()             # `_cap` is swapped by the capture thread, closed by the owner too
+        self._opening: list[_BackgroundOpen] = []  # live GStreamer opens given up on but still running
+        self._worked: int | None = None           # the candidate (RTSP codec) that opened last; reconnects use it only
+        self.frame_count: int | None = None      # a file's frames, as its container states (progress lines)
+        self._position = 0                       # index in the file of the next frame (names saved masks)
 
     def capture_args(self) -> tuple[str | int, int, list[int]]:
         """What to hand `cv2.VideoCapture`: target, API preference and open parameters (the first to try)."""
@@ -97,18 +109,68 @@ class OpenCVSource:
         # FFmpeg would print its own line ("moov atom not found") above the one-line error below;
         # read once, at OpenCV's first FFmpeg use. Set OPENCV_FFMPEG_LOGLEVEL to see FFmpeg's log.
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-        for target, api, params in self.capture_candidates():
-            timeout = GSTREAMER_OPEN_TIMEOUT_S if api == cv2.CAP_GSTREAMER and uri.live else None
-            cap = _open_capture(target, api, params, timeout)
-            if cap is not None:
-                break
-        else:
-            raise UserError(self._why_not_open())
+        opened = self._late_capture()
+        if opened is None:
+            opened = self._open_candidates()
+        cap, api = opened
         if uri.kind == "v4l2" and api == cv2.CAP_V4L2:
             self._request_camera_mode(cap)
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if 0 < fps < 1000 else None
-        self._cap = cap
+        with self._lock:
+            self._cap = cap
+
+    def _open_candidates(self) -> tuple[cv2.VideoCapture, int]:
+        uri, candidates = self._uri, self.capture_candidates()
+        if uri.kind == "rtsp" and self._gstreamer:
+            # Ask the server first: a GStreamer open that fails costs more than time (see rtsp_probe).
+            reason = self._probe(uri.location)
+            if reason is not None:
+                raise UserError(f"cannot open input {self.name}: {reason} (check the URL and that the camera is on and reachable)")
+        # A camera that restarts streams the codec it streamed before: once one has worked, only it.
+        order = [self._worked] if self._worked is not None and self._worked < len(candidates) else range(len(candidates))
+        for index in order:
+            target, api, params = candidates[index]
+            if api == cv2.CAP_GSTREAMER and uri.live:
+                opener = _BackgroundOpen(target, api, params, index)
+                if not opener.wait(GSTREAMER_OPEN_TIMEOUT_S):
+                    self._opening.append(opener)      # used by the next open if it succeeds late
+                    continue
+                cap = opener.take()
+            else:
+                cap = cv2.VideoCapture(target, api, params)
+                if not cap.isOpened():
+                    cap.release()
+                    cap = None
+            if cap is not None:
+                self._worked = index if len(candidates) > 1 else None
+                return cap, api
+        raise UserError(self._why_not_open())
+
+    def _late_capture(self) -> tuple[cv2.VideoCapture, int] | None:
+        """A capture that an earlier, given-up open has opened since; a UserError while one is still trying.
+
+        Never two live GStreamer opens of one source at once: a second pipeline started while the
+        first is still starting makes two clients of one camera, and the first's late success
+        would otherwise be released from its own thread while the second starts.
+        """
+        adopted = None
+        for opener in list(self._opening):
+            if opener.done():
+                self._opening.remove(opener)
+                cap = opener.take()
+                if cap is not None and adopted is None:
+                    adopted, self._worked = cap, opener.candidate
+                elif cap is not None:
+                    cap.release()
+            elif time.monotonic() - opener.started > OPEN_ABANDON_S:
+                self._opening.remove(opener)          # hung for good: left to the end of the process
+        if adopted is not None:
+            return adopted, cv2.CAP_GSTREAMER
+        if self._opening:
+            raise UserError(f"cannot open input {self.name}: the previous attempt is still waiting for the stream "
+                            f"(given up on after {GSTREAMER_OPEN_TIMEOUT_S:g} s)")
+        return None
 
     def _request_camera_mode(self, cap: cv2.VideoCapture) -> None:
         options = self._options
@@ -138,41 +200,55 @@ class OpenCVSource:
         ok, image = self._cap.read()
         if not ok:
             return False, None
+        self._position += 1
         return True, _fit(image, self._options, self._uri)
 
+    def frame_name(self) -> str | None:
+        """A file's frame as `<stem>_<index>` (index in the file, from 0); None for live sources."""
+        if self._uri.kind != "file":
+            return None
+        return f"{Path(self._uri.location).stem}_{self._position - 1:06d}"
+
     def skip(self) -> bool:
+        self._position += 1
         return self._cap is not None and self._cap.grab()
 
     def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+        with self._lock:
+            cap, self._cap = self._cap, None
+        if cap is not None:
+            cap.release()
 
 
-def _open_capture(target: str | int, api: int, params: list[int], timeout: float | None) -> cv2.VideoCapture | None:
-    """An opened `cv2.VideoCapture`, or None; with `timeout`, None also when opening takes longer."""
-    if timeout is None:
+class _BackgroundOpen:
+    """One `cv2.VideoCapture` opening on its own thread, so that the caller can stop waiting for it."""
+
+    def __init__(self, target: str | int, api: int, params: list[int], candidate: int) -> None:
+        self.candidate, self.started = candidate, time.monotonic()
+        self._cap: cv2.VideoCapture | None = None
+        self._done = threading.Event()
+        threading.Thread(target=self._open, args=(target, api, params), name="open capture", daemon=True).start()
+
+    def _open(self, target: str | int, api: int, params: list[int]) -> None:
         cap = cv2.VideoCapture(target, api, params)
         if cap.isOpened():
-            return cap
-        cap.release()
-        return None
-    lock, result = threading.Lock(), {}
+            self._cap = cap
+        else:
+            cap.release()
+        self._done.set()
 
-    def open_in_background() -> None:
-        cap = cv2.VideoCapture(target, api, params)
-        with lock:
-            if "abandoned" not in result and cap.isOpened():
-                result["cap"] = cap
-                return
-        cap.release()
+    def wait(self, timeout: float) -> bool:
+        return self._done.wait(timeout)
 
-    opener = threading.Thread(target=open_in_background, name="open capture", daemon=True)
-    opener.start()
-    opener.join(timeout)
-    with lock:
-        result["abandoned"] = True
-        return result.get("cap")
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def take(self) -> cv2.VideoCapture | None:
+        """The opened capture (once; None if it failed or is still opening)."""
+        if not self._done.is_set():
+            return None
+        cap, self._cap = self._cap, None
+        return cap
 
 
 class ImageFolderSource:
@@ -199,6 +275,14 @@ class ImageFolderSource:
         if not files:
             raise UserError(f"input {self.name}: no images found ({', '.join(IMAGE_SUFFIXES)})")
         self._files, self._next = sorted(files), 0
+
+    @property
+    def frame_count(self) -> int | None:
+        return len(self._files) or None
+
+    def frame_name(self) -> str | None:
+        """The stem of the file read last (names saved masks)."""
+        return self._files[self._next - 1].stem if 0 < self._next <= len(self._files) else None
 
     def read(self) -> tuple[bool, np.ndarray | None]:
         if self._next >= len(self._files):

@@ -66,16 +66,18 @@ def test_rtsp_source_opens_an_h265_stream_without_being_told(monkeypatch):
             return 25.0
 
     monkeypatch.setattr(sources.cv2, "VideoCapture", FakeCapture)
-    source = sources.OpenCVSource(parse_input("rtsp://cam.local/stream"), CaptureOptions(), gstreamer=True, jetson=True)
+    source = sources.OpenCVSource(parse_input("rtsp://cam.local/stream"), CaptureOptions(), gstreamer=True, jetson=True,
+                                   probe=lambda url: None)
     source.open()
     assert len(tried) == 2 and "rtph264depay" in tried[0] and "rtph265depay ! h265parse ! nvv4l2decoder" in tried[1]
     assert source.fps == 25.0
     np.testing.assert_equal(source.live, True)
 
 
-def test_a_gstreamer_open_that_hangs_is_given_up_and_retried(monkeypatch):
+def test_a_gstreamer_open_that_hangs_is_given_up_and_its_late_success_used(monkeypatch):
     # OpenCV 4.6 can wait for ever for an RTSP pipeline to start; the source gives up after a
-    # deadline (the capture thread then reconnects with back-off), and releases a late success.
+    # deadline (the capture thread then reconnects with back-off). No second pipeline starts while
+    # the first is still opening, and when it opens late, the next open uses it.
     import threading
 
     import pytest
@@ -84,26 +86,38 @@ def test_a_gstreamer_open_that_hangs_is_given_up_and_retried(monkeypatch):
     from uda_adapt.common.errors import UserError
 
     release = threading.Event()
-    released = []
+    made, released = [], []
 
     class HangingCapture:
         def __init__(self, target, api, params):
+            made.append(self)
             release.wait(10)
 
         def isOpened(self):  # noqa: N802
             return True
+
+        def get(self, prop):
+            return 25.0
 
         def release(self):
             released.append(self)
 
     monkeypatch.setattr(sources.cv2, "VideoCapture", HangingCapture)
     monkeypatch.setattr(sources, "GSTREAMER_OPEN_TIMEOUT_S", 0.2)
-    source = sources.OpenCVSource(parse_input("rtsp://cam.local/stream"), CaptureOptions(codec="h264"), gstreamer=True, jetson=False)
+    source = sources.OpenCVSource(parse_input("rtsp://cam.local/stream"), CaptureOptions(codec="h264"), gstreamer=True, jetson=False,
+                                  probe=lambda url: None)
     with pytest.raises(UserError, match="no stream within 0.2 s"):
         source.open()
+    assert len(made) == 1
+    with pytest.raises(UserError, match="previous attempt is still waiting"):
+        source.open()
+    assert len(made) == 1                     # no second pipeline while the first still starts
     release.set()
     for _ in range(100):
-        if released:
+        if not source._opening or source._opening[0].done():
             break
         threading.Event().wait(0.02)
-    assert len(released) == 1
+    source.open()
+    assert len(made) == 1 and released == [] and source.fps == 25.0     # the late capture, not a new one
+    source.close()
+    assert released == made
