@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import click
 
-from uda_adapt.cli.options import SIZE
+from uda_adapt.cli.options import DEVICE_HELP, SIZE, gpu_index, quiet_option
+from uda_adapt.cli.options import device_option as shared_device_option
 from uda_adapt.common.errors import UserError
 
 # --- options shared by both commands ---------------------------------------------------------------
@@ -17,7 +18,7 @@ backend_option = click.option(
     "--backend", type=click.Choice(["auto", "trt", "ort", "torch"]), default="auto", show_default=True,
     help="auto picks by file type: .engine/.plan TensorRT, .onnx ONNX Runtime, .pt/.pth PyTorch.",
 )
-device_option = click.option("--device", type=int, default=0, show_default=True, metavar="N", help="GPU index.")
+device_option = shared_device_option(f"The GPU to use: {DEVICE_HELP}")
 threads_option = click.option("--threads", type=int, default=None, metavar="N", help="CPU threads for inference [default: the backend's].")
 size_option = click.option(
     "--size", type=SIZE, default=None, metavar="HxW",
@@ -91,9 +92,20 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @click.option("--collect", "collect_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Keep the frames the model is least sure of in DIR/train/images: the next adaptation's target set.")
 @click.option("--collect-max", type=click.IntRange(min=1), default=200, show_default=True, metavar="N", help="Frames --collect keeps.")
+@click.option("--save-masks", "save_masks", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Also save each frame's class-id mask as a PNG in DIR, at the frame's size, named after the input: "
+                   "an image's stem, <video stem>_<frame index>, or frame_<n> for cameras.")
+@click.option("--mask-format", type=click.Choice(["id", "palette"]), default="id", show_default=True,
+              help="--save-masks: id: 8-bit grey class ids; palette: the same ids with the class colours as the PNG palette.")
+@click.option("--labels", "labels_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Class names, one per line, instead of the model's (segNet's --labels; a bundle's labels.txt).")
+@click.option("--colors", "colors_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Class colours, `R G B` per line, instead of the model's (segNet's --colors; a bundle's colors.txt).")
+@quiet_option
 def run(model, input_uri, output_uri, backend, device, threads, visualize, alpha, ignore_classes, legend, fps_overlay,
         input_width, input_height, input_rate, input_codec, input_latency, input_flip, input_loop, vid_stride, latest, size,
-        headless, max_frames, save_frame, codec, bitrate, stats, json_path, build_engine, watch, collect_dir, collect_max) -> None:
+        headless, max_frames, save_frame, codec, bitrate, stats, json_path, build_engine, watch, collect_dir, collect_max,
+        save_masks, mask_format, labels_file, colors_file) -> None:
     """Segment a video stream and render it.
 
     MODEL: .engine/.plan (TensorRT), .onnx (ONNX Runtime), .pt (PyTorch), or an export bundle
@@ -110,13 +122,16 @@ def run(model, input_uri, output_uri, backend, device, threads, visualize, alpha
     uda-adapt run model.engine csi://0 display://0
     uda-adapt run model.onnx rtsp://cam.local/stream null:// --headless --stats
     uda-adapt run exports/orin csi://0 rtsp://@:8554/out --input-flip rotate-180
+    uda-adapt run exports/demo frames/ null:// --headless --save-masks masks/
     """
     from uda_adapt.runtime.capture import log_to_stderr
     from uda_adapt.runtime.render import RenderOptions
     from uda_adapt.runtime.report import format_run_report, write_json
     from uda_adapt.runtime.stream import RunConfig, run_stream
     from uda_adapt.runtime.uri import CaptureOptions
+    from uda_adapt.common.progress import is_quiet
 
+    device = gpu_index(device, "run")
     if input_uri is None:
         from uda_adapt.runtime.uri import is_jetson
 
@@ -136,6 +151,7 @@ def run(model, input_uri, output_uri, backend, device, threads, visualize, alpha
         loop=input_loop, stride=vid_stride, latest=latest, headless=headless, max_frames=max_frames,
         save_frame=tuple(save_frame) if save_frame else None, bitrate=bitrate, codec=codec,
         watch=watch, collect=collect_dir, collect_max=collect_max,
+        save_masks=save_masks, mask_format=mask_format, labels=labels_file, colors=colors_file, progress=not is_quiet(),
     )
     _single_threaded_opencv()
     with _sigterm_as_interrupt():
@@ -175,6 +191,7 @@ def bench(model, backend, device, threads, size, batch, warmup, iters, pipeline,
     from uda_adapt.runtime.capture import log_to_stderr
     from uda_adapt.runtime.report import write_json
 
+    device = gpu_index(device, "bench")
     _single_threaded_opencv()
     result = run_bench(model, backend, size, batch, warmup, iters, pipeline, threads, device, log=log_to_stderr)
     click.echo(format_bench(result))
@@ -196,6 +213,6 @@ def check(bundle, engine, device) -> None:
     from uda_adapt.runtime.capture import log_to_stderr
     from uda_adapt.runtime.check import check_engine
 
-    report = check_engine(bundle, engine, device=device, log=log_to_stderr)
+    report = check_engine(bundle, engine, device=gpu_index(device, "check", needs_gpu=True), log=log_to_stderr)
     click.echo(f"{report['engine']}: {100 * report['pixel_agreement']:.3f} % pixel agreement with the ONNX "
                f"({report['n_images']} pictures, {report['precision']} gate {100 * report['min_agreement']:.1f} %)")

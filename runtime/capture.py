@@ -40,6 +40,7 @@ class Frame:
     image: np.ndarray
     seq: int
     timestamp: float
+    name: str = ""      # the source's name for it (a file's stem, `<video stem>_<index>`), else ""
 
 
 class VideoSource(Protocol):
@@ -280,7 +281,8 @@ class CaptureThread:
                 due = started + seq / self._rate
                 self._stop.wait(max(0.0, due - time.perf_counter()))
             self.stats.captured += 1
-            if not self.channel.put(Frame(image, seq, time.perf_counter()), self._stop):
+            name = getattr(self.source, "frame_name", lambda: None)() or ""
+            if not self.channel.put(Frame(image, seq, time.perf_counter(), name), self._stop):
                 raise _Stopped
             seq += 1
             for _ in range(self._stride - 1):

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from uda_adapt.runtime.backends.base import Backend
-from uda_adapt.runtime.capture import CaptureThread, EndOfStream, FrameQueue, Log, log_to_stderr
+from uda_adapt.runtime.capture import CaptureThread, EndOfStream, Frame, FrameQueue, Log, log_to_stderr
 from uda_adapt.runtime.render import Renderer
 from uda_adapt.runtime.sinks import FramePacer, Sink
 
@@ -95,6 +95,7 @@ class _FpsMeter:
 
 
 FrameHook = Callable[[int, np.ndarray], None]
+MaskHook = Callable[[Frame, np.ndarray], None]     # (captured frame, its class-id mask), e.g. runtime.mask_writer
 
 
 def run_pipeline(
@@ -111,6 +112,7 @@ def run_pipeline(
     log: Log = log_to_stderr,
     join_timeout: float = 5.0,
     pacer: FramePacer | None = None,
+    on_mask: MaskHook | None = None,
 ) -> PipelineReport:
     """Run until the source ends, the sink stops, `max_frames` are written or Ctrl-C.
 
@@ -179,6 +181,8 @@ def run_pipeline(
                 last_done = done
                 if on_frame is not None:
                     on_frame(frames, image)
+                if on_mask is not None:
+                    on_mask(frame, mask)
                 frames += 1
                 if not keep_going or (max_frames is not None and frames >= max_frames):
                     break

@@ -117,6 +117,9 @@ class OpenCVSource:
             self._request_camera_mode(cap)
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if 0 < fps < 1000 else None
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if uri.kind == "file" else 0
+        self.frame_count = count if count > 0 else None
+        self._position = 0
         with self._lock:
             self._cap = cap
 

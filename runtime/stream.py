@@ -10,14 +10,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from uda_adapt.common.atomic import atomic_path
+from uda_adapt.common.atomic import atomic_path, ensure_writable_dir
+from uda_adapt.common.class_files import read_colors, read_labels
+from uda_adapt.common.mask_png import check_mask_format
 from uda_adapt.common.errors import UserError
 from uda_adapt.runtime.backends import backend_for, open_backend
 from uda_adapt.runtime.bundle import resolve_model
 from uda_adapt.runtime.capture import Backoff, CaptureThread, Log, log_to_stderr
+from uda_adapt.runtime.mask_writer import MaskWriter
 from uda_adapt.runtime.pipeline import PipelineReport, run_pipeline
 from uda_adapt.runtime.preprocess import Preprocessor
 from uda_adapt.runtime.render import Renderer, RenderOptions
+from uda_adapt.runtime.run_progress import RunProgress, expected_frames
 from uda_adapt.runtime.sinks import FramePacer, check_output, open_sink
 from uda_adapt.runtime.sources import open_source
 from uda_adapt.runtime.uri import CaptureOptions, parse_input, parse_output
@@ -47,6 +51,11 @@ class RunConfig:
     watch: bool = False                       # --watch: running label-free measure in the report and on the overlay
     collect: str | None = None                # --collect DIR: keep the least-sure frames there
     collect_max: int = 200                    # --collect-max N
+    save_masks: str | None = None             # --save-masks DIR: each frame's class-id mask as a PNG
+    mask_format: str = "id"                   # --mask-format id (8-bit grey ids) | palette (ids + class colours)
+    progress: bool = True                     # a progress line every few seconds over a file (off with --quiet)
+    labels: str | None = None                 # --labels FILE: class names, one per line (segNet's labels.txt)
+    colors: str | None = None                 # --colors FILE: class colours, `R G B` per line (segNet's colors.txt)
 
 
 def run_stream(config: RunConfig, log: Log = log_to_stderr) -> PipelineReport:
@@ -62,6 +71,9 @@ def run_stream(config: RunConfig, log: Log = log_to_stderr) -> PipelineReport:
             raise UserError(f"--save-frame index must be 0 or more, got {index}")
         if Path(path).suffix.lower() not in (".png", ".jpg", ".jpeg"):
             raise UserError(f"--save-frame {path}: use a .png or .jpg file name")
+    if config.save_masks is not None:
+        check_mask_format(config.mask_format)
+        ensure_writable_dir(config.save_masks)
     latest = source_uri.live if config.latest is None else config.latest
 
     with contextlib.ExitStack() as stack:
@@ -69,7 +81,9 @@ def run_stream(config: RunConfig, log: Log = log_to_stderr) -> PipelineReport:
         stack.callback(backend.close)
         log(f"backend: {backend.describe()}")
         manifest = backend.manifest
-        renderer = Renderer(manifest.classes, manifest.palette, config.render, manifest.ignore_index)
+        classes = read_labels(config.labels, len(manifest.classes)) if config.labels else manifest.classes
+        palette = read_colors(config.colors, len(manifest.classes)) if config.colors else manifest.palette
+        renderer = Renderer(classes, palette, config.render, manifest.ignore_index)
         preprocess = Preprocessor(manifest.input, backend.input_size)
         watcher = None
         if config.watch or config.collect:
@@ -89,19 +103,40 @@ def run_stream(config: RunConfig, log: Log = log_to_stderr) -> PipelineReport:
             source, latest=latest, loop=config.loop, stride=config.stride,
             rate=config.capture.rate, backoff=config.backoff, log=log,
         )
+        masks = None
+        if config.save_masks is not None:
+            masks = stack.enter_context(MaskWriter(config.save_masks, mask_format=config.mask_format,
+                                                   palette=palette, log=log))
+        hooks = [_frame_saver(*config.save_frame)] if config.save_frame else []
+        if config.progress and not source.live:
+            total = expected_frames(getattr(source, "frame_count", None), stride=config.stride, loop=config.loop,
+                                    max_frames=config.max_frames)
+            hooks.append(RunProgress(total, log=log))
         log(f"running {source_uri.original} -> {sink.name} ({'latest frame' if latest else 'every frame'})")
         report = run_pipeline(
             capture, backend, preprocess, renderer, sink,
             max_frames=config.max_frames,
             queue_size=1 if latest else 2,     # live: the least queueing latency
-            on_frame=_frame_saver(*config.save_frame) if config.save_frame else None,
+            on_frame=_all_of(hooks) if hooks else None,
             show_fps=config.render.fps,
             log=log,
             pacer=pacer,
+            on_mask=masks,
         )
+        if masks is not None:
+            masks.close()          # every queued mask written (and a write error raised) before the report
+            log(f"wrote {masks.written} masks to {masks.folder}")
         if watcher is not None:
             report.label_free = watcher.report()
         return report
+
+
+def _all_of(hooks):
+    def each(frame_index: int, image: np.ndarray) -> None:
+        for hook in hooks:
+            hook(frame_index, image)
+
+    return each
 
 
 def _frame_saver(index: int, path: str | os.PathLike):
