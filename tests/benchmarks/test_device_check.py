@@ -1,4 +1,4 @@
-"""benchmarks/device_check.sh: runs here with its GPU steps skipped; failure isolation and the report.
+"""benchmarks/device_check.sh: what it cannot check is NOT COVERED, never passed; skips are failures unless allowed.
 
 Logic only: nothing here depends on how fast anything ran.
 """
@@ -10,82 +10,166 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks import device_check
-from benchmarks.device_check import Step, render_markdown, run_steps
+from benchmarks.device_check import Step, judge, render_markdown, run_steps, skipped_tests
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
+GPU_STEPS = {"train", "export", "build_fp16", "build_fp32", "build_int8", "build_int8_legacy", "check", "latency",
+             "real_frames", "run_bundle", "first_run_build", "second_run_reuses", "amp_vs_fp32", "train_compile",
+             "torchrun_1gpu", "ddp_nccl", "resume_sigkill_cuda", "pytest_gpu"}
+JETSON_STEPS = {"jetson_dla", "jetson_csi_nvargus", "jetson_nvv4l2", "gstreamer_writer", "jetson_rtsp_server"}
 
 
-def test_the_script_runs_with_gpu_steps_skipped_and_writes_both_reports(tmp_path):
-    out, work = tmp_path / "out", tmp_path / "work"
-    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "device_check.sh"), str(out), "--skip-gpu", "--work", str(work)],
+def _script(out, work, *extra):
+    return subprocess.run(["bash", str(ROOT / "benchmarks" / "device_check.sh"), str(out), "--work", str(work),
+                           "--without", "gpu", "--without", "cuda", "--without", "tensorrt", *extra],
                           capture_output=True, text=True, timeout=300, env={"PYTHON": PY, "PATH": "/usr/bin:/bin"})
-    assert done.returncode == 0, done.stderr
+
+
+def test_without_a_gpu_every_gpu_step_is_not_covered_and_the_check_fails(tmp_path):
+    out, work = tmp_path / "out", tmp_path / "work"
+    done = _script(out, work)
+    assert done.returncode == 1, done.stderr
     result = json.loads((out / "device_check.json").read_text())
-    names = [s["name"] for s in result["steps"]]
-    assert names == ["data", "pytest_gpu", "train_amp", "train_compile", "export_fp16", "export_int8", "build_fp32", "build_fp16",
-                     "build_int8", "check", "run_bundle", "first_run_build", "second_run_reuses", "latency", "pipeline_ratio"]
     status = {s["name"]: s["status"] for s in result["steps"]}
-    assert status.pop("data") == "passed" and set(status.values()) == {"skipped"}
-    assert all(s["reason"] == "skipped: --skip-gpu" for s in result["steps"] if s["status"] == "skipped")
+    assert status.pop("data") == "passed"
+    assert set(status) == GPU_STEPS | JETSON_STEPS and set(status.values()) == {"not covered"}
+    assert not result["preflight"]["gpu"]["present"] and not result["preflight"]["jetson"]["present"]
+    build = next(s for s in result["steps"] if s["name"] == "build_fp16")
+    assert "TensorRT (import tensorrt)" in build["reason"]
+    assert build["commands"][0].endswith("-m uda_adapt build " + str(work / "fp16") + " --precision fp16")
+    assert "-rs" in next(s for s in result["steps"] if s["name"] == "pytest_gpu")["commands"][0]
     assert (work / "clip.mp4").stat().st_size > 0 and (work / "data" / "target" / "val").is_dir()
     markdown = (out / "device_check.md").read_text()
-    assert "1 passed, 0 failed, 14 skipped" in markdown and "| build_int8 | skipped |" in markdown
-    # Each step's command lines are in the JSON: what to type to run one by hand.
-    build = next(s for s in result["steps"] if s["name"] == "build_fp16")
-    assert build["commands"][0].endswith("-m uda_adapt build " + str(work / "fp16") + " --precision fp16")
-    pytest_step = next(s for s in result["steps"] if s["name"] == "pytest_gpu")
-    assert "-m gpu or tensorrt" in pytest_step["commands"][0]
+    assert markdown.startswith("# Device check\n\n**FAILED**: 1 passed, 0 failed, 23 not covered")
+    assert "| build_int8 | NOT COVERED |" in markdown and "| jetson_dla | NOT COVERED |" in markdown
+    assert "## NOT COVERED (nothing here was checked)" in markdown and "| data | passed |" in markdown
+    assert "| gpu | NO | treated as absent (--without) |" in markdown
+    # The same run, everything not covered named by --allow-skip: exit 0, and still listed as NOT COVERED.
+    done = _script(out, work, "--allow-skip", "*")
+    assert done.returncode == 0, done.stderr
+    markdown = (out / "device_check.md").read_text()
+    assert "**PASSED**: 1 passed, 0 failed, 23 not covered" in markdown and "| check | NOT COVERED (allowed) |" in markdown
+    # Allowing some is not allowing all.
+    assert _script(out, work, "--allow-skip", "jetson_*").returncode == 1
+
+
+def test_the_order_puts_engines_before_training_and_pytest_last(tmp_path):
+    names = [s.name for s in device_check.plan(tmp_path / "work", tmp_path / "out")]
+    assert names.index("build_fp16") < names.index("amp_vs_fp32") < names.index("resume_sigkill_cuda")
+    assert names[-1] == "pytest_gpu" and names[:3] == ["data", "train", "export"]
+
+
+PYTEST_OUTPUT = """\
+..s.s                                                                    [100%]
+=========================== short test summary info ============================
+SKIPPED [1] tests/export/test_tensorrt_real.py:23: needs TensorRT and an NVIDIA GPU
+SKIPPED [2] tests/adapt/test_gpu_training.py:130: needs 2 GPUs
+3 passed, 3 skipped in 4.21s
+"""
+
+
+def test_skipped_tests_fail_the_check_unless_allowed_and_never_where_their_need_is_present():
+    skips = skipped_tests(PYTEST_OUTPUT)
+    assert skips == [{"where": "tests/export/test_tensorrt_real.py:23", "reason": "needs TensorRT and an NVIDIA GPU"},
+                     {"where": "tests/adapt/test_gpu_training.py:130", "reason": "needs 2 GPUs"}]
+
+    def verdict(allow, present):
+        steps = [{"name": "pytest_gpu", "status": "passed", "skipped_tests": [dict(s) for s in skips]}]
+        return judge(steps, allow, present)
+
+    assert verdict([], {"cuda": True})["exit_status"] == 1
+    assert verdict(["tests/export/*", "tests/adapt/test_gpu_training.py:130"], {"cuda": True})["exit_status"] == 0
+    # TensorRT is here, yet its test skipped: a broken install, whatever --allow-skip says.
+    judged = verdict(["*"], {"cuda": True, "tensorrt": True})
+    assert judged["exit_status"] == 1 and "test_tensorrt_real.py:23" in judged["not_allowed"][0]
+    assert "present here" in judged["not_allowed"][0] and len(judged["not_allowed"]) == 1
 
 
 def test_a_failed_step_is_recorded_and_the_rest_still_run():
     steps = [
-        Step("exits_3", "fails", [[PY, "-c", "import sys; print('partial output'); sys.exit(3)"]], gpu=False),
-        Step("passes", "passes", [[PY, "-c", "print('ok')"]], gpu=False, metrics=lambda: {"value": 1}),
-        Step("too_slow", "runs past its limit", [[PY, "-c", "import time; time.sleep(30)"]], gpu=False, timeout_s=1),
-        Step("silent", "misses its expected line", [[PY, "-c", "print('something else')"]], gpu=False, expect="building"),
-        Step("built_again", "says what it must not", [[PY, "-c", "print('building one now')"]], gpu=False,
+        Step("exits_3", "fails", [[PY, "-c", "import sys; print('partial output'); sys.exit(3)"]], needs=()),
+        Step("passes", "passes", [[PY, "-c", "print('ok')"]], needs=(), metrics=lambda: {"value": 1}),
+        Step("too_slow", "runs past its limit", [[PY, "-c", "import time; time.sleep(30)"]], needs=(), timeout_s=1),
+        Step("silent", "misses its expected line", [[PY, "-c", "print('something else')"]], needs=(), expect="building"),
+        Step("built_again", "says what it must not", [[PY, "-c", "print('building one now')"]], needs=(),
              forbid="building one now"),
-        Step("broken_metrics", "passes, its metrics do not", [[PY, "-c", "pass"]], gpu=False,
+        Step("broken_metrics", "passes, its numbers do not", [[PY, "-c", "pass"]], needs=(),
              metrics=lambda: json.loads("not json")),
-        Step("needs_gpu", "skipped", [[PY, "-c", "pass"]], gpu=True),
+        Step("needs_gpu", "not covered", [[PY, "-c", "pass"]], needs=("gpu",)),
     ]
-    results = run_steps(steps, budget_s=60, gpu=False, gpu_reason="no NVIDIA GPU here", log=lambda m: None)
+    results = run_steps(steps, budget_s=60, present={"gpu": False}, log=lambda m: None)
     by_name = {r["name"]: r for r in results}
-    assert [r["status"] for r in results] == ["failed", "passed", "failed", "failed", "failed", "passed", "skipped"]
+    assert [r["status"] for r in results] == ["failed", "passed", "failed", "failed", "failed", "failed", "not covered"]
     assert by_name["built_again"]["reason"] == "the output says 'building one now'"
     assert by_name["exits_3"]["reason"].startswith("exit status 3") and "partial output" in by_name["exits_3"]["output_tail"]
     assert by_name["passes"]["metrics"] == {"value": 1}
     assert "limit" in by_name["too_slow"]["reason"]
     assert by_name["silent"]["reason"] == "the output never says 'building'"
-    assert by_name["broken_metrics"]["metrics_error"].startswith("JSONDecodeError")
-    assert by_name["needs_gpu"]["reason"] == "no NVIDIA GPU here"
+    assert by_name["broken_metrics"]["reason"].startswith("its numbers could not be read: JSONDecodeError")
+    assert by_name["needs_gpu"]["reason"] == "needs " + device_check.NEEDS["gpu"]
 
 
-def test_steps_past_the_budget_are_skipped_not_started():
-    steps = [Step("uses_the_budget", "sleeps", [[PY, "-c", "import time; time.sleep(2)"]], gpu=False, timeout_s=2.9),
-             Step("late", "would start too late", [[PY, "-c", "pass"]], gpu=False, timeout_s=5)]
-    results = run_steps(steps, budget_s=3.0, gpu=True, gpu_reason="", log=lambda m: None)
-    assert results[0]["status"] == "passed" and results[1]["status"] == "skipped"
+@pytest.mark.parametrize(("median_ms", "missed"), [
+    ({"tensorrt_fp32": 2.0, "tensorrt_fp16": 1.0, "tensorrt_int8": 0.7, "torch_fp32": 6.0}, []),
+    ({"tensorrt_fp32": 2.0, "tensorrt_fp16": 1.0, "tensorrt_int8": 1.1, "torch_fp32": 6.0}, ["tensorrt_int8_over_fp16"]),
+    ({"tensorrt_fp32": 2.0, "tensorrt_fp16": 2.5, "tensorrt_int8": 0.7, "torch_fp32": 1.5},
+     ["tensorrt_fp16_over_fp32", "tensorrt_fp32_over_torch"]),
+    ({"tensorrt_fp32": 2.0, "tensorrt_fp16": 1.0, "torch_fp32": 6.0}, ["tensorrt_int8_over_fp16"]),   # not measured
+])
+def test_latency_numbers_carry_thresholds(median_ms, missed):
+    problems = device_check.latency_checks({"median_ms": median_ms})
+    assert [p.split()[0].rstrip(":") for p in problems] == missed
+
+
+def test_a_number_below_its_threshold_fails_the_step():
+    step = Step("amp", "AMP vs fp32", [[PY, "-c", "pass"]], needs=(), metrics=lambda: {"amp_speedup": 1.2},
+                checks=device_check.amp_checks)
+    [record] = run_steps([step], budget_s=60, present={}, log=lambda m: None)
+    assert record["status"] == "failed" and record["reason"] == "threshold missed: amp_speedup = 1.200, below 1.5"
+    assert record["metrics"] == {"amp_speedup": 1.2}
+
+
+def test_real_frame_agreement_is_held_to_the_engine_precision_gate():
+    ok = {"engines": {"a.fp16.engine": {"precision": "fp16", "pixel_agreement": 0.999}}}
+    bad = {"engines": {"a.int8.engine": {"precision": "int8", "pixel_agreement": 0.90}}}
+    assert device_check.agreement_checks(ok) == []
+    assert "below the int8 gate of 98.0 %" in device_check.agreement_checks(bad)[0]
+    assert device_check.agreement_checks({"engines": {}}) == ["no engine was compared"]
+
+
+def test_steps_past_the_budget_are_not_covered_not_started():
+    steps = [Step("uses_the_budget", "sleeps", [[PY, "-c", "import time; time.sleep(2)"]], needs=(), timeout_s=2.9),
+             Step("late", "would start too late", [[PY, "-c", "pass"]], needs=(), timeout_s=5)]
+    results = run_steps(steps, budget_s=3.0, present={}, log=lambda m: None)
+    assert results[0]["status"] == "passed" and results[1]["status"] == "not covered"
     assert results[1]["reason"].startswith("time budget")
 
 
-def test_the_markdown_shows_failures_and_measurements():
-    result = {"started": "2026-01-01T00:00:00+00:00", "gpu": "GPU 0: NVIDIA H100", "budget_s": 480, "seconds": 300.0,
-              "steps": [
-                  {"name": "latency", "what": "latency", "status": "passed", "seconds": 20.0,
-                   "metrics": {"median_ms": {"tensorrt_fp32": 1.0, "torch_fp32": 3.0}}},
-                  {"name": "build_int8", "what": "build | int8", "status": "failed", "seconds": 5.0,
-                   "reason": "exit status 1", "output_tail": "uda-adapt: error: cannot parse"},
-              ]}
+def test_the_markdown_shows_failures_measurements_and_what_blocks_exit_0():
+    steps = [
+        {"name": "latency", "what": "latency", "status": "passed", "seconds": 20.0,
+         "metrics": {"median_ms": {"tensorrt_fp32": 1.0, "torch_fp32": 3.0}}},
+        {"name": "build_int8", "what": "build | int8", "status": "failed", "seconds": 5.0,
+         "reason": "exit status 1", "output_tail": "uda-adapt: error: cannot parse"},
+        {"name": "jetson_dla", "what": "DLA", "status": "not covered", "reason": "needs a Jetson"},
+    ]
+    result = {"started": "2026-01-01T00:00:00+00:00", "budget_s": 480, "seconds": 300.0, "python": "3.12.3",
+              "preflight": {"gpu": {"present": True, "detail": "NVIDIA H100"}, "tensorrt": {"present": False, "detail": "x"}},
+              "steps": steps, "judgement": judge(steps, [], {})}
     markdown = render_markdown(result)
-    assert "1 passed, 1 failed, 0 skipped" in markdown
-    assert "| build_int8 | failed | 5.0 | build / int8: exit status 1 |" in markdown
+    assert "**FAILED**: 1 passed, 1 failed, 1 not covered" in markdown
+    assert "| build_int8 | FAILED | 5.0 | build / int8: exit status 1 |" in markdown
+    assert "| tensorrt | NO | x |" in markdown and "- jetson_dla: needs a Jetson" in markdown
     assert '"tensorrt_fp32": 1.0' in markdown and "uda-adapt: error: cannot parse" in markdown
+    assert "- not covered and not allowed: jetson_dla" in markdown
 
 
 def test_the_plan_fits_the_eight_minute_promise(tmp_path):
     steps = device_check.plan(tmp_path / "work", tmp_path / "out")
     assert device_check.BUDGET_S <= 480
     assert all(step.timeout_s <= device_check.BUDGET_S for step in steps)
+    assert all(need in device_check.NEEDS for step in steps for need in step.needs)
