@@ -79,7 +79,7 @@ def export_smoke(ckpt: Path, out: Path, precision: str, data: Path, calib: Path 
                           calib_data=str(calib) if calib else None, calib_num=8)
     result = export_model(ckpt, out, config, force=True, log=lambda message: print(message, file=sys.stderr))
     return {"precision": precision, "gates": "open (smoke run)",
-            "parity": [{"file": c.file, "pixel_agreement": c.pixel_agreement} for c in result.checks]}
+            "parity": [{"file": c.file, "pixel_agreement": c.pixel_agreement} for c in result.parity_checks]}
 
 
 def measure_latency(work: Path, iters: int = LATENCY_ITERS) -> dict[str, Any]:

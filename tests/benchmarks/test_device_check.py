@@ -173,3 +173,42 @@ def test_the_plan_fits_the_eight_minute_promise(tmp_path):
     assert device_check.BUDGET_S <= 480
     assert all(step.timeout_s <= device_check.BUDGET_S for step in steps)
     assert all(need in device_check.NEEDS for step in steps for need in step.needs)
+
+
+def test_the_smoke_export_opens_the_gates_and_real_frames_hold_engines_to_them(tmp_path, monkeypatch):
+    """The tasks the GPU steps run, on the CPU: an export a random network passes only with the gates open,
+    and the real-frame comparison of an 'engine' (here ONNX Runtime on the fp16 file) with the fp32 ONNX."""
+    import benchmarks.device_check_tasks as tasks
+    import uda_adapt.runtime.backends as backends
+    from uda_adapt.common.gates import GATES
+    from uda_adapt.common.manifest import EngineSpec, read_manifest, write_manifest
+    from tests.adapt.fixtures import make_folder_dataset
+    from tests.export.conftest import small_checkpoint
+
+    monkeypatch.setattr(tasks, "SIZE", (64, 128))
+    for name in list(GATES):
+        monkeypatch.setitem(GATES, name, GATES[name])            # export_smoke opens them; restored after
+    data = make_folder_dataset(tmp_path / "target", num=2, size=(48, 96))
+    bundle = tmp_path / "fp16"
+    record = tasks.export_smoke(small_checkpoint(tmp_path / "small.pt"), bundle, "fp16", data, None)
+    assert record["gates"] == "open (smoke run)" and {c["file"] for c in record["parity"]} >= {"model.fp16.onnx"}
+    monkeypatch.undo()
+
+    manifest = read_manifest(bundle / "model.json")
+    manifest.engines = [EngineSpec("model.fake.fp16.engine", "fp16", "10.3.0", "gpu", "8.9")]
+    write_manifest(bundle / "model.json", manifest)
+    opened = []
+    real_open = backends.open_backend
+
+    def open_backend(path, backend="auto", **options):
+        opened.append((path.name, backend, options.get("providers")))
+        return real_open(bundle / "model.fp16.onnx", "ort") if backend == "trt" else real_open(path, backend, **options)
+
+    monkeypatch.setattr(backends, "open_backend", open_backend)
+    clip = tmp_path / "clip.mp4"
+    tasks.write_clip(clip, frames=6)
+    result = tasks.real_frame_agreement(bundle, clip, frames=4)
+    assert result["frames"] == 4 and result["reference"] == "CPUExecutionProvider"
+    assert opened[0] == ("model.onnx", "ort", ["CPUExecutionProvider"]) and opened[1][:2] == ("model.fake.fp16.engine", "trt")
+    assert result["engines"]["model.fake.fp16.engine"]["pixel_agreement"] > 0.9
+    assert result["engines"]["model.fake.fp16.engine"]["precision"] == "fp16"
