@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import click
 
-from uda_adapt.cli.options import SIZE, require_training_stack
-from uda_adapt.common.preprocess import DEFAULT_INPUT_SIZE
-from uda_adapt.export.config import CALIBRATION_METHODS, EXPORTERS, OUTPUT_KINDS, PRECISIONS
+from uda_adapt.cli.options import DEVICE_HELP, SIZE, device_option, gpu_index, quiet_option, require_training_stack
+from uda_adapt.export.config import CALIBRATION_METHODS, DATA_KINDS, EXPORTERS, OUTPUT_KINDS, PIXEL_INPUTS, PRECISIONS
 
 
 @click.command("export")
 @click.argument("checkpoint", type=click.Path(dir_okay=False), metavar="CKPT")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), metavar="DIR",
               help="Bundle directory to create (model.onnx, model.json, report/, engines).")
-@click.option("--size", type=SIZE, default="x".join(map(str, DEFAULT_INPUT_SIZE)), show_default=True, metavar="HxW",
-              help="Export (and parity) input size, stored in model.json; with --dynamic the opt shape.")
+@click.option("--size", type=SIZE, default=None, metavar="HxW",
+              help="Export (and parity) input size, stored in model.json; with --dynamic the opt shape "
+                   "[default: the size the checkpoint evaluated at (data.eval_size), else 512x1024].")
 @click.option("--dynamic", is_flag=True, help="Symbolic batch, height and width.")
 @click.option("--output", type=click.Choice(OUTPUT_KINDS), default="mask", show_default=True,
               help="mask: int32 class ids with the argmax in the graph; logits: float32 upsampled scores.")
@@ -45,14 +45,21 @@ from uda_adapt.export.config import CALIBRATION_METHODS, EXPORTERS, OUTPUT_KINDS
               help="TensorRT major version the static check targets [default: the installed one, else 10].")
 @click.option("--data", "parity_data", type=click.Path(), metavar="ROOT",
               help="Target dataset for the parity gate [default: the checkpoint's target dataset].")
-@click.option("--data-kind", "parity_kind", default="folder", show_default=True,
-              help="Layout of --data: folder, cityscapes, gta5 or synthia.")
+@click.option("--data-kind", "parity_kind", type=click.Choice(DATA_KINDS), default="folder", show_default=True,
+              help="Layout of --data.")
 @click.option("--parity-num", type=int, default=20, show_default=True, metavar="N",
               help="Val images the parity gate compares.")
+@click.option("--pixel-input", type=click.Choice(PIXEL_INPUTS), default=None,
+              help="Also write model.<layout>.onnx: uint8 RGB pixels in, the normalisation inside the graph (a quarter "
+                   "of the bytes to the GPU), checked against model.onnx.")
+@click.option("--deepstream", is_flag=True,
+              help="Also write DIR/deepstream/: a Gst-nvinfer config (network-type 2), its graph and labels.txt.")
 @click.option("--force", is_flag=True, help="Replace an existing export in DIR.")
+@quiet_option
 def export(checkpoint, out_dir, size, dynamic, output, opset, exporter, simplify, trt, precision, fp16_alias,
            int8_alias, calib_data, calib_num, calib_method, workspace_gib, timing_cache, min_shape, opt_shape,
-           max_shape, legacy_precision_flags, dla_core, trt_target, parity_data, parity_kind, parity_num, force) -> None:
+           max_shape, legacy_precision_flags, dla_core, trt_target, parity_data, parity_kind, parity_num, pixel_input,
+           deepstream, force) -> None:
     """Export CKPT to ONNX (and TensorRT with --trt), with a manifest and a parity gate.
 
     \b
@@ -60,7 +67,8 @@ def export(checkpoint, out_dir, size, dynamic, output, opset, exporter, simplify
     uda-adapt export runs/gta5/self_train/last.pt --out exports/orin --trt --precision int8 --calib-data data/target/train/images
 
     Export the stage's last.pt, the checkpoint every reported number uses (best.pt is chosen
-    with target labels, which an unsupervised user does not have).
+    with target labels, which an unsupervised user does not have). Exit status 3: the parity
+    gate failed (the bundle is kept for inspection).
     """
     require_training_stack("export")
     from uda_adapt.export.api import export_model
@@ -71,18 +79,26 @@ def export(checkpoint, out_dir, size, dynamic, output, opset, exporter, simplify
         chosen.add(precision)
     if len(chosen) > 1:
         raise click.UsageError(f"conflicting precisions: {', '.join(sorted(chosen))}; give one --precision")
-    echo = lambda message: click.echo(message, err=True)  # noqa: E731  (progress on stderr, results on stdout)
+    echo = _progress_echo
     config = ExportConfig(
         size=size, dynamic=dynamic, output=output, opset=opset, exporter=exporter, simplify=simplify,
         precision=chosen.pop() if chosen else "fp32", calib_data=calib_data, calib_num=calib_num,
         calib_method=calib_method, parity_data=parity_data, parity_kind=parity_kind, parity_num=parity_num,
         trt=trt, workspace_gib=workspace_gib, timing_cache=timing_cache, min_shape=min_shape, opt_shape=opt_shape,
         max_shape=max_shape, legacy_precision_flags=legacy_precision_flags, dla_core=dla_core,
-        trt_target=int(trt_target) if trt_target else None)
+        trt_target=int(trt_target) if trt_target else None, pixel_input=pixel_input, deepstream=deepstream)
     result = export_model(checkpoint, out_dir, config, force=force, log=echo)
     if result.engine is not None:
         click.echo(f"engine {result.engine}")
     click.echo(f"exported {result.out_dir / result.manifest.onnx_file}")
+
+
+def _progress_echo(message: str) -> None:
+    """Progress on stderr (results go to stdout); with --quiet only warnings and notes."""
+    from uda_adapt.common.progress import is_quiet
+
+    if not is_quiet() or message.startswith(("warning", "note")):
+        click.echo(message, err=True)
 
 
 @click.command("build")
@@ -98,7 +114,7 @@ def export(checkpoint, out_dir, size, dynamic, output, opset, exporter, simplify
               help="TensorRT 10.x only: FP16/INT8 builder flags on the fp32 ONNX (int8 needs --calib-data).")
 @click.option("--calib-data", type=click.Path(), metavar="DIR", help="Target images for the legacy int8 calibrator.")
 @click.option("--calib-num", type=int, default=512, show_default=True, metavar="N")
-@click.option("--device", type=int, default=0, show_default=True, metavar="N", help="GPU index.")
+@device_option(f"The GPU to build for: {DEVICE_HELP}")
 @click.option("--register", "register", type=click.Path(dir_okay=False, exists=True), default=None, metavar="ENGINE",
               help="Build nothing: record ENGINE (e.g. from trtexec) in model.json for this device, after TensorRT loads it.")
 @click.option("--check/--no-check", "run_check", default=True, show_default=True,
@@ -114,7 +130,8 @@ def build(bundle, precision, dla_core, workspace_gib, timing_cache, legacy_preci
     """
     from uda_adapt.export.build import BuildConfig, build_bundle_engine, register_engine
 
-    echo = lambda message: click.echo(message, err=True)  # noqa: E731
+    device = gpu_index(device, "build", needs_gpu=True)
+    echo = _progress_echo
     config = BuildConfig(precision=precision, dla_core=dla_core, workspace_gib=workspace_gib, timing_cache=timing_cache,
                          legacy_precision_flags=legacy_precision_flags, calib_data=calib_data, calib_num=calib_num,
                          device=device)

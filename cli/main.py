@@ -1,7 +1,12 @@
 """The `uda-adapt` command line: a thin click layer over plain functions.
 
-Errors: a `UserError` prints one line on stderr and exits 1; usage mistakes exit 2;
-`--debug` shows the full traceback instead.
+Exit status (also in docs/exit-codes.md):
+  0  success
+  1  a problem with the input or environment (`UserError`: one line on stderr)
+  2  a mistyped command line (click's usage error)
+  3  `export`: the parity gate failed; the bundle is kept for inspection (`ParityGateFailed`)
+  130  interrupted (Ctrl-C, or SIGTERM during `run`)
+`--debug` shows the full traceback instead of the one-line error.
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         click.echo(f"uda-adapt: error: {exc}", err=True)
-        return 1
+        return getattr(exc, "exit_code", 1)     # a subclass may have its own documented status
     except KeyboardInterrupt:
         click.echo("uda-adapt: interrupted", err=True)
         return 130

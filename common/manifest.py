@@ -97,6 +97,9 @@ class Manifest:
     # {"fp16": {"file": "model.fp16.onnx", "sha256": "..."}, "int8": {..., "calibration": {...}}}
     variants: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     parity: dict[str, Any] = dataclasses.field(default_factory=dict)  # summary of report/parity.json
+    # Graphs that take pixels and normalise inside (export/pixel_input.py), by name ("uint8-nhwc",
+    # "deepstream"): {"file", "input": {name, dtype, layout, shape, ...}, "output", "pixel_agreement", ...}
+    pixel_inputs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     export_config: dict[str, Any] = dataclasses.field(default_factory=dict)  # export.config.ExportConfig, as given
     schema_version: int = SCHEMA_VERSION
     task: str = "semantic-segmentation"
@@ -122,7 +125,7 @@ class Manifest:
 
 # Fields that describe files next to the ONNX rather than the ONNX itself; they stay out of
 # its metadata_props (the ONNX cannot contain its own hash).
-_BUNDLE_ONLY_FIELDS = ("onnx_sha256", "engines", "variants", "parity")
+_BUNDLE_ONLY_FIELDS = ("onnx_sha256", "engines", "variants", "parity", "pixel_inputs")
 
 
 def metadata_props(manifest: Manifest) -> dict[str, str]:

@@ -8,11 +8,15 @@
       timing.<device>.cache, calib.<key>.cache  TensorRT build caches (when built), named for what they depend on
       report/parity.json              ONNX Runtime vs PyTorch on target val images
       report/trt_check.json           static TensorRT-compatibility findings
+      labels.txt, colors.txt          class names and colours, one line per class id (segNet's --labels/--colors)
+      model.uint8-nhwc.onnx           with --pixel-input: uint8 pixels in, normalisation in the graph
+      deepstream/                     with --deepstream: an nvinfer config, its graph and labels
 
 Order: cheap refusals first (options, calibration folder, output directory, checkpoint, parity data), then
 export -> checker -> precision variant -> static TensorRT check -> parity gate -> engine.
 The bundle appears at `out` only complete. A failed parity gate or a missing TensorRT still
-installs the bundle (for inspection, or for building on the device) and then raises.
+installs the bundle (for inspection, or for building on the device) and then raises; a failed
+parity gate raises `ParityGateFailed`, which the command line exits with its own status (3).
 """
 
 from __future__ import annotations
@@ -26,12 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from uda_adapt.common.atomic import atomic_write_text
+from uda_adapt.common.class_files import COLORS_FILE, LABELS_FILE, format_colors, format_labels
 from uda_adapt.adapt.checkpoint import build_model, load_checkpoint
 from uda_adapt.common.errors import UserError
 from uda_adapt.export import spec
 from uda_adapt.export.bundle import check_out_dir, staged_bundle
 from uda_adapt.common.manifest import MANIFEST_NAME, InputSpec, Manifest, metadata_props, sha256_file, write_manifest
 from uda_adapt.export.config import ExportConfig
+from uda_adapt.export.deepstream import DEEPSTREAM_DIR, write_deepstream_files
+from uda_adapt.export.deepstream import MODEL_FILE as DEEPSTREAM_MODEL
+from uda_adapt.export.pixel_input import PROBABILITIES_NAME, PixelGraph, write_pixel_graph
 from uda_adapt.export.onnx_export import (
     INPUT_NAME,
     DeployWrapper,
@@ -61,6 +69,12 @@ from uda_adapt.common.engines import timing_cache_name
 from uda_adapt.common.tensorrt_build import (TensorRTUnavailable, build_engine, build_plan, detect_gpu, import_tensorrt,
                                               trtexec_command)
 from uda_adapt.export.trt_check import Finding, check_tensorrt_compat, format_findings
+
+class ParityGateFailed(UserError):
+    """The export disagrees with its reference beyond the gate; the bundle is kept for inspection."""
+
+    exit_code = 3          # cli/main.py: a failed gate is told apart from a mistyped path (1)
+
 
 RANGE_END_IMAGES = 2  # images checked at each end of a dynamic range (the max end is the slow one)
 PARITY_DIR = "parity"          # the bundle's copies of compared pictures, for the on-device check
@@ -93,8 +107,8 @@ def export_model(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, confi
     cfg = config
     precision = cfg.precision
     check_opset(cfg.opset, cfg.exporter)
-    size = cfg.size
-    shapes = spec.resolve_shapes(cfg)
+    if cfg.size is not None:
+        spec.resolve_shapes(cfg)           # a bad dynamic range fails before anything is loaded
     calib_files = calibration_files(cfg.calib_data, cfg.calib_num) if precision == "int8" else []
     if cfg.calib_data is not None and precision != "int8":
         log(f"note: --calib-data is only used with --precision int8; ignored for {precision}")
@@ -102,6 +116,12 @@ def export_model(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, confi
         log(f"warning: int8 calibration on {len(calib_files)} images; {RECOMMENDED_CALIB_IMAGES}+ give stable ranges")
     check_out_dir(out_dir, force)
     ckpt = load_checkpoint(ckpt_path)
+    if cfg.size is None:
+        size, origin = spec.training_size(ckpt.config)
+        cfg = cfg.with_size(size)
+        log(f"export size {size[0]}x{size[1]}: {origin} (--size to choose another)")
+    size = cfg.size
+    shapes = spec.resolve_shapes(cfg)
     model = build_model(ckpt)
     input_spec = spec.input_spec(ckpt, size)
     data_root, data_kind, data_split, data_note = spec.parity_data_source(cfg.parity_data, cfg.parity_kind, ckpt.config)
@@ -134,8 +154,16 @@ def export_model(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, confi
         if findings:
             log(f"warning: TensorRT {target}.x could not parse this ONNX: {format_findings(findings)}")
 
-        checks = _parity_gate(stage, DeployWrapper(model, cfg.output).eval(), files, samples, ckpt.num_classes, shapes, log)
-        passed = all(c.passed for c in checks)
+        wrapper = DeployWrapper(model, cfg.output).eval()
+        checks = _parity_gate(stage, wrapper, files, samples, ckpt.num_classes, shapes, log)
+        atomic_write_text(stage / LABELS_FILE, format_labels(ckpt.classes))
+        atomic_write_text(stage / COLORS_FILE, format_colors(ckpt.palette))
+        graphs = _pixel_graphs(stage, wrapper, cfg, input_spec, samples, files["fp32"], log)
+        manifest.pixel_inputs = {name: graph.to_dict() for name, graph in graphs.items()}
+        if cfg.deepstream:
+            write_deepstream_files(stage / DEEPSTREAM_DIR, classes=ckpt.classes, size=size, precision=precision,
+                                   color_order=input_spec.color_order)
+        passed = all(c.passed for c in checks) and all(g.passed for g in graphs.values())
         summary_keys = ("file", "precision", "imgsz", "pixel_agreement", "miou_delta", "passed")
         manifest.parity = {"passed": passed, "data": samples.source["kind"], "n_images": len(samples.inputs),
                            "checks": [{k: c.to_dict()[k] for k in summary_keys} for c in checks],
@@ -165,9 +193,11 @@ def export_model(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, confi
 
     log(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     if not passed:
-        failures = "; ".join(c.failure() for c in checks if not c.passed)
-        raise UserError(f"parity gate failed: {failures}; the export in {out} is kept for inspection "
-                        f"(model.json records the failure, details in {out / 'report' / 'parity.json'})")
+        failures = [c.failure() for c in checks if not c.passed]
+        failures += [f"{g.file} agrees with model.onnx on {100 * g.pixel_agreement:.3f} % of pixels, below the "
+                     f"{100 * g.min_agreement:.1f} % gate" for g in graphs.values() if not g.passed]
+        raise ParityGateFailed(f"parity gate failed: {'; '.join(failures)}; the export in {out} is kept for inspection "
+                               f"(model.json records the failure, details in {out / 'report' / 'parity.json'})")
     if trt_problem is not None:
         command = trtexec_command(out / files[precision].name, out / f"model.{precision}.engine", input_name=INPUT_NAME,
                                   shapes=shapes, workspace_gib=cfg.workspace_gib, timing_cache=cfg.timing_cache,
@@ -177,6 +207,26 @@ def export_model(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, confi
                                   f"{out / f'model.{precision}.engine'}` to record it in model.json")
     engine = out / manifest.engines[0].file if manifest.engines else None
     return ExportResult(out, manifest, checks, findings, engine)
+
+
+def _pixel_graphs(stage: Path, wrapper: DeployWrapper, cfg: ExportConfig, input_spec: InputSpec, samples: ParitySamples,
+                  reference: Path, log: Callable[[str], None]) -> dict[str, PixelGraph]:
+    """The graphs with the normalisation inside (--pixel-input, --deepstream), each checked against model.onnx."""
+    wanted = {}
+    if cfg.pixel_input is not None:
+        dtype, layout = cfg.pixel_input.split("-")
+        wanted[cfg.pixel_input] = (f"model.{cfg.pixel_input}.onnx", dtype, layout.upper(), cfg.output, cfg.dynamic)
+    if cfg.deepstream:
+        wanted["deepstream"] = (f"{DEEPSTREAM_DIR}/{DEEPSTREAM_MODEL}", "float32", "NCHW", PROBABILITIES_NAME, False)
+    graphs = {}
+    for name, (file, dtype, layout, output, dynamic) in wanted.items():
+        graph = write_pixel_graph(wrapper, input_spec, stage, file, reference, samples.images, samples.inputs, dtype=dtype,
+                                  layout=layout, output=output, dynamic=dynamic, opset=cfg.opset, exporter=cfg.exporter)
+        log(f"pixel input: {file} ({dtype} {layout}, normalisation inside) agrees with model.onnx on "
+            f"{100 * graph.pixel_agreement:.3f} % of pixels (gate >= {100 * graph.min_agreement:.1f} %)"
+            f"{'' if graph.passed else ' - FAIL'}")
+        graphs[name] = graph
+    return graphs
 
 
 def _keep_parity_images(stage: Path, samples: ParitySamples) -> list[str]:

@@ -12,23 +12,28 @@ from typing import Any
 
 from uda_adapt.common.errors import UserError
 from uda_adapt.common.manifest import PRECISIONS  # noqa: F401  (the CLI's --precision choices, named here with the rest)
-from uda_adapt.common.preprocess import DEFAULT_INPUT_SIZE
 
 OUTPUT_KINDS = ("mask", "logits")
 EXPORTERS = ("legacy", "dynamo")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 TRT_TARGETS = (10, 11)
+# Layouts of `model.json`'s extra graph that takes pixels and normalises them itself (--pixel-input).
+PIXEL_INPUTS = ("uint8-nchw", "uint8-nhwc")
+DATA_KINDS = ("folder", "cityscapes", "gta5", "synthia")   # adapt.data.open_dataset's kinds (--data-kind)
 
 
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
     # --- the ONNX ---
-    size: tuple[int, int] = DEFAULT_INPUT_SIZE       # (H, W) export and parity size; the opt size when dynamic
+    size: tuple[int, int] | None = None              # (H, W) export and parity size (the opt size when dynamic);
+                                                     # None: the size the checkpoint evaluated at (`spec.training_size`)
     dynamic: bool = False                            # symbolic batch, height and width
     output: str = "mask"                             # mask: int32 ids, argmax in the graph; logits: float32
     opset: int = 17                                  # inside TensorRT 10's (9-20) and 11's ranges
     exporter: str = "legacy"                         # TorchScript exporter; dynamo has open shape issues
     simplify: bool = True                            # constant folding, kept only when the graph shrinks
+    pixel_input: str | None = None                   # also model.<layout>.onnx: uint8 pixels in, normalisation inside
+    deepstream: bool = False                         # also deepstream/: an nvinfer config (network-type 2) and its graph
     # --- precision ---
     precision: str = "fp32"
     calib_data: str | None = None                    # folder of target images; required for int8
@@ -50,10 +55,11 @@ class ExportConfig:
     dla_core: int | None = None                      # Orin NX/AGX: build for this DLA core, GPU fallback on
 
     def __post_init__(self) -> None:
-        size = tuple(int(v) for v in self.size)
-        if len(size) != 2 or min(size) <= 0:
-            raise UserError(f"--size takes a positive height and width like 512x1024; got {self.size}")
-        object.__setattr__(self, "size", size)
+        if self.size is not None:
+            size = tuple(int(v) for v in self.size)
+            if len(size) != 2 or min(size) <= 0:
+                raise UserError(f"--size takes a positive height and width like 512x1024; got {self.size}")
+            object.__setattr__(self, "size", size)
         for name in ("calib_data", "parity_data", "timing_cache"):   # paths as text: the config goes into JSON
             value = getattr(self, name)
             if value is not None:
@@ -66,6 +72,14 @@ class ExportConfig:
         _choice("--output", self.output, OUTPUT_KINDS)
         _choice("--exporter", self.exporter, EXPORTERS)
         _choice("--calib-method", self.calib_method, CALIBRATION_METHODS)
+        _choice("--data-kind", self.parity_kind, DATA_KINDS)
+        if self.pixel_input is not None:
+            _choice("--pixel-input", self.pixel_input, PIXEL_INPUTS)
+        if self.deepstream and self.dynamic:
+            raise UserError("--deepstream writes a fixed-size nvinfer config; drop --dynamic (or export twice)")
+        if self.deepstream and self.precision == "int8":
+            raise UserError("--deepstream builds fp32 or fp16 in nvinfer (its int8 needs its own calibration table); "
+                            "export with --precision fp16 or fp32 for DeepStream")
         if self.trt_target is not None:
             _choice("--trt-target", self.trt_target, TRT_TARGETS)
         if self.calib_num < 1:
@@ -78,6 +92,10 @@ class ExportConfig:
             raise UserError(f"--dla-core must be 0 or more, got {self.dla_core}")
         if self.dla_core is not None and self.precision == "fp32":
             raise UserError("the DLA runs fp16 or int8 only; add --precision fp16 (or int8 with --calib-data)")
+
+    def with_size(self, size: tuple[int, int]) -> ExportConfig:
+        """The same choices at `size` (the checkpoint's, once it is known)."""
+        return dataclasses.replace(self, size=size)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}

@@ -59,14 +59,26 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, imgsz: tuple[int, 
     With `dynamic`, batch, height and width are symbolic; `imgsz` is then only the tracing size.
     """
     check_opset(opset, exporter)
-    wrapper = DeployWrapper(model, output).eval()
-    example = torch.zeros(1, 3, *imgsz)
+    export_wrapper(DeployWrapper(model, output).eval(), torch.zeros(1, 3, *imgsz), path, dynamic=dynamic, output=output,
+                   opset=opset, exporter=exporter)
+
+
+# Which axes of an NCHW or NHWC image input are the batch, height and width.
+IMAGE_AXES = {"NCHW": {0: "batch", 2: "height", 3: "width"}, "NHWC": {0: "batch", 1: "height", 2: "width"}}
+
+
+def export_wrapper(wrapper: nn.Module, example: torch.Tensor, path: str | os.PathLike, *, dynamic: bool = False,
+                   output: str = "mask", opset: int = 17, exporter: str = "legacy", input_name: str = INPUT_NAME,
+                   layout: str = "NCHW", output_name: str | None = None) -> None:
+    """Export a deploy wrapper (image in, `output` kind out) traced on `example`; dynamic: batch, height, width."""
+    check_opset(opset, exporter)
+    names = (input_name, output_name or output, IMAGE_AXES[layout])
     try:
         with torch.inference_mode(False), torch.no_grad():  # callers may sit in inference mode; tracing cannot
             if exporter == "legacy":
-                _export_legacy(wrapper, example, path, dynamic, output, opset)
+                _export_legacy(wrapper, example, path, dynamic, output, opset, names)
             else:
-                _export_dynamo(wrapper, example, path, dynamic, output, opset)
+                _export_dynamo(wrapper, example, path, dynamic, output, opset, names)
     except UserError:
         raise
     except Exception as exc:  # the exporters raise many types; the first line says which op failed
@@ -76,20 +88,22 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, imgsz: tuple[int, 
 
 
 def _export_legacy(wrapper: nn.Module, example: torch.Tensor, path: str | os.PathLike, dynamic: bool,
-                   output: str, opset: int) -> None:
+                   output: str, opset: int, names: tuple[str, str, dict[int, str]]) -> None:
+    input_name, output_name, input_axes = names
     dynamic_axes = None
     if dynamic:
         out_axes = {0: "batch", 1: "height", 2: "width"} if output == "mask" else {0: "batch", 2: "height", 3: "width"}
-        dynamic_axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, output: out_axes}
+        dynamic_axes = {input_name: input_axes, output_name: out_axes}
     with warnings.catch_warnings():
         # The deprecation notice of the TorchScript exporter; it is still the reliable one for TensorRT.
         warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning, UserWarning))
-        torch.onnx.export(wrapper, (example,), str(path), input_names=[INPUT_NAME], output_names=[output],
+        torch.onnx.export(wrapper, (example,), str(path), input_names=[input_name], output_names=[output_name],
                           opset_version=opset, dynamic_axes=dynamic_axes, do_constant_folding=True, dynamo=False)
 
 
 def _export_dynamo(wrapper: nn.Module, example: torch.Tensor, path: str | os.PathLike, dynamic: bool,
-                   output: str, opset: int) -> None:
+                   output: str, opset: int, names: tuple[str, str, dict[int, str]]) -> None:
+    input_name, output_name, input_axes = names
     try:
         import onnxscript  # noqa: F401  (the dynamo exporter's dependency)
     except ImportError:
@@ -97,10 +111,10 @@ def _export_dynamo(wrapper: nn.Module, example: torch.Tensor, path: str | os.Pat
     dynamic_shapes = None
     if dynamic:
         dim = torch.export.Dim.DYNAMIC
-        dynamic_shapes = {"image": {0: dim, 2: dim, 3: dim}}
+        dynamic_shapes = {"image": {axis: dim for axis in input_axes}}   # keyed by forward's argument name
     # external_data=False: one self-contained file (the model is far below 2 GB), so TensorRT's
     # parser and copies of the bundle never lose the weights.
-    torch.onnx.export(wrapper, (example,), str(path), input_names=[INPUT_NAME], output_names=[output],
+    torch.onnx.export(wrapper, (example,), str(path), input_names=[input_name], output_names=[output_name],
                       opset_version=opset, dynamic_shapes=dynamic_shapes, dynamo=True, external_data=False,
                       optimize=True, verbose=False)
     written = next(op.version for op in onnx.load(str(path), load_external_data=False).opset_import if op.domain in ("", "ai.onnx"))
@@ -108,16 +122,15 @@ def _export_dynamo(wrapper: nn.Module, example: torch.Tensor, path: str | os.Pat
         raise UserError(f"the dynamo exporter could not write opset {opset} (it wrote {written}); "
                         f"use --opset {written} or --exporter legacy")
     if dynamic:
-        _name_dynamic_dims(Path(path), output)
+        _name_dynamic_dims(Path(path), output, input_axes)
 
 
-def _name_dynamic_dims(path: Path, output: str) -> None:
+def _name_dynamic_dims(path: Path, output: str, input_axes: dict[int, str]) -> None:
     """Give the dynamo exporter's generated dim names (s0, s1...) the names the legacy one uses."""
     model = onnx.load(str(path))
-    names = {0: "batch", 2: "height", 3: "width"}
     for dim_index, dim in enumerate(model.graph.input[0].type.tensor_type.shape.dim):
-        if dim_index in names:
-            dim.dim_param = names[dim_index]
+        if dim_index in input_axes:
+            dim.dim_param = input_axes[dim_index]
     out_names = {0: "batch", 1: "height", 2: "width"} if output == "mask" else {0: "batch", 2: "height", 3: "width"}
     for dim_index, dim in enumerate(model.graph.output[0].type.tensor_type.shape.dim):
         if dim_index in out_names:

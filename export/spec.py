@@ -20,8 +20,24 @@ from uda_adapt.adapt.checkpoint import Checkpoint
 from uda_adapt.adapt.classes import IGNORE_INDEX
 from uda_adapt.common.errors import UserError
 from uda_adapt.common.manifest import InputSpec, Manifest, OutputSpec, sha256_file
+from uda_adapt.common.preprocess import DEFAULT_INPUT_SIZE
 from uda_adapt.export.config import ExportConfig, parse_shape
 from uda_adapt.export.onnx_export import INPUT_NAME
+
+
+def training_size(config: dict[str, Any]) -> tuple[tuple[int, int], str]:
+    """The export size a checkpoint implies, and where it came from (for the log).
+
+    The size the network saw whole target images at: `data.eval_size`, else the target's
+    `base_size` (its training resize); else `DEFAULT_INPUT_SIZE`, Cityscapes at half resolution.
+    """
+    data = config.get("data") if isinstance(config, dict) else None
+    data = data if isinstance(data, dict) else {}
+    target = data.get("target") if isinstance(data.get("target"), dict) else {}
+    for where, value in (("data.eval_size", data.get("eval_size")), ("data.target.base_size", target.get("base_size"))):
+        if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value):
+            return (int(value[0]), int(value[1])), f"the checkpoint's {where}"
+    return DEFAULT_INPUT_SIZE, "the default (the checkpoint records no evaluation size)"
 
 
 def resolve_shapes(config: ExportConfig) -> dict[str, tuple[int, ...]] | None:
