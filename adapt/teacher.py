@@ -9,6 +9,10 @@ teacher normalises with statistics of the data the student now sees); integer bu
 exact running mean of the students while t < 1 / (1 - alpha): early students are not
 overweighted by a long average of the initial weights.
 
+The cap `alpha` is a fixed momentum (`ema_alpha`) or, with `ema_horizon`, a share of the stage's
+schedule (`scheduled_alpha`): a fixed 0.999 on a 600-step stage never leaves the warm-up, and the
+teacher is then the running average of every student since the start.
+
 The teacher runs in eval mode, without gradients, and never enters the optimizer.
 """
 
@@ -21,8 +25,24 @@ from torch import nn
 
 
 def ema_alpha(step: int, alpha: float) -> float:
-    """The EMA momentum for update number `step` (0-based), as DACS/DAFormer."""
+    """The EMA momentum for update number `step` (0-based), as DACS/DAFormer.
+
+    DAFormer mmseg/models/uda/dacs.py:105 and DACS trainUDA.py:113: `min(1 - 1 / (iter + 1), alpha)`.
+    """
     return min(1.0 - 1.0 / (step + 1), alpha)
+
+
+def scheduled_alpha(alpha: float, horizon: float, iterations: int) -> float:
+    """The momentum cap of a stage: `alpha` itself, or with `horizon` > 0 (a share of the stage's
+    `iterations`) 1 - 1 / (horizon x iterations), so that warm-up and averaging window both last
+    that many updates whatever the schedule's length (DAFormer: 0.999 over 40k iterations, 0.025).
+
+    A horizon under one update gives 0: the teacher is the latest student.
+    """
+    if horizon <= 0:
+        return alpha
+    updates = horizon * iterations
+    return 0.0 if updates <= 1 else 1.0 - 1.0 / updates
 
 
 def make_teacher(student: nn.Module) -> nn.Module:

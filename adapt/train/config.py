@@ -128,8 +128,15 @@ class MicConfig:
 
     enabled: bool = False
     ratio: float = 0.7                     # share of blocks blanked (MIC: mask_ratio 0.7)
-    # Block side as a share of the crop's short side (MIC: 64 px blocks of 512x512 crops, 0.125).
-    block_fraction: float = 0.125
+    # Block side as a share of the crop's short side: MIC uses 64 px blocks on its 1024x1024 crops
+    # and 32 px on 512x512 ("half the patch size when training with half resolution",
+    # lhoyer/MIC seg/experiments.py:443-450), i.e. 1/16.
+    block_fraction: float = 0.0625
+    # Which images are masked (lhoyer/MIC seg/mmseg/models/uda/masking_consistency_module.py:97-119):
+    # "separatetrgaug" (its GTA/Synthia -> Cityscapes runs): the target batch, strongly augmented;
+    # "separate" (its Cityscapes -> ACDC and Dark Zurich runs, seg/experiments.py:404-405): one
+    # source image with its labels and one target image with its pseudo labels, not augmented.
+    mode: Literal["separatetrgaug", "separate"] = "separatetrgaug"
     weight: float = 1.0                    # MIC: mask_lambda 1
 
 
@@ -138,7 +145,17 @@ class MeanTeacherConfig:
     """Mean-teacher self-training with ClassMix (DACS; DAFormer's defaults where they apply)."""
 
     iterations: int = 600
-    ema_alpha: float = 0.999               # teacher momentum, warmed up as min(1 - 1/(t+1), alpha) (DAFormer)
+    # Teacher momentum, warmed up as min(1 - 1/(t+1), alpha) (DAFormer mmseg/models/uda/dacs.py:105,
+    # DACS trainUDA.py:113). The warm-up makes the teacher the plain mean of every student so far
+    # until t = 1 / (1 - alpha): with 0.999 and 600 iterations it never ends, and the teacher is
+    # the running average of all students since the start (see `ema_horizon`).
+    ema_alpha: float = 0.999
+    # The EMA horizon as a share of the stage's iterations (0: use `ema_alpha` as given). alpha
+    # becomes 1 - 1 / (ema_horizon * iterations), reached after a warm-up of as many updates:
+    # DAFormer's 0.999 on 40k iterations warms up over 1000 updates (2.5 %) and then averages
+    # over about 1000 (configs/daformer/gta2cs_uda_warm_fdthings_rcs_croppl_a999_daformer_mitb5_s0.py:24),
+    # i.e. 0.025; at 600 iterations that is a 15-update EMA.
+    ema_horizon: float = 0.0
     confidence_threshold: float = 0.968    # pseudo-label weight = fraction of teacher pixels at least this sure (DACS)
     # Over what that fraction is taken: "batch" (DACS/DAFormer: one scalar for the whole batch,
     # `sum(ps_large_p) / np.size(pseudo_label)`) or "image" (one per target image).
@@ -165,6 +182,19 @@ class MeanTeacherConfig:
     # "target" gained +5.1 and +5.6 there, and +0.4 / -1.3 on the day tune split (2 seeds, 200
     # steps: README, benchmarks/results/teacher_bn_short.md).
     teacher_bn: Literal["batch", "running", "target"] = "target"
+    # Whether crop padding (mean colour, up to 44 % of a crop drawn at scale 0.75) counts in the
+    # "batch" and "target" statistics above. "excluded" measures target pixels only, as the AdaBN
+    # start does on whole images; "counted" is what train-mode BatchNorm (DACS/DAFormer) does.
+    teacher_bn_padding: Literal["excluded", "counted"] = "counted"
+    # Pseudo-label margins: shares (top, bottom, left, right) of the target image, before it is
+    # scaled and cropped, whose pseudo labels weigh 0 (MIC/HRDA `crop_pseudo_margins` [30, 240, 30, 30]
+    # of 1024x2048 Cityscapes, lhoyer/MIC seg/experiments.py:262 and seg/mmseg/datasets/cityscapes.py:52-66;
+    # DAFormer's 15 top and 120 bottom rows of its 512-row crops, the same shares, configs/daformer/
+    # gta2cs_uda_warm_fdthings_rcs_croppl_a999_daformer_mitb5_s0.py:30-31). A crop away from the
+    # image border keeps all its labels. The confidence weight is still measured over the whole crop,
+    # as MIC's (`filter_valid_pseudo_region` after the weight, seg/mmseg/models/uda/dacs.py:274-286).
+    # The built-in targets' ego hood fills the bottom 7-12 % (bottom share 0.12 covers it).
+    pseudo_margins: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     mic: MicConfig = field(default_factory=MicConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-4))
 

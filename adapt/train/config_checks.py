@@ -59,7 +59,9 @@ RULES: tuple[Rule, ...] = tuple(Rule(pattern, *check) for pattern, check in (
     ("seed", NON_NEGATIVE),
     ("*iterations*", AT_LEAST_ONE),                 # iterations, iterations_per_round, warmup_iterations ...
     ("*.rounds", AT_LEAST_ONE),
-    ("*_every", AT_LEAST_ONE),                      # log_every, checkpoint_every
+    ("*.log_every", AT_LEAST_ONE),
+    ("*.checkpoint_every", AT_LEAST_ONE),
+    ("*.early_stop_every", NON_NEGATIVE),           # correlation.early_stop_every: 0 = off
     ("*.every", NON_NEGATIVE),                      # correlation_refit.every: 0 = off
     ("*_interval", NON_NEGATIVE),                   # eval_interval: 0 = off
     ("*.accumulate", AT_LEAST_ONE),
@@ -79,10 +81,14 @@ RULES: tuple[Rule, ...] = tuple(Rule(pattern, *check) for pattern, check in (
     ("*_weight", NON_NEGATIVE),
     ("*.lambda_*", NON_NEGATIVE),
     # Pseudo labels and teachers.
-    ("*threshold*", FRACTION),                      # a confidence: 0 would keep everything
+    ("*.pseudo.*threshold*", FRACTION),             # a confidence: 0 would keep everything
+    ("*.confidence_threshold", FRACTION),
+    ("*.ct_pseudo_threshold", PROBABILITY),         # 0 = off
     ("*alpha*", PROBABILITY),
     ("*.pseudo.alpha", FRACTION),                   # IAST's proportion: 0 selects nothing
-    ("*ema_*", OPEN_UNIT),                          # ema_alpha, ema_decay: 0 or 1 is no average
+    ("*ema_alpha", OPEN_UNIT),                      # 0 or 1 is no average
+    ("*ema_horizon", PROBABILITY),                  # a share of the iterations; 0 = ema_alpha as given
+    ("*.pseudo_margins", _range(0.0, 0.5, high_open=True)),   # shares of the image side
     ("*.mean_teacher.*alpha*", OPEN_UNIT),
     ("*.mean_teacher.*threshold*", OPEN_UNIT),
     ("*.beta", PROBABILITY),
@@ -188,6 +194,9 @@ def _live_self_train_options(config: Any, overridden: frozenset[str]) -> None:
     if st.ct_input == "masked" and not (st.method == "mean_teacher" and st.mean_teacher.mic.enabled):
         raise UserError("config key 'self_train.ct_input' is 'masked', which needs the mean teacher with MIC: set "
                         "self_train.mean_teacher.mic.enabled=true, or self_train.ct_input=mixed")
+    if st.ct_input == "masked" and st.mean_teacher.mic.mode == "separate":
+        raise UserError("config key 'self_train.ct_input' is 'masked', but MIC's 'separate' mode masks source images too; "
+                        "set self_train.mean_teacher.mic.mode=separatetrgaug, or self_train.ct_input=mixed")
     if st.method != "mean_teacher" and st.correlation_refit.every > 0:
         raise UserError("config key 'self_train.correlation_refit.every' is only used by the mean teacher; "
                         "set it to 0 for IAST")

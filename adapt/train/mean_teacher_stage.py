@@ -41,7 +41,7 @@ from uda_adapt.adapt.mixing import StrongAugmentation, choose_classes, class_pre
 from uda_adapt.adapt.models import build_segmenter, upsample_logits
 from uda_adapt.adapt.models.correlation import CorrelationModule, classifier_features, refine_pseudo_labels
 from uda_adapt.adapt.pseudo_labels import pseudo_label_weight
-from uda_adapt.adapt.teacher import ema_alpha, make_teacher, update_teacher
+from uda_adapt.adapt.teacher import ema_alpha, make_teacher, scheduled_alpha, update_teacher
 from uda_adapt.adapt.train.batchnorm import batch_statistics, batchnorm_buffers, reestimate_batchnorm, track_batch_statistics
 from uda_adapt.adapt.train.batches import BatchStream, StreamState, random_permutation
 from uda_adapt.adapt.train.config import TrainConfig
@@ -83,6 +83,20 @@ class MeanTeacherState:
     drift: DriftMonitor | None = None
 
 
+def separate_mic_batch(src_images: torch.Tensor, src_labels: torch.Tensor, tgt_images: torch.Tensor, pseudo: torch.Tensor,
+                       target_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MIC's "separate" masked batch: the first half (rounded down) of the source images with their
+    labels (weight 1), then as many target images as complete the batch with their pseudo labels
+    and weights; no strong augmentation. MIC, at 2 images per GPU, takes one of each
+    (lhoyer/MIC seg/mmseg/models/uda/masking_consistency_module.py:97-104)."""
+    count = src_images.shape[0]
+    half = count // 2
+    images = torch.cat([src_images[:half], tgt_images[:count - half]])
+    labels = torch.cat([src_labels[:half], pseudo[:count - half]])
+    weights = torch.cat([torch.ones_like(target_weights[:half]), target_weights[:count - half]])
+    return images, labels, weights
+
+
 def ct_weight(cfg: TrainConfig, step: int) -> float:
     """lambda_ct at `step`, rising linearly over `ct_warmup` iterations."""
     st = cfg.self_train
@@ -98,9 +112,12 @@ def mean_teacher_step(state: MeanTeacherState, cfg: TrainConfig, step: int, devi
     src_images, src_labels = (t.to(device, non_blocking=True) for t in state.source.next())
     tgt_images, tgt_valid_labels = (t.to(device, non_blocking=True) for t in state.target.next())
     target_valid = tgt_valid_labels != IGNORE_INDEX    # False on crop padding
+    trusted = tgt_valid_labels == 0                    # image pixels outside the pseudo-label margins (MARGIN)
 
-    bn_mode = {"batch": lambda: batch_statistics(state.teacher),
-               "target": lambda: track_batch_statistics(state.teacher, dist=state.dist)}.get(mt.teacher_bn, contextlib.nullcontext)()
+    bn_valid = target_valid if mt.teacher_bn_padding == "excluded" else None
+    bn_mode = {"batch": lambda: batch_statistics(state.teacher, valid=bn_valid),
+               "target": lambda: track_batch_statistics(state.teacher, dist=state.dist, valid=bn_valid)}.get(
+                   mt.teacher_bn, contextlib.nullcontext)()
     wants_features = state.module is not None and state.module.needs_features   # correlation.query reads features
     recorder = classifier_features(state.teacher) if wants_features else contextlib.nullcontext()
     with torch.no_grad(), autocast(device, cfg.amp), bn_mode, recorder as seen:
@@ -125,7 +142,9 @@ def mean_teacher_step(state: MeanTeacherState, cfg: TrainConfig, step: int, devi
     plans = state.augment.draw(global_batch, state.generator)[mine]
     mixed_images = state.augment.apply(mix(paste, src_images, tgt_images), plans)
     mixed_labels = mix(paste, src_labels, pseudo)
-    pixel_weights = torch.where(paste, torch.ones_like(confidence), weight.view(-1, 1, 1).expand_as(confidence))
+    # Pseudo labels in the margins weigh 0 (MIC: `pseudo_weight *= valid_pseudo_mask`); pasted source pixels 1.
+    target_weights = weight.view(-1, 1, 1) * trusted
+    pixel_weights = torch.where(paste, torch.ones_like(confidence), target_weights)
 
     losses: dict[str, torch.Tensor] = {}
     with autocast(device, cfg.amp):
@@ -135,16 +154,17 @@ def mean_teacher_step(state: MeanTeacherState, cfg: TrainConfig, step: int, devi
         losses["mixed_ce"] = weighted_segmentation_ce(mixed_logits, mixed_labels, pixel_weights)
     masked_logits = None
     if mt.mic.enabled:
-        # MIC's "separatetrgaug": the target image gets its own strong augmentation, then blocks
-        # are blanked; its labels are the teacher's of the full, un-augmented image.
+        # Labels of the masked image are the teacher's of the full, un-augmented target image.
         block = block_size_for(tuple(tgt_images.shape[-2:]), mt.mic.block_fraction)
         masks = block_masks(global_batch, tuple(tgt_images.shape[-2:]), mt.mic.ratio, block, state.generator)[mine]
-        masked_plans = state.augment.draw(global_batch, state.generator)[mine]
-        masked_images = mask_images(state.augment.apply(tgt_images, masked_plans), masks)
+        if mt.mic.mode == "separate":
+            masked_images, masked_labels, masked_weights = separate_mic_batch(src_images, src_labels, tgt_images, pseudo, target_weights)
+        else:   # "separatetrgaug": the target batch with its own strong augmentation
+            masked_plans = state.augment.draw(global_batch, state.generator)[mine]
+            masked_images, masked_labels, masked_weights = state.augment.apply(tgt_images, masked_plans), pseudo, target_weights
         with autocast(device, cfg.amp):
-            masked_logits = state.network(masked_images)
-            target_weights = weight.view(-1, 1, 1).expand_as(confidence)
-            losses["masked_ce"] = mt.mic.weight * weighted_segmentation_ce(masked_logits, pseudo, target_weights)
+            masked_logits = state.network(mask_images(masked_images, masks))
+            losses["masked_ce"] = mt.mic.weight * weighted_segmentation_ce(masked_logits, masked_labels, masked_weights)
     lambda_ct = ct_weight(cfg, step)
     if state.module is not None and lambda_ct > 0:
         if st.ct_input == "masked":
@@ -164,7 +184,8 @@ def mean_teacher_step(state: MeanTeacherState, cfg: TrainConfig, step: int, devi
     backward_micro_step(loss, micro, state.optimizer, state.scaler)
     if micro.last:   # after the optimizer step
         broadcast_buffers(state.student, state.dist)
-        update_teacher(state.teacher, state.student, ema_alpha(step, mt.ema_alpha), buffers=mt.teacher_bn != "target")
+        alpha = ema_alpha(step, scheduled_alpha(mt.ema_alpha, mt.ema_horizon, mt.iterations))
+        update_teacher(state.teacher, state.student, alpha, buffers=mt.teacher_bn != "target")
     record = {"loss": loss.item(), "pseudo_weight": weight.mean().item(), **{k: v.item() for k, v in losses.items()}}
     if micro.last and state.refit is not None and state.refit.due(step):
         record["module_fit"] = state.refit.step(src_images, src_labels, src_logits, state.teacher, cfg,

@@ -203,9 +203,10 @@ def test_dead_options_are_refused():
         ("self_train.optim.lr=0.0003", "self_train.lrs"),
         ("self_train.ct_teacher=online", "EMA teacher"),
         ("self_train.ct_input=masked", "mic.enabled"),
+        ("self_train.ct_input=masked,self_train.mean_teacher.mic.enabled=true,self_train.mean_teacher.mic.mode=separate", "mic.mode"),
     ):
         with pytest.raises(UserError, match=words.replace(".", r"\.")):
-            load_config(TrainConfig, None, [override])
+            load_config(TrainConfig, None, override.split(","))
 
 
 def test_drift_signals_flag_a_collapse_and_stay_quiet_when_stable():

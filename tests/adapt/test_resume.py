@@ -90,6 +90,11 @@ CASES = {
         "self_train", 1, ["self_train.method=mean_teacher", "self_train.lambda_ct=0.1",
                           "self_train.mean_teacher.mic.enabled=true", "self_train.correlation_refit.every=1",
                           "self_train.ct_input=masked", "self_train.export=teacher"]),
+    "mean teacher with the reference options on the stride-4 model": (
+        "self_train", 1, ["self_train.method=mean_teacher", "model.name=small_fine", "self_train.mean_teacher.ema_horizon=0.5",
+                          "self_train.mean_teacher.pseudo_margins=[0.05, 0.12, 0.0, 0.0]", "self_train.mean_teacher.teacher_bn=batch",
+                          "self_train.mean_teacher.teacher_bn_padding=excluded", "self_train.mean_teacher.mic.enabled=true",
+                          "self_train.mean_teacher.mic.mode=separate"]),
 }
 
 
