@@ -43,7 +43,7 @@ Log = Callable[[str], None]
 @dataclasses.dataclass(frozen=True)
 class BuildConfig:
     precision: str | None = None          # None: the bundle's baked variant (int8, else fp16), else fp32
-    dla_core: int | None = None           # Orin NX/AGX DLA core, GPU fallback on (TensorRT 10.x)
+    dla_core: int | None = None           # a DLA core (AGX Orin, Orin NX), GPU fallback on
     workspace_gib: float = 4.0            # builder workspace pool
     timing_cache: str | None = None       # None: BUNDLE/timing.trt<ver>.sm<cc>.<device>.cache
     legacy_precision_flags: bool = False  # TensorRT 10.x FP16/INT8 flags on the fp32 ONNX

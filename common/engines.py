@@ -30,7 +30,7 @@ class Device:
     trt_version: str
     compute_capability: str     # "8.7"
     model: str                  # "NVIDIA Jetson Orin Nano Developer Kit", "NVIDIA GeForce RTX 4090"
-    dla_cores: int = 0          # Orin NX/AGX: 2; Orin Nano and discrete GPUs: 0
+    dla_cores: int = 0          # AGX Orin, Orin NX 16GB: 2; Orin NX 8GB: 1; Orin Nano, discrete GPUs: 0
 
     @property
     def key(self) -> str:

@@ -157,12 +157,12 @@ def build_engine(trt: ModuleType, gpu: GpuInfo, onnx_path: Path, out_dir: Path, 
                  dla_core: int | None = None) -> EngineSpec:
     """Build an engine from `onnx_path` into `out_dir`; returns its manifest entry.
 
-    Strongly typed: `onnx_path` must already carry the precision (model.<precision>.onnx), and
-    `calibration` is the record of how its Q/DQ scales were found. With `legacy_precision_flags`
-    (TensorRT 10.x only) it is the fp32 ONNX, precision comes from builder flags, and int8
-    calibrates here with `calibration_reader`; the entry then records that calibration.
-    With `dla_core` (Orin NX/AGX, TensorRT 10.x) layers run on that DLA core, and those the
-    DLA cannot run fall back to the GPU.
+    `onnx_path` is the file `build_plan(...).onnx` names: the precision-baked variant
+    (model.<precision>.onnx; `calibration` records how its Q/DQ scales were found), or the fp32
+    ONNX for weakly typed builds. With `legacy_precision_flags` (TensorRT 10.x only) precision
+    comes from builder flags, and int8 calibrates here with `calibration_reader`; the entry then
+    records that calibration. With `dla_core` (AGX Orin, Orin NX) layers run on that DLA core,
+    and those the DLA cannot run fall back to the GPU.
     """
     version = str(trt.__version__)
     if int(version.split(".")[0]) < 10 or not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
@@ -438,10 +438,12 @@ def trtexec_command(onnx_file: str | os.PathLike, engine_file: str | os.PathLike
                     timing_cache: str | os.PathLike | None = None, dla_core: int | None = None) -> str:
     """The trtexec (TensorRT 10/11 syntax) line that builds the same engine on the device.
 
-    Always from the precision-baked ONNX with --stronglyTyped: trtexec 11 has no --fp16/--int8,
-    and on 10.x a legacy --int8 build without a calibrator would use made-up scales.
+    From the precision-baked ONNX with --stronglyTyped (trtexec 11 has no --fp16/--int8, and on
+    10.x a legacy --int8 build without a calibrator would use made-up scales), except for the
+    DLA: TensorRT 10.x documents it for weakly typed networks, and --useDLACore sets FP16 itself.
     """
-    parts = ["trtexec", f"--onnx={onnx_file}", f"--saveEngine={engine_file}", "--stronglyTyped",
+    typing = [] if dla_core is not None else ["--stronglyTyped"]
+    parts = ["trtexec", f"--onnx={onnx_file}", f"--saveEngine={engine_file}", *typing,
              f"--memPoolSize=workspace:{int(round(workspace_gib * 1024))}M"]
     if shapes is not None:
         for key, flag in (("min", "--minShapes"), ("opt", "--optShapes"), ("max", "--maxShapes")):

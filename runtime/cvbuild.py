@@ -1,7 +1,7 @@
 """What this OpenCV build can do: GStreamer for cameras and RTSP, a GUI for windows.
 
 The PyPI `opencv-python-headless` wheel has FFmpeg but neither GStreamer nor a GUI; JetPack's
-`python3-opencv` has GStreamer (and GTK on a desktop image).
+`nvidia-opencv` (and Debian's `python3-opencv` off a Jetson) has GStreamer (and GTK on a desktop image).
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ def no_gstreamer(what: str) -> str:
     """The error for `what` (e.g. "input csi://0") on an OpenCV without GStreamer, with the fix.
 
     Usually a PyPI wheel (opencv-python[-headless]) installed into the environment shadows
-    JetPack's GStreamer-enabled python3-opencv.
+    JetPack's GStreamer-enabled nvidia-opencv.
     """
     import cv2
 
     return (f"{what} needs OpenCV built with GStreamer, and this OpenCV ({cv2.__version__}, {cv2.__file__}) has none; "
-            "on Jetson use JetPack's python3-opencv: `pip uninstall -y opencv-python opencv-python-headless` in a venv "
+            "on Jetson use JetPack's nvidia-opencv: `pip uninstall -y opencv-python opencv-python-headless` in a venv "
             "made with --system-site-packages (install uda-adapt with the [jetson] extra, see samples/jetson.md); "
             "check with `python3 -c \"import cv2; print(cv2.getBuildInformation())\" | grep GStreamer`")

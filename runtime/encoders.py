@@ -40,7 +40,7 @@ def resolve_codec(codec: str | None, gstreamer: bool) -> str:
         raise UserError(f"--codec {codec!r} is unknown; valid: {', '.join(CODECS)}")
     if codec != "mp4v" and not gstreamer:
         raise UserError(f"--codec {codec} needs OpenCV built with GStreamer (the PyPI wheel has no {codec.upper()} encoder); "
-                        "use --codec mp4v, or JetPack's/Debian's python3-opencv (see samples/jetson.md)")
+                        "use --codec mp4v, or JetPack's nvidia-opencv (Debian: python3-opencv; see samples/jetson.md)")
     return codec
 
 

@@ -328,6 +328,7 @@ def test_a_foreign_timing_cache_is_refused(onnx_file, tmp_path):
 def test_trtexec_command_for_the_dla():
     command = trtexec_command("m.fp16.onnx", "m.engine", input_name="image", dla_core=1)
     assert command.endswith("--useDLACore=1 --allowGPUFallback")
+    assert "--stronglyTyped" not in command        # weakly typed on 10.x, as uda-adapt builds it
 
 
 def test_a_gpu_engine_is_preferred_to_a_dla_one():
