@@ -40,6 +40,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 def _register_commands() -> None:
     # Command modules import only click at the top (heavy imports sit inside the command
     # bodies), so `uda-adapt run` on a torch-free install never imports torch.
+    from uda_adapt.cli.checks import checks
     from uda_adapt.cli.compare import compare
     from uda_adapt.cli.data import data
     from uda_adapt.cli.demo import demo
@@ -47,7 +48,7 @@ def _register_commands() -> None:
     from uda_adapt.cli.run import bench, check, run
     from uda_adapt.cli.train import evaluate, train
 
-    for command in (data, train, evaluate, export, build, run, check, bench, compare, demo):
+    for command in (data, train, evaluate, export, build, run, check, bench, compare, demo, checks):
         cli.add_command(command)
 
 

@@ -34,4 +34,26 @@ __path__ += _source_tree_path()  # noqa: F821  (a package's own __path__)
 
 from uda_adapt.common import __version__  # noqa: E402
 
-__all__ = ["__version__"]
+# The documented Python API (docs/api.md), imported on first use so that `import uda_adapt` loads
+# neither torch nor ONNX Runtime: a runtime-only install can use Segmenter, a training install all.
+_API: dict[str, str] = {
+    "train": "uda_adapt.api",
+    "load_train_config": "uda_adapt.api",
+    "export_model": "uda_adapt.export.api",
+    "ExportConfig": "uda_adapt.export.config",
+    "Segmenter": "uda_adapt.runtime.segmenter",
+    "UserError": "uda_adapt.common.errors",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> object:
+    """`uda_adapt.Segmenter` and the rest of `_API`, imported when first asked for (PEP 562)."""
+    if name not in _API:
+        raise AttributeError(f"module 'uda_adapt' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_API[name]), name)
+    globals()[name] = value
+    return value
