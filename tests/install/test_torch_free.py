@@ -66,3 +66,30 @@ def test_training_commands_say_what_to_install(runtime_venv, tmp_path):
     assert result.stderr.strip().splitlines() == [
         "uda-adapt: error: `uda-adapt export` needs the training install (torch and torchvision missing here): "
         "pip install 'uda-adapt[train]'; this install runs exported models only (run, bench, build, check)"]
+
+
+def test_the_python_segmenter_runs_on_numpy_frames_without_torch(runtime_venv, small_onnx, tmp_path):
+    code = f'''
+        import importlib.util, sys
+        import numpy as np
+        from uda_adapt import Segmenter
+        assert importlib.util.find_spec("torch") is None
+        frame = np.random.default_rng(0).integers(0, 256, (60, 90, 3), dtype=np.uint8)
+        with Segmenter({small_onnx!r}) as seg:
+            mask = seg(frame)
+        assert mask.shape == (60, 90) and mask.dtype == np.uint8 and mask.max() < len(seg.classes), mask.shape
+        assert seg.colorize(mask).shape == (60, 90, 3)
+        assert not [m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision")]
+    '''
+    result = _python(runtime_venv, code, tmp_path)
+    assert result.returncode == 0, result.stderr + result.stdout
+
+
+def test_checks_reports_from_a_runtime_install(runtime_venv, tmp_path):
+    result = subprocess.run([str(runtime_venv / "bin" / "uda-adapt"), "checks"], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(":", 1) for line in result.stdout.splitlines())
+    assert lines["torch"].strip().startswith("not installed")
+    assert "CPUExecutionProvider" in lines["providers"]
+    assert "gta5_to_cityscapes_mean_teacher" in lines["built-in configs"]     # package data of the installed wheel
