@@ -1,7 +1,12 @@
 """Cross-domain mixing for mean-teacher self-training (DACS's ClassMix) and its strong augmentation.
 
 ClassMix: for each source image, half of the classes present in its label (chosen per image)
-are cut out and pasted onto a target image. The mixed label takes the source label where
+are cut out and pasted onto a target image. This is DACS's choice (vikolss/DACS trainUDA.py:426,
+`torch.unique(labels[image_i])`) with one difference: the ignore label is never a candidate here,
+where DACS counts it as a class (when drawn, it pastes unlabelled pixels in place of a real class). It is not DAFormer's: DAFormer's `get_class_masks`
+(mmseg/models/utils/dacs_transforms.py:93) takes `torch.unique(labels)` of the whole batch for
+every image, ignore label included, so an image may be given classes it does not contain and
+paste less than half of its own. The mixed label takes the source label where
 pixels were pasted and the teacher's pseudo label elsewhere: pixels and labels move with the
 same mask, so a pasted car keeps its car label. The mixed image then gets colour jitter and a
 Gaussian blur, so the student cannot match the teacher by copying its input statistics.

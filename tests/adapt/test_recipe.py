@@ -296,3 +296,6 @@ def test_full_scale_mean_teacher_samples_keep_the_dacs_augmentation(name):
     default = MeanTeacherConfig()
     assert (mt.jitter_p, mt.blur_p, mt.jitter_strength) == (default.jitter_p, default.blur_p, default.jitter_strength)
     assert mt.rare_class_sampling and (mt.rcs_temperature, mt.rcs_min_pixels, mt.rcs_min_crop_ratio) == (0.01, 3000, 0.5)
+    # DAFormer's pseudo-label margins (15 top, 120 bottom rows of 512) and its train-mode teacher.
+    assert [round(512 * share) for share in mt.pseudo_margins] == [15, 120, 0, 0]
+    assert mt.teacher_bn == "batch" and mt.ema_alpha == 0.999 and mt.ema_horizon == 0.0
