@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ from tqdm import tqdm
 from uda_adapt.adapt.classes import CITYSCAPES_CLASSES, IGNORE_INDEX, PROTOCOLS
 from uda_adapt.adapt.data.dataset import SegmentationDataset
 from uda_adapt.common.errors import UserError
+from uda_adapt.common.progress import tqdm_disable
 
 ModelFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -92,6 +93,13 @@ class ConfusionMatrix:
                             f"{', '.join(missing)}; evaluate without a protocol")
         return _nanmean(iou[[names.index(c) for c in PROTOCOLS[protocol]]])
 
+    def class_accuracy(self) -> np.ndarray:
+        """Per-class accuracy (recall), float64 (num_classes,): TP / labelled pixels of the class; NaN if none."""
+        matrix = self.matrix.astype(np.float64)
+        labelled = matrix.sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(labelled > 0, np.diag(matrix) / labelled, np.nan)
+
     def pixel_accuracy(self) -> float:
         """Fraction of non-ignored pixels predicted correctly (NaN before any update)."""
         matrix = self.matrix
@@ -104,7 +112,9 @@ class EvalResult:
     """Scores of one evaluation, as fractions in [0, 1]; NaN IoU = class in neither gt nor prediction.
 
     `miou` averages every class of the dataset; `miou16`/`miou13` are the SYNTHIA protocols from
-    the same matrix, None when the dataset does not use the Cityscapes classes.
+    the same matrix, None when the dataset does not use the Cityscapes classes. `per_class_accuracy`
+    is the share of each class's labelled pixels predicted as it (mmseg's Acc; NaN: not in the
+    labels); `confusion_matrix[i][j]` counts pixels labelled i predicted j.
     """
 
     per_class_iou: dict[str, float]
@@ -113,6 +123,8 @@ class EvalResult:
     miou13: float | None
     pixel_accuracy: float
     num_images: int
+    per_class_accuracy: dict[str, float] = field(default_factory=dict)
+    confusion_matrix: list[list[int]] = field(default_factory=list)
 
     @classmethod
     def from_confusion(cls, confusion: ConfusionMatrix, class_names: Sequence[str], num_images: int) -> EvalResult:
@@ -125,6 +137,8 @@ class EvalResult:
             miou13=confusion.miou(names, "13") if cityscapes else None,
             pixel_accuracy=confusion.pixel_accuracy(),
             num_images=num_images,
+            per_class_accuracy={name: float(v) for name, v in zip(names, confusion.class_accuracy())},
+            confusion_matrix=confusion.matrix.tolist(),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,36 +149,44 @@ class EvalResult:
         return json.dumps(self.to_dict(), indent=2)
 
     def format_table(self) -> str:
-        """Aligned per-class IoU table in percent, then the means."""
-        rows = [(name, _percent(v)) for name, v in self.per_class_iou.items()]
-        rows.append(("", ""))
-        rows.append((f"mIoU ({len(self.per_class_iou)} classes)", _percent(self.miou)))
+        """Aligned per-class IoU and accuracy table in percent, then the means."""
+        accuracy = self.per_class_accuracy
+        rows = [(name, _percent(v), _percent(accuracy[name]) if name in accuracy else "") for name, v in self.per_class_iou.items()]
+        rows.append(("", "", ""))
+        rows.append((f"mIoU ({len(self.per_class_iou)} classes)", _percent(self.miou), ""))
         if self.miou16 is not None and self.miou13 is not None:
-            rows.append(("mIoU (SYNTHIA 16)", _percent(self.miou16)))
-            rows.append(("mIoU (SYNTHIA 13)", _percent(self.miou13)))
-        rows.append(("pixel accuracy", _percent(self.pixel_accuracy)))
-        width = max(len(name) for name, _ in rows)
-        lines = [f"{'class':<{width}}  IoU %", "-" * (width + 8)]
-        lines += [f"{name:<{width}}  {value:>6}" if name else "" for name, value in rows]
-        lines.append(f"{self.num_images} images; n/a = class in neither labels nor predictions")
+            rows.append(("mIoU (SYNTHIA 16)", _percent(self.miou16), ""))
+            rows.append(("mIoU (SYNTHIA 13)", _percent(self.miou13), ""))
+        rows.append(("pixel accuracy", _percent(self.pixel_accuracy), ""))
+        width = max(len(name) for name, _, _ in rows)
+        lines = [f"{'class':<{width}}   IoU %   Acc %", "-" * (width + 16)]
+        lines += [f"{name:<{width}}  {iou:>6}  {acc:>6}".rstrip() if name else "" for name, iou, acc in rows]
+        lines.append(f"{self.num_images} images; IoU n/a = class in neither labels nor predictions, Acc n/a = not in the labels")
         return "\n".join(lines)
 
 
+PredictionHook = Callable[[int, torch.Tensor], None]   # (index in the dataset, (H, W) predicted ids at label size)
+
+
 def evaluate(model_fn: ModelFn, dataset: SegmentationDataset, *, device: str | torch.device = "cpu", progress: bool = True,
-             num_workers: int = 0) -> EvalResult:
+             num_workers: int = 0, on_prediction: PredictionHook | None = None) -> EvalResult:
     """Score `model_fn` on a labelled dataset at full label resolution.
 
     `model_fn` maps a normalised (1, 3, h, w) image to (1, C, h', w') logits; they are upsampled
     bilinearly to the label's size before the argmax. Batch size is 1 because full-resolution
     labels may differ in size from image to image.
     """
-    return EvalResult.from_confusion(confusion_of(model_fn, dataset, device=device, progress=progress, num_workers=num_workers),
-                                     dataset.classes, len(dataset))
+    confusion = confusion_of(model_fn, dataset, device=device, progress=progress, num_workers=num_workers,
+                             on_prediction=on_prediction)
+    return EvalResult.from_confusion(confusion, dataset.classes, len(dataset))
 
 
 def confusion_of(model_fn: ModelFn, dataset: SegmentationDataset, *, device: str | torch.device = "cpu", progress: bool = True,
-                 num_workers: int = 0) -> ConfusionMatrix:
-    """The confusion matrix behind `evaluate` (partial matrices of disjoint splits add up)."""
+                 num_workers: int = 0, on_prediction: PredictionHook | None = None) -> ConfusionMatrix:
+    """The confusion matrix behind `evaluate` (partial matrices of disjoint splits add up).
+
+    `on_prediction(index, ids)` sees each image's predicted class ids, e.g. to save them.
+    """
     if not dataset.has_labels:
         raise UserError(f"evaluation needs labels, but this {type(dataset).__name__} split has none; "
                         "point evaluation at a labelled split")
@@ -172,14 +194,17 @@ def confusion_of(model_fn: ModelFn, dataset: SegmentationDataset, *, device: str
     confusion = ConfusionMatrix(num_classes)
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, shuffle=False, num_workers=num_workers)
     with torch.inference_mode():
-        for image, label in tqdm(loader, desc="evaluate", unit="img", disable=not progress):
+        for index, (image, label) in enumerate(tqdm(loader, desc="evaluate", unit="img", disable=tqdm_disable(progress))):
             image, label = image.to(device), label.to(device)
             logits = model_fn(image)
             if logits.ndim != 4 or logits.shape[:2] != (1, num_classes):
                 raise UserError(f"the model outputs {tuple(logits.shape)} logits but the dataset has "
                                 f"{num_classes} classes; evaluate with a model trained on this class set")
             logits = F.interpolate(logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)
-            confusion.update(logits.argmax(1), label)
+            prediction = logits.argmax(1)
+            confusion.update(prediction, label)
+            if on_prediction is not None:
+                on_prediction(index, prediction[0])
     return confusion
 
 

@@ -1,5 +1,6 @@
-"""The iteration loop every stage shares: progress bar, logging, NaN guard, resume points, a clean
-stop on SIGTERM/SIGUSR1; and the optimizer step every stage shares, with gradient accumulation."""
+"""The iteration loop every stage shares: progress (a bar at a terminal, one `Iter [i/N]` line per
+log interval in a log file), logging, NaN guard, resume points, a clean stop on SIGTERM/SIGUSR1;
+and the optimizer step every stage shares, with gradient accumulation."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from uda_adapt.common.errors import UserError
+from uda_adapt.common.progress import emit, iteration_line, lines_enabled, tqdm_disable
 from uda_adapt.adapt.train.batches import LoadingClock
 from uda_adapt.adapt.train.distributed import SINGLE_PROCESS, Distributed, broadcast_buffers, gradient_sync, mean_over_ranks
 from uda_adapt.adapt.train.logbook import Logbook
@@ -137,8 +139,13 @@ def run_iterations(
     rank logs, checks for non-finite values and stops on the same numbers. A SIGTERM or SIGUSR1
     travels with that average: every rank stops after the same iteration, rank 0 saves it, and
     `Preempted` says to rerun the same command.
+
+    Off a terminal (a SLURM `.out`, a redirected run) rank 0 prints one plain line per log record
+    (`common.progress.iteration_line`) instead of the bar; its ETA counts training time only.
     """
     running: dict[str, float] = {}
+    print_lines = lines_enabled(dist.is_main)
+    trained_seconds, trained_iterations = 0.0, 0
     count = 0
     clock = data_clock or LoadingClock()
     since, waited = time.perf_counter(), clock.seconds
@@ -146,7 +153,7 @@ def run_iterations(
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     with tqdm(total=total, initial=start, desc=description, unit="it", dynamic_ncols=True,
-              disable=None if dist.is_main else True) as bar, STOP.at_iteration_boundaries():
+              disable=tqdm_disable(dist.is_main)) as bar, STOP.at_iteration_boundaries():
         for i in range(start, total):
             losses, stop = mean_over_ranks(step_fn(i), dist, device, flag=STOP.requested)
             bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
@@ -171,6 +178,13 @@ def run_iterations(
                     means["peak_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
                     torch.cuda.reset_peak_memory_stats(device)
                 log.write(step_offset + done, **means)
+                trained_seconds, trained_iterations = trained_seconds + (now - since), trained_iterations + count
+                if print_lines:
+                    per_iteration = trained_seconds / trained_iterations
+                    emit(iteration_line(description, done, total, {k: v for k, v in means.items() if k in losses},
+                                        images_per_second=means.get("images_per_second"),
+                                        seconds_per_iteration=means["step_seconds"],
+                                        eta_seconds=per_iteration * (total - done)))
                 bar.set_postfix({k: f"{v:.3f}" for k, v in means.items() if k in losses})
                 running, count = {}, 0
                 since, waited = time.perf_counter(), clock.seconds

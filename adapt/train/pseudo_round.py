@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from uda_adapt.common.progress import tqdm_disable
 from uda_adapt.common.atomic import atomic_write_text, ensure_writable_dir
 from uda_adapt.adapt.classes import IGNORE_INDEX
 from uda_adapt.adapt.images import write_label
@@ -58,7 +59,7 @@ def write_pseudo_labels(
     total_pixels = 0
     n, ranks = len(dataset), dist.world_size
     groups = tqdm(range(0, n, ranks), desc=f"pseudo labels ({round_dir.name})", unit="img" if ranks == 1 else f"x{ranks} img",
-                  disable=None if dist.is_main else True)
+                  disable=tqdm_disable(dist.is_main))
     for first in groups:
         index = first + dist.rank
         probs = None

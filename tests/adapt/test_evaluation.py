@@ -161,3 +161,49 @@ def test_result_json_and_table():
     assert "bicycle" in table and "n/a" in table and "mIoU (SYNTHIA 13)" in table
     rows = [line for line in table.splitlines() if line.startswith(("road", "traffic light", "bicycle"))]
     assert len({len(r) for r in rows}) == 1   # values right-aligned in one column
+
+
+def test_per_class_accuracy_and_the_confusion_matrix_reach_the_json():
+    target = np.array([[0, 0, 1, 1], [2, 2, IGNORE_INDEX, 1]])
+    pred = np.array([[0, 1, 1, 1], [2, 0, 2, 1]])
+    cm = ConfusionMatrix(3)
+    cm.update(pred, target)
+    np.testing.assert_allclose(cm.class_accuracy(), [1 / 2, 3 / 3, 1 / 2])
+    result = EvalResult.from_confusion(cm, ["a", "b", "c"], num_images=1)
+    data = json.loads(result.to_json())
+    assert data["confusion_matrix"] == [[1, 1, 0], [0, 3, 0], [1, 0, 1]]    # rows: labels, columns: predictions
+    assert data["per_class_accuracy"] == {"a": 0.5, "b": 1.0, "c": 0.5}
+    assert "Acc %" in result.format_table()
+
+
+def test_a_class_never_labelled_has_no_accuracy():
+    cm = ConfusionMatrix(2)
+    cm.update(np.array([1, 1]), np.array([0, 0]))
+    accuracy = cm.class_accuracy()
+    assert accuracy[0] == 0.0 and math.isnan(accuracy[1])
+    assert json.loads(EvalResult.from_confusion(cm, ["a", "b"], 1).to_json())["per_class_accuracy"]["b"] is None
+
+
+def test_eval_saves_predictions_named_after_the_images_and_draws_the_matrix(tmp_path):
+    from PIL import Image
+
+    from uda_adapt.adapt.eval_checkpoint import evaluate_checkpoint
+    from tests.export.conftest import small_checkpoint
+
+    root = make_folder_dataset(tmp_path / "data", num=2, size=(32, 48))
+    ckpt = small_checkpoint(tmp_path / "small.pt")
+    predictions = tmp_path / "predictions"
+    result, out = evaluate_checkpoint(ckpt, root, size=(32, 48), device="cpu", predictions_dir=predictions,
+                                      mask_format="palette")
+    saved = sorted(predictions.iterdir())
+    assert [p.name for p in saved] == ["val_0000.png", "val_0001.png"]          # the images' stems
+    ids = [np.asarray(Image.open(p)) for p in saved]
+    assert all(i.shape == (32, 48) for i in ids)
+    # The saved ids are what was scored: the matrix rebuilt from them and the labels is the JSON's.
+    ds = open_dataset("folder", root, "val", require_labels=True)
+    rebuilt = ConfusionMatrix(19)
+    for index, prediction in enumerate(ids):
+        rebuilt.update(prediction.astype(np.int64), ds.load(index)[1])
+    assert json.loads(out.read_text())["confusion_matrix"] == rebuilt.matrix.tolist()
+    picture = out.with_name(f"{out.stem}_confusion.png")
+    assert Image.open(picture).size[0] > 19 * 20

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from uda_adapt.common.progress import tqdm_disable
 from uda_adapt.common.atomic import atomic_write_text, ensure_writable_dir
 from uda_adapt.adapt.data.meta import DatasetMeta, write_meta
 from uda_adapt.adapt.data.synth.scene import check_size, generate_scene
@@ -64,7 +65,7 @@ def write_split(out: str | os.PathLike, domain: str, split: str, num: int, size:
     stems = [f"{index:05d}" for index in range(num)]
     _remove_stale_temporaries(image_dir, label_dir)
     _refuse_extra_images(image_dir, set(stems), num)
-    for index in tqdm(range(num), desc=f"{root.name}/{split}", unit="img", disable=None if progress else True):
+    for index in tqdm(range(num), desc=f"{root.name}/{split}", unit="img", disable=tqdm_disable(progress)):
         image_path, label_path = image_dir / f"{stems[index]}{IMAGE_SUFFIX}", label_dir / f"{stems[index]}.png"
         if image_path.is_file() and label_path.is_file():
             continue  # written atomically, so complete
