@@ -56,7 +56,7 @@ class SmallFineSegmenter(SmallSegmenter):
     DeepLabV3+'s decoder, scaled down: the stride-8 context is reduced (1x1) and upsampled to the
     stride-4 features, which are themselves reduced (1x1, fewer channels, so that the coarse
     context dominates the fused features as in DeepLabV3+'s 48 against 256), and one 3x3 conv
-    fuses the two. About 1.3x the multiply-adds of `small` per pixel of input.
+    fuses the two: 0.66 GMAC per 128x256 image against `small`'s 0.54 (1.23x).
     """
 
     output_stride = 4
