@@ -63,6 +63,13 @@ def test_precision_at_coverage_matches_a_sort_of_the_pixels():
     assert all(math.isnan(x) for x in gate.precision_at_coverages(np.zeros(5), np.zeros(5), (0.5,)))
 
 
+def test_precision_inside_a_bin_is_that_bins_own():
+    # Two bins: 2 unsure wrong pixels, 2 sure right ones. The top 75 % takes both sure pixels and
+    # half of the unsure bin at its precision 0: 2 right of 3.
+    curve = gate.precision_at_coverages(np.array([2, 2]), np.array([0, 2]), (0.25, 0.5, 0.75, 1.0))
+    assert curve == pytest.approx([1.0, 1.0, 2 / 3, 0.5])
+
+
 def test_precision_coverage_counts_only_labelled_pixels():
     counter = gate.PrecisionCoverage(bins=10)
     probs = torch.tensor([[[0.95, 0.55]], [[0.05, 0.45]]])      # (C=2, 1, 2): argmax 0 twice
