@@ -93,3 +93,13 @@ def test_checks_reports_from_a_runtime_install(runtime_venv, tmp_path):
     assert lines["torch"].strip().startswith("not installed")
     assert "CPUExecutionProvider" in lines["providers"]
     assert "gta5_to_cityscapes_mean_teacher" in lines["built-in configs"]     # package data of the installed wheel
+
+
+def test_the_runtime_venv_runs_the_python_it_was_asked_for(runtime_venv):
+    """UDA_ADAPT_RUNTIME_PYTHON=python3.10 (JetPack 6's Python) must not quietly test this interpreter instead."""
+    from tests.install.conftest import RUNTIME_PYTHON
+
+    version = "import sys; print(sys.version_info[:2])"
+    asked = subprocess.run([RUNTIME_PYTHON, "-c", version], capture_output=True, text=True, timeout=60).stdout
+    got = _python(runtime_venv, version).stdout
+    assert got and got == asked
