@@ -84,3 +84,23 @@ def test_train_command_refuses_a_changed_rerun_before_any_work(tmp_path, capsys)
     err = capsys.readouterr().err
     assert status == 1 and "seed 0 -> 7" in err and err.count("\n") == 1
     assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
+
+
+def test_the_same_command_resumes_and_another_is_refused_through_the_cli(tmp_path, capsys):
+    from tests.adapt.fixtures import make_folder_dataset
+
+    source = make_folder_dataset(tmp_path / "source", num=2, size=(32, 64), seed=0)
+    target = make_folder_dataset(tmp_path / "target", num=2, size=(32, 64), seed=1)
+    run = tmp_path / "run"
+    settings = [f"data.source.root={source}", f"data.target.root={target}", "data.crop_size=[32, 64]", "data.batch_size=2",
+                "source.iterations=2", "logging.num_overlays=0"]
+    args = ["train", "--stage", "source", "--out", str(run), *[a for s in settings for a in ("--set", s)]]
+    assert main(args) == 0
+    weights = (run / "source" / "last.pt").read_bytes()
+    assert main(args) == 0                                   # the same command: finished, nothing retrained
+    assert (run / "source" / "last.pt").read_bytes() == weights
+    capsys.readouterr()
+    assert main([*args, "--set", "source.iterations=3"]) == 1
+    assert "source.iterations 2 -> 3" in capsys.readouterr().err
+    assert (run / "source" / "last.pt").read_bytes() == weights
+    assert main([*args, "--set", "source.iterations=3", "--resume"]) == 0
