@@ -62,6 +62,7 @@ from uda_adapt.common.errors import UserError
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE, ADABN, ORACLE = "source only", "source + AdaBN", "oracle (target labels)"
 IAST, MT = "IAST", "mean teacher"
+SOURCE_ON_SOURCE = "diagnostic: source only, on source val"
 TEACHER_SUFFIX = " (EMA teacher)"
 TRAINING_BN_SUFFIX = " (student, training BN statistics)"
 # The report lists the rows of each family together, families in this order.
@@ -113,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", nargs="+", default=None, help="train only these rows (names as in the report)")
     parser.add_argument("--tune", default=None, help="labelled folder dataset for model selection (scored on its val split)")
     parser.add_argument("--no-oracle", action="store_true")
+    parser.add_argument("--source-val", action="store_true",
+                        help=f"also score each seed's source network on the source domain's own val split, as '{SOURCE_ON_SOURCE}' "
+                             "(can it learn a class at all, before any domain shift?)")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: report the runs already finished in --out (rows list the seeds they have)")
     parser.add_argument("--default-row", default=None, metavar="NAME",
@@ -166,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
             train(cfg, base, stage="correlation")
         corr = base / "correlation" / "last.pt"
         add_row(rows, SOURCE, score(base / "source", "source", args.tune))
+        if args.source_val and (base / "source" / "last.pt").is_file():
+            on_source = scored_once(base / "source", "exported", str(data / "source"), base / "source" / "val_source_domain.json")
+            add_row(rows, SOURCE_ON_SOURCE, {"miou": on_source["miou"], "per_class_iou": on_source["per_class_iou"], "run": str(base / "source")})
         if wanted(ADABN) and not (seed_dir / "adabn" / "eval.json").is_file():
             target = cfg.data.target
             evaluate_with_target_batchnorm(base / "source" / "last.pt", TargetData(target.root, target.kind, target.train_split, target.val_split),

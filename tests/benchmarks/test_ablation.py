@@ -104,3 +104,19 @@ def test_a_refit_row_reports_its_live_module_diagnostic(tmp_path):
     assert f"| {name} | 31.0 +- 0.0 |" in report                                      # the row itself
     assert f"| diagnostic: {name}, network + live module | 29.0 +- 0.0 |" in report   # and its module's worth
     assert "frozen, network + live module" not in report                               # only refitted rows have one
+
+
+def test_source_val_scores_the_source_network_on_its_own_domain(tmp_path):
+    data = fake_benchmark(tmp_path)
+    out = tmp_path / "out"
+    source = out / "seed0" / "base" / "source"
+    write_eval(source / "eval_source.json", 0.20)
+    # Scored once already (newer than last.pt): the report reads it rather than evaluating again.
+    (source / "val_source_domain.json").write_text(json.dumps({"miou": 0.70, "per_class_iou": {"road": 0.9, "sky": 0.5}}))
+    args = ["--data", str(data), "--out", str(out), "--seeds", "0", "--report-only", "--no-oracle"]
+    assert ablation.main(args) == 0
+    assert "on source val" not in (out / "ablation.md").read_text()
+    assert ablation.main([*args, "--source-val"]) == 0
+    report = (out / "ablation.md").read_text()
+    assert f"| {ablation.SOURCE_ON_SOURCE} | 70.0 +- 0.0 | - | s0: 70.0 |" in report
+    assert "| sky | n/a | 50.0 |" in report     # per class, beside the target-val row
