@@ -64,8 +64,9 @@ def gpu_index(device: str, command: str, *, needs_gpu: bool = False) -> int:
 
     if device == "cpu":
         reason = ("TensorRT needs a GPU" if needs_gpu else
-                  "it uses the CPU by itself when no GPU (or no CUDA build of ONNX Runtime) is present")
-        raise UserError(f"`uda-adapt {command} --device cpu`: {reason}; give auto, a GPU index like 0, or cuda:0")
+                  f"`{command}` has no CPU switch: it runs on the CPU by itself where ONNX Runtime has no CUDA or "
+                  "TensorRT provider (or PyTorch no GPU)")
+        raise UserError(f"--device cpu: {reason}; --device picks the GPU here: auto, a GPU index like 0, or cuda:0")
     return 0 if device == "auto" else int(device.removeprefix("cuda:"))
 
 
