@@ -58,21 +58,21 @@ CONFIDENCE_BINS = 2000         # (iii) ranks pixels by confidence in this many e
 # adapted "teacher", as the live refit fits it). "default" is the config's own module.
 VARIANTS: dict[str, tuple[dict, str]] = {
     "default": ({}, "source"),
-    "old default (value bias, padding attended)": ({"value_bias": True}, "source"),
+    "old default (value bias)": ({"value_bias": True}, "source"),
     "window 9": ({"window": 9}, "source"),
     "window 9, query p+features": ({"window": 9, "query": "both"}, "source"),
-    "query features": ({"query": "features"}, "source"),
-    "query p+features": ({"query": "both"}, "source"),
-    "value p, window 9, query p+features": ({"value": "prediction", "window": 9, "query": "both"}, "source"),
-    "fit masked (MIC blocks 0.5)": ({"fit_mask_ratio": 0.5}, "source"),
     "fit target BN": ({"fit_bn": "target"}, "source"),
-    "fit class-balanced": ({"fit_class_balanced": True}, "source"),
-    "early stop on source val": ({"early_stop_every": 25}, "source"),
-    "attention temperature 0.5": ({"temperature": 0.5}, "source"),
     "fit on the teacher (live refit)": ({}, "teacher"),
     "window 9, p+features, fit on the teacher": ({"window": 9, "query": "both"}, "teacher"),
     "window 9, p+features, target BN, masked, balanced": (
         {"window": 9, "query": "both", "fit_bn": "target", "fit_mask_ratio": 0.5, "fit_class_balanced": True}, "source"),
+    "query p+features": ({"query": "both"}, "source"),
+    "fit masked (MIC blocks 0.5)": ({"fit_mask_ratio": 0.5}, "source"),
+    "fit class-balanced": ({"fit_class_balanced": True}, "source"),
+    "early stop on source val": ({"early_stop_every": 25}, "source"),
+    "attention temperature 0.5": ({"temperature": 0.5}, "source"),
+    "query features": ({"query": "features"}, "source"),
+    "value p, window 9, query p+features": ({"value": "prediction", "window": 9, "query": "both"}, "source"),
 }
 
 
