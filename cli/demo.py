@@ -2,7 +2,8 @@
 
 data benchmark -> train -> eval -> export (ONNX + parity gate) -> data video -> run
 Each step is printed as its `uda-adapt ...` command line, so the demo doubles as a tutorial.
-Re-running it on the same --out reuses what is already there (training resumes).
+Re-running it on the same --out reuses what is already there (training resumes); with other --set
+values, --resume or --force says what to do with the earlier run (the train command's rule).
 
 It ends by separating what adaptation bought for free from what training added:
 `source only X -> target BatchNorm only Y -> adapted Z`, where Y is the source network with its
@@ -41,12 +42,19 @@ QUICK = [
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override (repeatable).")
 @click.option("--quick", is_flag=True, help="Tiny dataset and a few iterations: a smoke test of the whole chain.")
 @click.option("--frames", type=int, default=None, help="Frames of the demo video [default: 150, 30 with --quick].")
+@click.option("--resume", is_flag=True, help="OUT's run was started with other --set values: continue it under the new ones.")
+@click.option("--force", is_flag=True, help="OUT's run was started with other --set values: train it again (its files move aside).")
 @click.pass_context
-def demo(ctx: click.Context, out: str, config_path: str | None, overrides: tuple[str, ...], quick: bool, frames: int | None) -> None:
-    """Generate data, adapt, evaluate, export and segment a video, end to end."""
+def demo(ctx: click.Context, out: str, config_path: str | None, overrides: tuple[str, ...], quick: bool, frames: int | None,
+         resume: bool, force: bool) -> None:
+    """Generate data, adapt, evaluate, export and segment a video, end to end.
+
+    --quick works in OUT/quick/, so a smoke test and the full demo on the same --out never mix
+    their datasets or their runs.
+    """
     require_training_stack("demo")
     started = time.perf_counter()
-    root = Path(out)
+    root = Path(out) / "quick" if quick else Path(out)
     data, run, export_dir, video_dir = root / "data", root / "run", root / "export", root / "video"
     sizes = ["--num-train", "24", "--num-val", "8"] if quick else []
     _step(ctx, ["data", "benchmark", "--out", str(data), *sizes])
@@ -54,6 +62,7 @@ def demo(ctx: click.Context, out: str, config_path: str | None, overrides: tuple
     train_args = ["train", "--out", str(run), "--set", f"data.source.root={data / 'source'}", "--set", f"data.target.root={data / 'target'}"]
     if config_path:
         train_args += ["--config", config_path]
+    train_args += [*(["--resume"] if resume else []), *(["--force"] if force else [])]
     for item in [*([] if config_path else DEMO_SCHEDULE), *(QUICK if quick else []), *overrides]:
         train_args += ["--set", item]
     _step(ctx, train_args)

@@ -9,12 +9,12 @@ from uda_adapt.cli.main import main
 
 
 def test_demo_quick_runs_the_whole_chain(tmp_path, capsys):
-    out = tmp_path / "demo"
-    rc = main(["demo", "--out", str(out), "--quick", "--frames", "24",
+    rc = main(["demo", "--out", str(tmp_path / "demo"), "--quick", "--frames", "24",
                "--set", "source.iterations=6", "--set", "self_train.iterations_per_round=4",
                "--set", "self_train.mean_teacher.iterations=4"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err[-2000:]
+    out = tmp_path / "demo" / "quick"     # a smoke test never mixes with a full demo on the same --out
     assert (out / "run" / "self_train" / "last.pt").is_file()
     # The demo ends by saying what adaptation bought for free (target BatchNorm statistics) and
     # what training added, from the three evaluations it wrote.
