@@ -8,15 +8,22 @@ the machine's speed hits both; the medians and the median ratio are printed.
 
     python benchmarks/pipeline_throughput.py                       # small model, random weights
     python benchmarks/pipeline_throughput.py --model runs/demo/export/model.onnx --rounds 5
+
+With --video FILE the pipeline side is `uda-adapt run` itself (`run_stream`: the file decoded,
+preprocessed, inferred, rendered and encoded to an mp4 with the default codec) and the other
+side a bare ONNX Runtime loop over the same ONNX (a session with default options, one input
+prepared once): what a user compares. --make-video writes a 768x576 clip to use there.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -73,6 +80,78 @@ def alternate_rounds(backend: Backend, size: tuple[int, int], warmup: int, iters
     return results
 
 
+def bare_onnxruntime_qps(model: Path, shape: tuple[int, ...], warmup: int, iters: int,
+                         session: object | None = None) -> float:
+    """Throughput of a plain InferenceSession (default options) on one prepared input: the user's baseline."""
+    import numpy as np
+    import onnxruntime as ort
+
+    session = session or ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    for _ in range(warmup):
+        session.run(None, {name: x})
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        session.run(None, {name: x})
+    return iters / (time.perf_counter() - t0)
+
+
+def alternate_video_rounds(model: Path, video: Path, warmup: int, iters: int, rounds: int,
+                           threads: int | None, codec: str | None, output: str | None,
+                           on_round: Callable[[int, dict], None] | None = None) -> list[dict]:
+    """A bare ORT loop, then `uda-adapt run` over `video` (to an mp4) with and without prefetch, `rounds` times."""
+    import onnxruntime as ort
+
+    from uda_adapt.common.manifest import manifest_for, read_manifest
+    from uda_adapt.runtime.stream import RunConfig, run_stream
+
+    size = read_manifest(manifest_for(model)).input.size
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            load = os.getloadavg()[0]
+            bare = bare_onnxruntime_qps(model, (1, 3, *size), warmup, iters, session)
+            row: dict = {"bare_onnxruntime_qps": bare, "load_average": load}
+            for prefetch in (False, True):
+                config = RunConfig(model=str(model), input=str(video), output=output or str(Path(tmp) / "out.mp4"),
+                                   headless=True, max_frames=warmup + iters, threads=threads, codec=codec, progress=False,
+                                   prefetch=prefetch)
+                report = run_stream(config, log=lambda message: None)
+                key = "run" if prefetch else "run_inline"
+                row.update({f"{key}_fps": report.fps, f"{key}_ratio": report.fps / bare, f"{key}_stages_ms": report.stages_ms})
+            row["ratio"] = row["run_ratio"]
+            results.append(row)
+            if on_round is not None:
+                on_round(r, results[-1])
+    return results
+
+
+def make_video(path: Path, images: Path, frames: int = 300, size: tuple[int, int] = (576, 768)) -> None:
+    """A 768x576 mp4v clip panning slowly across the images of a folder (25 fps)."""
+    import numpy as np
+
+    files = sorted(p for p in images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if not files:
+        raise SystemExit(f"no images in {images}")
+    h, w = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (w, h))
+    for index in range(frames):
+        image = cv2.imread(str(files[(index // 25) % len(files)]))
+        big = cv2.resize(image, (int(w * 1.25), int(h * 1.25)))
+        x = (index % 25) * (big.shape[1] - w) // 25
+        writer.write(np.ascontiguousarray(big[: h, x: x + w]))
+    writer.release()
+
+
+def _print_video_round(r: int, row: dict) -> None:
+    print(f"round {r + 1}: load {row['load_average']:.2f}; bare onnxruntime {row['bare_onnxruntime_qps']:.3f} qps; "
+          f"run, preprocessing inline {row['run_inline_fps']:.3f} fps (ratio {row['run_inline_ratio']:.3f}); "
+          f"run {row['run_fps']:.3f} fps (ratio {row['run_ratio']:.3f})  stages ms: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in row["run_stages_ms"].items()), flush=True)
+
+
 def _print_round(r: int, row: dict) -> None:
     print(f"round {r + 1}: model-only {row['model_only_qps']:.3f} qps, pipeline {row['pipeline_qps']:.3f} qps, ratio {row['ratio']:.3f}  "
           f"(stages ms: " + ", ".join(f"{k} {v:.1f}" for k, v in row["pipeline_stages_ms"].items()) + ")", flush=True)
@@ -89,9 +168,34 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--video", type=Path, help="compare `uda-adapt run` over this video with a bare ONNX Runtime loop")
+    parser.add_argument("--codec", default=None, help="--video: the run's --codec [default: uda-adapt run's]")
+    parser.add_argument("--output", default=None, help="--video: the run's output [default: an mp4 in a temporary folder]")
+    parser.add_argument("--make-video", type=Path, metavar="MP4", help="write a 768x576 clip from --images, then exit")
+    parser.add_argument("--images", type=Path, help="--make-video: a folder of images")
     args = parser.parse_args()
     height, width = (int(v) for v in args.size.split("x"))
     cv2.setNumThreads(args.cv_threads)
+    if args.make_video:
+        make_video(args.make_video, args.images)
+        return
+    if args.video:
+        with tempfile.TemporaryDirectory() as tmp:
+            model = args.model or export_small_model(Path(tmp), height, width)
+            rounds = alternate_video_rounds(model, args.video, args.warmup, args.iters, args.rounds, args.threads,
+                                            args.codec, args.output, on_round=_print_video_round)
+        summary = {"video": str(args.video), "size": [height, width], "iters": args.iters, "rounds": rounds,
+                   "codec": args.codec, "output": args.output, "threads": args.threads,
+                   "median_bare_onnxruntime_qps": statistics.median(r["bare_onnxruntime_qps"] for r in rounds),
+                   "median_run_fps": statistics.median(r["run_fps"] for r in rounds),
+                   "median_ratio": statistics.median(r["ratio"] for r in rounds),
+                   "median_inline_ratio": statistics.median(r["run_inline_ratio"] for r in rounds), "host": host_info()}
+        print(f"median: bare onnxruntime {summary['median_bare_onnxruntime_qps']:.3f} qps, uda-adapt run "
+              f"{summary['median_run_fps']:.3f} fps, ratio {summary['median_ratio']:.3f} (preprocessing inline "
+              f"{summary['median_inline_ratio']:.3f}; target >= 0.95)")
+        if args.json:
+            args.json.write_text(json.dumps(summary, indent=2) + "\n")
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or export_small_model(Path(tmp), height, width)

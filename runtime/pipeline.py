@@ -2,6 +2,15 @@
 
     [capture thread] --slot or queue--> [infer thread: preprocess, infer] --queue(2)--> [caller: render, sink]
 
+    with prefetch (files, every frame):
+    [capture] --queue--> [prepare thread: preprocess] --queue(1)--> [infer thread: infer] --queue(2)--> [caller]
+
+Prefetch takes preprocessing off the inference thread, so the network never waits for the
+next input: without it each frame's resize and normalisation (a few ms at 768x576 -> 512x1024)
+adds to every inference, the one stage that sets a file's pace. Live sources (`--latest`) keep
+it inline: a frame prepared ahead would be one inference older than the newest one by the time
+the network took it.
+
 Queues are bounded, so the slowest stage sets the pace and memory stays flat. ONNX Runtime,
 TensorRT and OpenCV release the GIL while they work, so the stages really overlap: the next
 frame is captured and the last one rendered while the network runs. The caller's thread
@@ -113,8 +122,12 @@ def run_pipeline(
     join_timeout: float = 5.0,
     pacer: FramePacer | None = None,
     on_mask: MaskHook | None = None,
+    prefetch: bool = False,
 ) -> PipelineReport:
     """Run until the source ends, the sink stops, `max_frames` are written or Ctrl-C.
+
+    `prefetch`: preprocess on a thread of its own, ahead of inference (see the module doc);
+    `preprocess` must then not expect `backend.infer` on the same thread right after it.
 
     With a `pacer` (live sources into a video file or RTSP) each frame is written as many
     times as its capture time says, so the output keeps real time when frames are dropped.
@@ -127,7 +140,12 @@ def run_pipeline(
     clock = _StageClock()
     errors: list[BaseException] = []
 
-    def infer_stage() -> None:
+    prepared = FrameQueue(1) if prefetch else None
+
+    def prepare_stage() -> None:
+        # Three buffers: one being filled, one waiting in `prepared`, one in inference. The
+        # preprocessor reuses its output array, so each batch is copied into the next buffer.
+        ring: list[np.ndarray] = []
         try:
             while not stop.is_set():
                 try:
@@ -135,12 +153,46 @@ def run_pipeline(
                 except EndOfStream:
                     return
                 if frame is None:
-                    continue       # nothing new yet (a live source between frames or reconnecting)
+                    continue
                 t0 = time.perf_counter()
                 batch = preprocess(frame.image)
+                if not ring:
+                    ring = [np.empty_like(batch) for _ in range(3)]
+                slot = ring.pop(0)          # the least recently filled: inference is done with it
+                np.copyto(slot, batch)
+                ring.append(slot)
+                clock.add("preprocess", time.perf_counter() - t0)
+                if not prepared.put((frame, slot), stop):
+                    return
+        except Exception as exc:  # handed to the caller's thread, which re-raises it
+            errors.append(exc)
+        finally:
+            prepared.close(stop)
+
+    def next_input() -> tuple[Frame, np.ndarray] | None:
+        """(frame, batch), or None when nothing is ready yet; EndOfStream at the end."""
+        if prepared is not None:
+            return prepared.get(timeout=0.1)
+        frame = capture.get(timeout=0.1)
+        if frame is None:
+            return None            # nothing new yet (a live source between frames or reconnecting)
+        t0 = time.perf_counter()
+        batch = preprocess(frame.image)
+        clock.add("preprocess", time.perf_counter() - t0)
+        return frame, batch
+
+    def infer_stage() -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    item = next_input()
+                except EndOfStream:
+                    return
+                if item is None:
+                    continue
+                frame, batch = item
                 t1 = time.perf_counter()
                 mask = backend.infer(batch)[0]
-                clock.add("preprocess", t1 - t0)
                 clock.add("infer", time.perf_counter() - t1)
                 if not results.put((frame, mask), stop):
                     return
@@ -153,7 +205,10 @@ def run_pipeline(
     frames, first_done, last_done, interrupted = 0, 0.0, 0.0, False
     started = time.perf_counter()
     infer_thread = threading.Thread(target=infer_stage, name="infer", daemon=True)
+    prepare_thread = threading.Thread(target=prepare_stage, name="prepare", daemon=True) if prefetch else None
     with capture:
+        if prepare_thread is not None:
+            prepare_thread.start()
         infer_thread.start()
         try:
             while True:
@@ -191,9 +246,12 @@ def run_pipeline(
             log("interrupted; finishing the output")
         finally:
             stop.set()
-            infer_thread.join(join_timeout)
-            if infer_thread.is_alive():
-                log(f"inference did not stop within {join_timeout:.0f} s; leaving it")
+            for thread in (infer_thread, prepare_thread):
+                if thread is None:
+                    continue
+                thread.join(join_timeout)
+                if thread.is_alive():
+                    log(f"{thread.name} did not stop within {join_timeout:.0f} s; leaving it")
     if errors:
         raise errors[0]
 

@@ -56,6 +56,7 @@ class RunConfig:
     progress: bool = True                     # a progress line every few seconds over a file (off with --quiet)
     labels: str | None = None                 # --labels FILE: class names, one per line (segNet's labels.txt)
     colors: str | None = None                 # --colors FILE: class colours, `R G B` per line (segNet's colors.txt)
+    prefetch: bool = True                     # files: preprocess ahead of inference, off its thread (runtime.pipeline)
 
 
 def run_stream(config: RunConfig, log: Log = log_to_stderr) -> PipelineReport:
@@ -122,6 +123,9 @@ def run_stream(config: RunConfig, log: Log = log_to_stderr) -> PipelineReport:
             log=log,
             pacer=pacer,
             on_mask=masks,
+            # Files: preprocessing ahead of inference, off its thread. Not live sources (the
+            # newest frame, not one prepared earlier) nor --watch (it scores on the infer thread).
+            prefetch=config.prefetch and not latest and watcher is None,
         )
         if masks is not None:
             masks.close()          # every queued mask written (and a write error raised) before the report

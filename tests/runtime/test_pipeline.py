@@ -1,3 +1,4 @@
+import threading
 import time
 import tracemalloc
 
@@ -142,6 +143,66 @@ def test_inference_runs_off_the_callers_thread():
     assert backend.threads == {"infer"}
 
 
+class FrameValueBackend(FakeBackend):
+    """Slow, and its mask is the mean of the batch it was given: a batch overwritten mid-inference shows."""
+
+    def infer(self, batch):
+        self.threads.add(threading.current_thread().name)
+        value = float(batch.mean())
+        time.sleep(0.01)
+        assert float(batch.mean()) == value, "the batch changed while the network ran on it"
+        return np.full((batch.shape[0], *batch.shape[2:]), round(value * 100), np.int32)
+
+
+def _flat_frames(n):
+    return [np.full((*CLIP_SIZE, 3), 10 * i, np.uint8) for i in range(n)]
+
+
+def test_prefetch_prepares_the_next_frame_off_the_inference_thread_and_keeps_every_batch_intact():
+    """A file's frames are preprocessed ahead, on their own thread: the network never waits for its input."""
+    threads = []
+
+    class RecordingPreprocessor(Preprocessor):
+        def __call__(self, frame):
+            threads.append(threading.current_thread().name)
+            return super().__call__(frame)      # the same output array every call: prefetch must copy it
+
+    frames = _flat_frames(12)
+    backend = FrameValueBackend()
+    masks = []
+    capture = CaptureThread(FakeSource(frames), latest=False, backoff=Backoff(0.01, 0.02), log=lambda m: None)
+    renderer = Renderer(backend.manifest.classes, backend.manifest.palette, RenderOptions(legend=False, fps=False))
+    report = run_pipeline(capture, backend, RecordingPreprocessor(backend.manifest.input, backend.input_size), renderer,
+                          NullSink(), prefetch=True, on_mask=lambda frame, mask: masks.append(int(mask[0, 0])), **QUIET)
+    assert report.frames == 12 and set(threads) == {"prepare"} and backend.threads == {"infer"}
+    expected = [FrameValueBackend().infer(Preprocessor(backend.manifest.input, backend.input_size)(f))[0, 0, 0]
+                for f in frames]
+    assert len(set(expected)) == 12 and masks == expected        # each mask from its own frame, in order
+    assert report.stages_ms["preprocess"] > 0
+
+
+def test_without_prefetch_preprocessing_stays_on_the_inference_thread():
+    threads = []
+
+    class RecordingPreprocessor(Preprocessor):
+        def __call__(self, frame):
+            threads.append(threading.current_thread().name)
+            return super().__call__(frame)
+
+    backend = FakeBackend()
+    capture = CaptureThread(FakeSource(_flat_frames(3)), latest=False, backoff=Backoff(0.01, 0.02), log=lambda m: None)
+    renderer = Renderer(backend.manifest.classes, backend.manifest.palette, RenderOptions(legend=False, fps=False))
+    run_pipeline(capture, backend, RecordingPreprocessor(backend.manifest.input, backend.input_size), renderer,
+                 NullSink(), **QUIET)
+    assert set(threads) == {"infer"}
+
+
+def test_a_failing_source_with_prefetch_stops_the_run_with_its_error():
+    frames = [street_frame(i) for i in range(5)]
+    with pytest.raises(UserError, match="fake:// failed mid-stream"):
+        pipeline(FakeSource([*frames, OSError("device gone")]), FakeBackend(), NullSink(), prefetch=True)
+
+
 def test_memory_stays_flat_over_thousands_of_frames():
     small = np.full((16, 32, 3), 60, np.uint8)
     frames = [small] * 3000
@@ -162,3 +223,21 @@ def test_memory_stays_flat_over_thousands_of_frames():
         tracemalloc.stop()
     assert report.frames == 3000
     assert marks[2999] - marks[500] < 256 * 1024, f"grew {marks[2999] - marks[500]} bytes over 2500 frames"
+
+
+def test_run_prefetches_a_file_but_not_with_watch_or_a_live_source(small_onnx, clip_mp4, monkeypatch):
+    import uda_adapt.runtime.stream as stream
+
+    seen, real = [], stream.run_pipeline
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["prefetch"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stream, "run_pipeline", recording)
+    base = dict(model=str(small_onnx), input=str(clip_mp4), headless=True, max_frames=2, progress=False)
+    run_stream(RunConfig(**base), **QUIET)
+    run_stream(RunConfig(**base, watch=True), **QUIET)
+    run_stream(RunConfig(**base, latest=True), **QUIET)
+    run_stream(RunConfig(**base, prefetch=False), **QUIET)
+    assert seen == [True, False, False, False]
