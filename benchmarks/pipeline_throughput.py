@@ -128,6 +128,56 @@ def alternate_video_rounds(model: Path, video: Path, warmup: int, iters: int, ro
     return results
 
 
+def stage_cpu_costs(model: Path, video: Path, frames: int = 40, infer_iters: int = 8) -> dict[str, float]:
+    """CPU milliseconds per frame of each stage of `uda-adapt run`, one stage at a time.
+
+    CPU clocks, not wall time: a machine shared with other jobs stretches wall time several
+    times over but changes the CPU work of a stage far less, so these add up to what an idle
+    machine must do per frame. Inference is measured with ONNX Runtime's workers sleeping (as
+    the runtime runs it) and spinning (its default).
+    """
+    import numpy as np
+    import onnxruntime as ort
+
+    from uda_adapt.common.manifest import manifest_for, read_manifest
+    from uda_adapt.runtime.preprocess import Preprocessor
+    from uda_adapt.runtime.render import Renderer, RenderOptions
+
+    def cpu_ms(step: Callable[[int], object], n: int) -> float:
+        t0 = time.process_time()
+        for i in range(n):
+            step(i)
+        return 1000 * (time.process_time() - t0) / n
+
+    manifest = read_manifest(manifest_for(model))
+    capture, decoded = cv2.VideoCapture(str(video)), []
+    costs = {"decode": cpu_ms(lambda i: decoded.append(capture.read()[1]), frames)}
+    capture.release()
+    preprocess = Preprocessor(manifest.input, manifest.input.size)
+    costs["preprocess"] = cpu_ms(lambda i: preprocess(decoded[i]), frames)
+    x = np.ascontiguousarray(preprocess(decoded[0]))
+    sessions = {}
+    for spin in ("0", "1"):
+        options = ort.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        sessions[spin] = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    name = sessions["0"].get_inputs()[0].name
+    mask = sessions["0"].run(None, {name: x})[0][0]
+    renderer, rendered = Renderer(manifest.classes, manifest.palette, RenderOptions()), []
+    costs["render"] = cpu_ms(lambda i: rendered.append(renderer.render(decoded[i], mask, 12.3)), frames)
+    with tempfile.TemporaryDirectory() as tmp:
+        height, width = decoded[0].shape[:2]
+        writer = cv2.VideoWriter(str(Path(tmp) / "out.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (width, height))
+        costs["encode_mp4v"] = cpu_ms(lambda i: writer.write(rendered[i]), frames)
+        writer.release()
+    for spin, session in sessions.items():
+        session.run(None, {name: x})
+        costs[f"infer_{'spinning' if spin == '1' else 'sleeping'}"] = cpu_ms(lambda i: session.run(None, {name: x}), infer_iters)
+    others = costs["decode"] + costs["preprocess"] + costs["render"] + costs["encode_mp4v"]
+    costs["cpu_bound_ceiling"] = costs["infer_sleeping"] / (costs["infer_sleeping"] + others)
+    return costs
+
+
 def make_video(path: Path, images: Path, frames: int = 300, size: tuple[int, int] = (576, 768)) -> None:
     """A 768x576 mp4v clip panning slowly across the images of a folder (25 fps)."""
     import numpy as np
@@ -173,11 +223,18 @@ def main() -> None:
     parser.add_argument("--output", default=None, help="--video: the run's output [default: an mp4 in a temporary folder]")
     parser.add_argument("--make-video", type=Path, metavar="MP4", help="write a 768x576 clip from --images, then exit")
     parser.add_argument("--images", type=Path, help="--make-video: a folder of images")
+    parser.add_argument("--cpu-costs", action="store_true", help="--video: CPU ms per frame of each stage, then exit")
     args = parser.parse_args()
     height, width = (int(v) for v in args.size.split("x"))
     cv2.setNumThreads(args.cv_threads)
     if args.make_video:
         make_video(args.make_video, args.images)
+        return
+    if args.video and args.cpu_costs:
+        with tempfile.TemporaryDirectory() as tmp:
+            model = args.model or export_small_model(Path(tmp), height, width)
+            costs = stage_cpu_costs(model, args.video)
+        print(json.dumps({**costs, "load_average": os.getloadavg()[0]}, indent=2))
         return
     if args.video:
         with tempfile.TemporaryDirectory() as tmp:
