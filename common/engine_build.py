@@ -29,13 +29,13 @@ from uda_adapt.common.manifest import (
 )
 from uda_adapt.common.tensorrt_build import (
     DLA_BOARDS,
-    CalibrationSource,
     build_engine,
     build_plan,
     detect_gpu,
     dla_cores,
     import_tensorrt,
 )
+from uda_adapt.common.trt_calibration import CalibrationSource
 
 Log = Callable[[str], None]
 

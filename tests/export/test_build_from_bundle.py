@@ -126,7 +126,7 @@ def test_legacy_int8_build_records_its_own_calibration(bundle, device, target_da
     from uda_adapt.export.build import build_bundle_engine
     from tests.export.test_tensorrt_build import RecordingCuda
 
-    monkeypatch.setattr("uda_adapt.common.tensorrt_build.open_cuda", lambda device: RecordingCuda())
+    monkeypatch.setattr("uda_adapt.common.trt_calibration.open_cuda", lambda device: RecordingCuda())
     manifest = read_manifest(bundle / "model.json")
     manifest.variants["int8"] = {"file": "model.int8.onnx", "calibration": {"method": "minmax", "format": "QDQ", "n_images": 500}}
     write_manifest(bundle / "model.json", manifest)

@@ -113,7 +113,7 @@ class RecordingCuda:
 
 def test_legacy_int8_calibrates_with_entropy_calibrator(onnx_file, tmp_path, target_data, monkeypatch):
     cuda = RecordingCuda()
-    monkeypatch.setattr("uda_adapt.common.tensorrt_build.open_cuda", lambda device: cuda)
+    monkeypatch.setattr("uda_adapt.common.trt_calibration.open_cuda", lambda device: cuda)
     trt = make_fake_tensorrt("10.3.0.26")
     images = sorted((target_data / "train" / "images").glob("*.png"))
     reader = ImageCalibrationReader(images, InputSpec(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), size=(64, 128)))
@@ -144,7 +144,7 @@ def test_legacy_int8_calibrates_at_a_fixed_one_image_profile(onnx_file, tmp_path
     With the build profile (OPT batch 2 here) it would read twice the bytes the calibrator copied.
     """
     cuda = RecordingCuda()
-    monkeypatch.setattr("uda_adapt.common.tensorrt_build.open_cuda", lambda device: cuda)
+    monkeypatch.setattr("uda_adapt.common.trt_calibration.open_cuda", lambda device: cuda)
     trt = make_fake_tensorrt("10.3.0.26")
     images = sorted((target_data / "train" / "images").glob("*.png"))
     reader = ImageCalibrationReader(images, InputSpec(size=(64, 128)))
@@ -171,7 +171,7 @@ def test_calibration_outside_the_dynamic_range_is_refused(onnx_file, tmp_path, t
 
 def test_the_engine_record_describes_the_calibration_that_ran(onnx_file, tmp_path, target_data, monkeypatch):
     """Legacy flags: the entropy calibrator's record, not the Q/DQ variant's; strongly typed: the Q/DQ one."""
-    monkeypatch.setattr("uda_adapt.common.tensorrt_build.open_cuda", lambda device: RecordingCuda())
+    monkeypatch.setattr("uda_adapt.common.trt_calibration.open_cuda", lambda device: RecordingCuda())
     qdq = {"method": "minmax", "n_images": 500, "format": "QDQ", "activations": "int8 symmetric"}
     images = sorted((target_data / "train" / "images").glob("*.png"))
     reader = ImageCalibrationReader(images, InputSpec(size=(64, 128)))
@@ -191,7 +191,7 @@ def test_the_engine_record_describes_the_calibration_that_ran(onnx_file, tmp_pat
 
 def test_the_calibration_cache_follows_the_calibration_images(onnx_file, tmp_path, target_data, monkeypatch):
     """Reused only for the same images (--calib-data, --calib-num) and input contract; else calibrate again."""
-    monkeypatch.setattr("uda_adapt.common.tensorrt_build.open_cuda", lambda device: RecordingCuda())
+    monkeypatch.setattr("uda_adapt.common.trt_calibration.open_cuda", lambda device: RecordingCuda())
     train = sorted((target_data / "train" / "images").glob("*.png"))
     val = sorted((target_data / "val" / "images").glob("*.png"))
     spec = InputSpec(size=(64, 128))
@@ -344,7 +344,7 @@ def test_a_gpu_engine_is_preferred_to_a_dla_one():
 def test_an_unreadable_calibration_image_fails_the_build_and_keeps_no_cache(onnx_file, tmp_path, target_data,
                                                                              monkeypatch):
     """TensorRT's trampoline swallows an exception in get_batch as "no more data": the build must not."""
-    monkeypatch.setattr("uda_adapt.common.tensorrt_build.open_cuda", lambda device: RecordingCuda())
+    monkeypatch.setattr("uda_adapt.common.trt_calibration.open_cuda", lambda device: RecordingCuda())
     images = sorted((target_data / "train" / "images").glob("*.png"))
     broken = tmp_path / "calib" / "c_broken.png"
     broken.parent.mkdir()
