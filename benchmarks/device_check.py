@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,6 +52,7 @@ NEEDS: dict[str, str] = {
     "gstreamer": "OpenCV built with GStreamer",
     "jetson": "a Jetson (/proc/device-tree/model)",
     "real_clip": "a real-camera clip (--clip FILE)",
+    "idle": "an idle machine (1-minute load average below a quarter of the cores)",
 }
 # The numbers the steps must reach (higher is better; the ratio of two medians, or a fraction).
 THRESHOLDS: dict[str, float] = {
@@ -59,6 +61,7 @@ THRESHOLDS: dict[str, float] = {
     "tensorrt_int8_over_fp16": 1.0,          # int8 faster than fp16: else int8 costs accuracy for nothing
     "amp_speedup": 1.5,                      # an AMP training step >= 1.5x an fp32 step
     "resume_identical_fraction": 1.0,        # every tensor of the resumed run equals the unbroken run's
+    "run_over_bare_onnxruntime": 0.95,       # uda-adapt run over a video vs a bare ONNX Runtime loop (CPU)
 }
 
 
@@ -109,6 +112,8 @@ def preflight(clip: Path | None) -> dict[str, dict[str, Any]]:
     found["jetson"] = {"present": "jetson" in board.lower(), "detail": board or "no /proc/device-tree/model (not a Jetson)"}
     found["real_clip"] = {"present": clip is not None and clip.is_file(),
                           "detail": str(clip) if clip is not None else "none given (--clip FILE)"}
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    found["idle"] = {"present": load < cores / 4, "detail": f"load average {load:.2f} on {cores} cores"}
     providers = _probe("import onnxruntime as o; print(o.__version__, ', '.join(o.get_available_providers()))")[1]
     found["onnxruntime"] = {"present": True, "detail": providers}   # information only: the reference needs none
     return found
@@ -210,6 +215,15 @@ def plan(work: Path, out: Path, clip: Path | None = None) -> list[Step]:
         Step("resume_sigkill_cuda", "source training on CUDA SIGKILLed after a checkpoint, resumed: equal to an unbroken run",
              [task("resume", str(work), str(out / "resume.json"))], timeout_s=150,
              metrics=lambda: json.loads((out / "resume.json").read_text()), checks=resume_checks),
+        # The runtime's CPU pipeline against a bare ONNX Runtime loop: worth it only where nothing else runs.
+        Step("run_vs_bare_onnxruntime", "uda-adapt run over a 768x576 clip (512x1024 model, mp4 out) vs a bare ONNX "
+             "Runtime loop, CPU, alternating rounds",
+             [[sys.executable, str(ROOT / "benchmarks" / "pipeline_throughput.py"), "--make-video",
+               str(work / "street_768x576.mp4"), "--images", str(data / "target" / "train" / "images")],
+              [sys.executable, str(ROOT / "benchmarks" / "pipeline_throughput.py"), "--video",
+               str(work / "street_768x576.mp4"), "--iters", "30", "--rounds", "3", "--json", str(out / "throughput.json")]],
+             needs=("idle",), timeout_s=180, metrics=lambda: throughput_metrics(out / "throughput.json"),
+             checks=lambda m: _below("run_over_bare_onnxruntime", m.get("median_ratio"))),
         # Paths only a Jetson has: listed, so an x86 report never reads as if they were checked.
         Step("jetson_dla", "a DLA engine (uda-adapt build --dla-core 0) and run on it",
              [uda("build", str(fp16), "--precision", "fp16", "--dla-core", "0")], needs=("jetson", "tensorrt"),
@@ -232,6 +246,26 @@ def plan(work: Path, out: Path, clip: Path | None = None) -> list[Step]:
              [[sys.executable, "-m", "pytest", "-q", "-rs", "-m", "gpu or tensorrt", "-p", "no:cacheprovider",
                str(ROOT / "tests")]], needs=("gpu",), timeout_s=240, pytest=True),
     ]
+
+
+# --- what the steps measure ---------------------------------------------------------------------
+
+def train_metrics(run: Path) -> dict[str, Any]:
+    """Median training throughput of a run's source stage (its metrics.jsonl), the first record left out."""
+    rows = [json.loads(line) for line in (run / "source" / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rates = [r["images_per_second"] for r in rows if "images_per_second" in r]
+    return {"images_per_second_median": statistics.median(rates[1:] or rates) if rates else None, "records": len(rates)}
+
+
+def run_metrics(report: Path) -> dict[str, Any]:
+    data = json.loads(report.read_text())
+    return {key: data.get(key) for key in ("backend", "frames", "fps", "dropped", "corrupt") if key in data}
+
+
+def throughput_metrics(report: Path) -> dict[str, Any]:
+    data = json.loads(report.read_text())
+    return {key: data[key] for key in ("median_bare_onnxruntime_qps", "median_run_fps", "median_ratio",
+                                       "median_inline_ratio") if key in data}
 
 
 # --- thresholds ----------------------------------------------------------------------------------

@@ -19,13 +19,13 @@ ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 GPU_STEPS = {"train", "export", "build_fp16", "build_fp32", "build_int8", "build_int8_legacy", "check", "latency",
              "real_frames", "run_bundle", "first_run_build", "second_run_reuses", "amp_vs_fp32", "train_compile",
-             "torchrun_1gpu", "ddp_nccl", "resume_sigkill_cuda", "pytest_gpu"}
+             "torchrun_1gpu", "ddp_nccl", "resume_sigkill_cuda", "run_vs_bare_onnxruntime", "pytest_gpu"}
 JETSON_STEPS = {"jetson_dla", "jetson_csi_nvargus", "jetson_nvv4l2", "gstreamer_writer", "jetson_rtsp_server"}
 
 
 def _script(out, work, *extra):
     return subprocess.run(["bash", str(ROOT / "benchmarks" / "device_check.sh"), str(out), "--work", str(work),
-                           "--without", "gpu", "--without", "cuda", "--without", "tensorrt", *extra],
+                           "--without", "gpu", "--without", "cuda", "--without", "tensorrt", "--without", "idle", *extra],
                           capture_output=True, text=True, timeout=300, env={"PYTHON": PY, "PATH": "/usr/bin:/bin"})
 
 
@@ -44,7 +44,7 @@ def test_without_a_gpu_every_gpu_step_is_not_covered_and_the_check_fails(tmp_pat
     assert "-rs" in next(s for s in result["steps"] if s["name"] == "pytest_gpu")["commands"][0]
     assert (work / "clip.mp4").stat().st_size > 0 and (work / "data" / "target" / "val").is_dir()
     markdown = (out / "device_check.md").read_text()
-    assert markdown.startswith("# Device check\n\n**FAILED**: 1 passed, 0 failed, 23 not covered")
+    assert markdown.startswith("# Device check\n\n**FAILED**: 1 passed, 0 failed, 24 not covered")
     assert "| build_int8 | NOT COVERED |" in markdown and "| jetson_dla | NOT COVERED |" in markdown
     assert "## NOT COVERED (nothing here was checked)" in markdown and "| data | passed |" in markdown
     assert "| gpu | NO | treated as absent (--without) |" in markdown
@@ -52,7 +52,7 @@ def test_without_a_gpu_every_gpu_step_is_not_covered_and_the_check_fails(tmp_pat
     done = _script(out, work, "--allow-skip", "*")
     assert done.returncode == 0, done.stderr
     markdown = (out / "device_check.md").read_text()
-    assert "**PASSED**: 1 passed, 0 failed, 23 not covered" in markdown and "| check | NOT COVERED (allowed) |" in markdown
+    assert "**PASSED**: 1 passed, 0 failed, 24 not covered" in markdown and "| check | NOT COVERED (allowed) |" in markdown
     # Allowing some is not allowing all.
     assert _script(out, work, "--allow-skip", "jetson_*").returncode == 1
 
@@ -212,3 +212,20 @@ def test_the_smoke_export_opens_the_gates_and_real_frames_hold_engines_to_them(t
     assert opened[0] == ("model.onnx", "ort", ["CPUExecutionProvider"]) and opened[1][:2] == ("model.fake.fp16.engine", "trt")
     assert result["engines"]["model.fake.fp16.engine"]["pixel_agreement"] > 0.9
     assert result["engines"]["model.fake.fp16.engine"]["precision"] == "fp16"
+
+
+def test_the_numbers_each_step_reads(tmp_path):
+    """Each metrics reader against the file its command writes (the GPU steps cannot run here)."""
+    work, out = tmp_path / "work", tmp_path / "out"
+    (work / "train" / "source").mkdir(parents=True)
+    (work / "train" / "source" / "metrics.jsonl").write_text(
+        "\n".join(json.dumps({"step": i, "images_per_second": v}) for i, v in enumerate([5.0, 40.0, 44.0, 42.0])) + "\n")
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"backend": "tensorrt x", "frames": 40, "fps": 120.0, "dropped": 0}))
+    (out / "throughput.json").write_text(json.dumps({"median_bare_onnxruntime_qps": 20.0, "median_run_fps": 18.0,
+                                                     "median_ratio": 0.9, "median_inline_ratio": 0.88}))
+    steps = {step.name: step for step in device_check.plan(work, out)}
+    assert steps["train"].metrics() == {"images_per_second_median": 42.0, "records": 4}
+    assert steps["run_bundle"].metrics()["fps"] == 120.0
+    throughput = steps["run_vs_bare_onnxruntime"]
+    assert throughput.checks(throughput.metrics()) == ["run_over_bare_onnxruntime = 0.900, below 0.95"]
