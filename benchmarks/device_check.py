@@ -60,7 +60,9 @@ THRESHOLDS: dict[str, float] = {
     "tensorrt_fp32_over_torch": 1.0,         # TensorRT fp32 faster than PyTorch fp32
     "tensorrt_int8_over_fp16": 1.0,          # int8 faster than fp16: else int8 costs accuracy for nothing
     "amp_speedup": 1.5,                      # an AMP training step >= 1.5x an fp32 step
-    "resume_identical_fraction": 1.0,        # every tensor of the resumed run equals the unbroken run's
+    # Every tensor of the resumed run equals the unbroken run's, or is no further from it than a second
+    # unbroken run is (CUDA's own nondeterminism).
+    "resume_identical_fraction": 1.0,
     "run_over_bare_onnxruntime": 0.95,       # uda-adapt run over a video vs a bare ONNX Runtime loop (CPU)
 }
 
@@ -297,7 +299,7 @@ def amp_checks(metrics: dict[str, Any]) -> list[str]:
 
 def resume_checks(metrics: dict[str, Any]) -> list[str]:
     tensors = metrics.get("tensors") or 0
-    problems = _below("resume_identical_fraction", metrics.get("identical", 0) / tensors if tensors else None)
+    problems = _below("resume_identical_fraction", metrics.get("within_noise", 0) / tensors if tensors else None)
     if problems:
         problems.append(f"largest difference {metrics.get('max_abs_difference')}")
     return problems

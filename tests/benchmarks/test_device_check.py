@@ -229,3 +229,10 @@ def test_the_numbers_each_step_reads(tmp_path):
     assert steps["run_bundle"].metrics()["fps"] == 120.0
     throughput = steps["run_vs_bare_onnxruntime"]
     assert throughput.checks(throughput.metrics()) == ["run_over_bare_onnxruntime = 0.900, below 0.95"]
+
+
+def test_a_resumed_run_must_match_the_unbroken_one_within_cudas_own_noise():
+    assert device_check.resume_checks({"tensors": 10, "within_noise": 10, "max_abs_difference": 0.0}) == []
+    missed = device_check.resume_checks({"tensors": 10, "within_noise": 7, "max_abs_difference": 0.25})
+    assert missed == ["resume_identical_fraction = 0.700, below 1.0", "largest difference 0.25"]
+    assert device_check.resume_checks({}) == ["resume_identical_fraction: not measured (threshold 1.0)"]
