@@ -5,6 +5,10 @@ Thin wrappers over adapt.data.synth; imported lazily so `uda-adapt --help` stays
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -83,6 +87,29 @@ def video(out: Path, domain: str, frames: int, size: tuple[int, int], fps: float
     click.echo(f"wrote {frames} frames to {path}")
 
 
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C and SIGTERM (`docker stop`, systemd) set `stop`: the capture ends between two frames.
+
+    A second signal interrupts at once (a camera that hangs while opening).
+    """
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    try:
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:          # not the main thread (e.g. under a test runner's thread)
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 @data.command()
 @click.argument("input_uri", metavar="INPUT")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), metavar="ROOT",
@@ -100,21 +127,24 @@ def video(out: Path, domain: str, frames: int, size: tuple[int, int], fps: float
               help="Drop a frame whose 16x16 grey thumbnail differs from a kept one by less than D (0..1) [default: 0.005; 0 keeps duplicates].")
 @click.option("--min-sharpness", type=click.FloatRange(min=0), default=None, metavar="V",
               help="Drop a frame whose Laplacian variance (at 256 px wide) is under V [default: 50; 0 keeps blurred frames].")
+@click.option("--give-up-after", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="A lost camera or stream reconnects (as `uda-adapt run` does); end with an error if it stays lost this long "
+                   "[default: keep trying].")
 def capture(input_uri: str, out: Path, every_s: float | None, stride: int, max_images: int | None, size, val_fraction: float,
-            like: Path | None, min_change: float | None, min_sharpness: float | None) -> None:
+            like: Path | None, min_change: float | None, min_sharpness: float | None, give_up_after: float | None) -> None:
     """Build an unlabelled target set from a camera, stream or video file (torch-free).
 
     \b
     INPUT: anything `uda-adapt run` reads: clip.mp4 | frames/ | csi://0 | v4l2:///dev/video0 | rtsp://host/path
-    Near-duplicate and blurred frames are dropped (and counted); Ctrl-C keeps what was written.
+    Near-duplicate and blurred frames are dropped (and counted); Ctrl-C or SIGTERM keeps what was written.
+    Several captures may write into one ROOT at once.
 
     \b
     uda-adapt data capture v4l2:///dev/video0 --out data/mycam --every 2 --max 500 --size 512x1024 --val-fraction 0.1 --like data/gta5
     """
-    import sys
-    import time
-
-    from uda_adapt.runtime.capture_set import CaptureConfig, capture_set
+    from uda_adapt.cli.status_line import StatusLine
+    from uda_adapt.runtime.capture import Backoff
+    from uda_adapt.runtime.capture_set import CaptureConfig, CaptureFailed, capture_set
     from uda_adapt.runtime.frame_filters import DEFAULT_MIN_CHANGE, DEFAULT_MIN_SHARPNESS
 
     config = CaptureConfig(
@@ -122,18 +152,19 @@ def capture(input_uri: str, out: Path, every_s: float | None, stride: int, max_i
         val_fraction=val_fraction, like=like,
         min_change=DEFAULT_MIN_CHANGE if min_change is None else min_change,
         min_sharpness=DEFAULT_MIN_SHARPNESS if min_sharpness is None else min_sharpness,
+        backoff=Backoff(give_up_after=give_up_after),
     )
-    shown = [0.0]
-
-    def progress(counts) -> None:
-        now = time.monotonic()
-        if now - shown[0] > 0.1:          # a status line at most 10 times a second
-            shown[0] = now
-            sys.stderr.write(f"\rcapture: {counts.line()}")
-            sys.stderr.flush()
-
-    result = capture_set(config, progress)
-    sys.stderr.write(f"\rcapture: {result.line()}{'  (interrupted)' if result.interrupted else ''}\n")
+    status = StatusLine("capture")
+    stop = threading.Event()
+    try:
+        with stop_on_signals(stop):
+            result = capture_set(config, lambda counts: status.show(counts.line()), log=status.log, stop=stop)
+    except CaptureFailed as failed:
+        # What was kept stays on disk: say so before the error line.
+        status.finish(failed.result.line())
+        click.echo(f"{out}: {failed.result.train} train and {failed.result.val} val images added before the error")
+        raise
+    status.finish(f"{result.line()}{'  (interrupted)' if result.interrupted else ''}")
     click.echo(f"{out}: {result.train} train and {result.val} val images added")
     if result.interrupted:
         raise KeyboardInterrupt       # exit 130; everything kept so far is on disk

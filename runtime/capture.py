@@ -148,11 +148,16 @@ class FrameQueue:
 
 @dataclasses.dataclass(frozen=True)
 class Backoff:
-    """Reconnect delays: initial, initial*factor, ... capped at `maximum` (seconds)."""
+    """Reconnect delays: initial, initial*factor, ... capped at `maximum` (seconds).
+
+    `give_up_after`: seconds a live source may stay lost before the run ends with an error
+    naming it; None keeps trying for as long as the run lasts.
+    """
 
     initial: float = 0.5
     maximum: float = 8.0
     factor: float = 2.0
+    give_up_after: float | None = None
 
     def delays(self) -> Iterator[float]:
         delay = self.initial
@@ -290,9 +295,13 @@ class CaptureThread:
                     break
 
     def _reconnect(self) -> None:
-        """Close and reopen a lost live source until it comes back or the run stops."""
+        """Close and reopen a lost live source until it comes back, the run stops, or `give_up_after` passes."""
         self.source.close()
+        lost_at, limit = time.monotonic(), self._backoff.give_up_after
         for delay in self._backoff.delays():
+            if limit is not None and time.monotonic() + delay - lost_at > limit:
+                raise UserError(f"input {self.source.name} was lost and did not come back within {limit:g} s; "
+                                "check the camera and the network, then run again")
             self._log(f"input {self.source.name} lost; reconnecting in {delay:g} s")
             if self._stop.wait(delay):
                 raise _Stopped
