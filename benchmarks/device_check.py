@@ -300,7 +300,7 @@ def amp_checks(metrics: dict[str, Any]) -> list[str]:
 def resume_checks(metrics: dict[str, Any]) -> list[str]:
     tensors = metrics.get("tensors") or 0
     problems = _below("resume_identical_fraction", metrics.get("within_noise", 0) / tensors if tensors else None)
-    if problems:
+    if problems and tensors:
         problems.append(f"largest difference {metrics.get('max_abs_difference')}")
     return problems
 
