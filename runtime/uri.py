@@ -129,6 +129,9 @@ def parse_rtsp_url(url: str) -> RtspURL:
     # `@` with nothing before it, or no host at all: jetson-utils' way of saying "serve it here".
     serve = (bool(at) and not userinfo) or host in ("", "0.0.0.0")
     port = int(match.group(2)) if match.group(2) else (DEFAULT_RTSP_PORT if serve else 554)
+    if not 1 <= port <= 65535:
+        # gst-rtsp-server keeps the port in 16 bits: 99999 would quietly serve on 34463.
+        raise UserError(f"{scheme}:// URL {redact_url(url)} has port {port}; a port is 1 to 65535, e.g. {DEFAULT_RTSP_PORT}")
     return RtspURL(host=host or "0.0.0.0", port=port, path=path or "/", user=user, password=password, serve=serve, scheme=scheme.lower())
 
 
@@ -162,6 +165,7 @@ def parse_input(uri: str) -> InputURI:
     if scheme in ("rtsp", "rtsps"):
         if not rest:
             raise UserError(f"input {uri!r} has no host; expected rtsp://host[:port]/path")
+        parse_rtsp_url(text)          # a bad host or port is refused here, before anything opens
         return InputURI("rtsp", text, text)
     if scheme == "file":
         return _parse_bare_input(rest, original=text)

@@ -175,3 +175,12 @@ def test_rtsp_input_tries_h264_then_h265():
     auto = rtsp_pipelines("rtsp://cam/s", CaptureOptions(), jetson=False)
     assert ["rtph264depay" in auto[0], "rtph265depay" in auto[1]] == [True, True]
     assert len(rtsp_pipelines("rtsp://cam/s", CaptureOptions(codec="h265"), jetson=True)) == 1
+
+
+@pytest.mark.parametrize("url", ["rtsp://@:99999/out", "rtsp://@:0/out", "rtsp://cam.local:70000/stream"])
+def test_an_rtsp_port_outside_1_to_65535_is_one_line(url):
+    from uda_adapt.common.errors import UserError
+
+    with pytest.raises(UserError, match=r"has port \d+; a port is 1 to 65535"):
+        parse_output(url) if "@:" in url else parse_input(url)
+    assert parse_rtsp_url("rtsp://@:65535/out").port == 65535 and parse_rtsp_url("rtsp://@:1/out").port == 1
