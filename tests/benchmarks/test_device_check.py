@@ -87,6 +87,11 @@ def test_skipped_tests_fail_the_check_unless_allowed_and_never_where_their_need_
     judged = verdict(["*"], {"cuda": True, "tensorrt": True})
     assert judged["exit_status"] == 1 and "test_tensorrt_real.py:23" in judged["not_allowed"][0]
     assert "present here" in judged["not_allowed"][0] and len(judged["not_allowed"]) == 1
+    # A skip for a TensorRT version without the feature is not a broken install: --allow-skip decides.
+    version_skip = [{"name": "pytest_gpu", "status": "passed", "skipped_tests": [
+        {"where": "tests/export/test_tensorrt_real.py:70", "reason": "TensorRT 11 has no legacy int8 flag"}]}]
+    assert judge(version_skip, ["tests/export/test_tensorrt_real.py:70"], {"tensorrt": True})["exit_status"] == 0
+    assert judge(version_skip, [], {"tensorrt": True})["exit_status"] == 1
 
 
 def test_a_failed_step_is_recorded_and_the_rest_still_run():
