@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from uda_adapt.common import label_free
-from uda_adapt.common.atomic import atomic_path, atomic_write_text
+from uda_adapt.common.atomic import atomic_path, atomic_write_text, ensure_writable_dir
 from uda_adapt.common.errors import UserError
 from uda_adapt.common.preprocess import prepare_input
 from uda_adapt.runtime.backends import backend_for, open_backend
@@ -65,6 +65,8 @@ def mask_predictor(backend: Backend):
 
 def source_label_share(root: str | Path, num_classes: int) -> np.ndarray:
     """(C,) share of labelled pixels per class in ROOT/train/labels (torch-free reader)."""
+    if not Path(root).is_dir():
+        raise UserError(f"--like {root} is not a directory; give the labelled source dataset root (with train/labels)")
     labels = sorted((Path(root) / "train" / "labels").glob("*.png"))[:SOURCE_SHARE_IMAGES]
     if not labels:
         raise UserError(f"--like {root}: no labels in {Path(root) / 'train' / 'labels'}; give the labelled source dataset root")
@@ -121,7 +123,9 @@ def compare(config: CompareConfig, log: Log = log_to_stderr) -> dict:
         size = config.size
         backends = []
         for path in sorted(paths, key=lambda p: p not in exported):
-            backend = open_backend(path, config.backend, threads=config.threads, input_size=size)
+            # Each export runs at its own size (or --size); a checkpoint at --size, else at an export's.
+            backend = open_backend(path, config.backend, threads=config.threads,
+                                   input_size=config.size if path in exported else size)
             stack.callback(backend.close)
             size = size or (backend.input_size if path in exported else None)
             backends.append((paths.index(path), backend))
@@ -129,6 +133,10 @@ def compare(config: CompareConfig, log: Log = log_to_stderr) -> dict:
         backends = [a, b]
         if tuple(a.manifest.classes) != tuple(b.manifest.classes):
             raise UserError(f"{config.model_a} and {config.model_b} predict different classes; compare models of the same class set")
+        # Every argument is checked before the first frame: a bad --like or --report must not
+        # cost a whole video that is then left without its report.
+        source_share = source_label_share(config.like, len(a.manifest.classes)) if config.like else None
+        ensure_writable_dir(report_dir)
         options = RenderOptions(alpha=config.alpha, fps=False)
         renderers = [Renderer(m.manifest.classes, m.manifest.palette, options, m.manifest.ignore_index) for m in backends]
         source = open_source(source_uri)
@@ -156,12 +164,11 @@ def compare(config: CompareConfig, log: Log = log_to_stderr) -> dict:
             raise UserError(f"input {config.input} gave {frames} frame(s); compare needs at least 2")
         size = samples[0].shape[:2]
         images = np.stack([cv2.resize(s, (size[1], size[0])) for s in samples])
-        share = source_label_share(config.like, len(a.manifest.classes)) if config.like else None
         video = source_uri.kind == "file"         # consecutive frames: temporal flicker is measured
         measures = {}
         for key, backend in (("A", a), ("B", b)):
             measures[key] = label_free.measure_images(mask_predictor(backend), images, num_classes=len(a.manifest.classes),
-                                                      source_share=share, video=video)
+                                                      source_share=source_share, video=video)
     report = {"A": config.model_a, "B": config.model_b, "input": config.input, "output": output.location, "frames": frames,
               "input_size": {"A": list(a.input_size), "B": list(b.input_size)},
               "disagreement": float(np.mean(disagreements)), "validated": label_free.VALIDATED, "measures": measures}

@@ -73,3 +73,58 @@ def test_a_checkpoint_runs_at_the_exported_models_size(tmp_path, tiny_onnx, clip
     report = compare(CompareConfig(str(ckpt), tiny_onnx, clip_mp4, str(tmp_path / "out" / "ab.mp4"), max_frames=3))
     assert report["frames"] == 3
     assert report["input_size"] == {"A": list(MODEL_SIZE), "B": list(MODEL_SIZE)}    # not the checkpoint default 512x1024
+
+
+def test_a_bad_like_or_report_folder_is_refused_before_the_first_frame(tmp_path, tiny_onnx, clip_mp4, capsys):
+    empty = tmp_path / "no_labels"
+    empty.mkdir()
+    out = tmp_path / "ab" / "compare.mp4"
+    for extra, culprit in ((["--like", str(empty)], "--like"), (["--like", str(tmp_path / "missing")], "--like"),
+                           (["--report", str(tmp_path / "a_file" / "sub")], "cannot create output directory")):
+        (tmp_path / "a_file").write_text("")
+        assert main(["compare", tiny_onnx, tiny_onnx, clip_mp4, str(out), *extra]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and culprit in err[0], err
+        assert not out.exists()                   # no video without its report
+
+
+def test_the_left_panel_is_a_and_each_model_runs_at_its_own_size(tmp_path, tiny_onnx):
+    """A and B differ in input size and in their masks, so a swap of A and B anywhere would show."""
+    from tests.runtime.conftest import export_small_onnx
+    from uda_adapt.common.preprocess import prepare_input
+    from uda_adapt.runtime.backends import open_backend
+    from uda_adapt.runtime.compare import mask_predictor
+    from uda_adapt.runtime.render import Renderer, RenderOptions
+
+    (tmp_path / "b").mkdir()
+    model_b = export_small_onnx(tmp_path / "b", size=(32, 64))
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    frames = [street_frame(i * 7) for i in range(3)]
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), frame)
+    assert main(["compare", tiny_onnx, model_b, str(folder), str(tmp_path / "grid" / "ab_%03d.png")]) == 0
+    report = json.loads((tmp_path / "grid" / "compare.json").read_text())
+    assert report["input_size"] == {"A": [64, 128], "B": [32, 64]}
+
+    expected, measures = [], []
+    images = np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames])
+    for model in (tiny_onnx, model_b):
+        backend = open_backend(model, "auto")
+        measures.append(label_free.measure_images(mask_predictor(backend), images, num_classes=len(backend.manifest.classes),
+                                                  source_share=None, video=False))
+        renderer = Renderer(backend.manifest.classes, backend.manifest.palette, RenderOptions(alpha=0.5, fps=False),
+                            backend.manifest.ignore_index)
+        expected.append([renderer.render(f, backend.infer(prepare_input(f, backend.manifest.input, backend.input_size))[0])
+                         for f in frames])
+        backend.close()
+    assert measures[0] != measures[1], "A and B measure alike: a swap could not show"
+    assert (report["measures"]["A"], report["measures"]["B"]) == tuple(json.loads(json.dumps(m)) for m in measures)
+    h, w = CLIP_SIZE
+    top = h - 26                                  # above the panel titles
+    for i, path in enumerate(sorted((tmp_path / "grid").glob("ab_*.png"))):
+        grid = cv2.imread(str(path))
+        left, middle = grid[:top, :w], grid[:top, w:2 * w]
+        assert not np.array_equal(expected[0][i][:top], expected[1][i][:top]), "A and B render alike: a swap could not show"
+        np.testing.assert_array_equal(left, expected[0][i][:top])
+        np.testing.assert_array_equal(middle, expected[1][i][:top])
