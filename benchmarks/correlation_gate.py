@@ -73,6 +73,12 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     "attention temperature 0.5": ({"temperature": 0.5}, "source"),
     "query features": ({"query": "features"}, "source"),
     "value p, window 9, query p+features": ({"value": "prediction", "window": 9, "query": "both"}, "source"),
+    "fit clean (no perturbation)": ({"fit_perturbation": 0.0}, "source"),
+    "fit clean, window 9, p+features": ({"fit_perturbation": 0.0, "window": 9, "query": "both"}, "source"),
+    "fit clean, on the teacher": ({"fit_perturbation": 0.0}, "teacher"),
+    "lr 1e-3": ({"optim.lr": 1e-3}, "source"),
+    "window 9, p+features, early stop": ({"window": 9, "query": "both", "early_stop_every": 25}, "source"),
+    "window 9, p+features, on the teacher, early stop": ({"window": 9, "query": "both", "early_stop_every": 25}, "teacher"),
 }
 
 
@@ -229,9 +235,18 @@ def baselines(inputs: GateInputs) -> dict:
     return {"source_val": _scores(source), "tune": _scores(teacher), "tune_precision_coverage": curve.curve()}
 
 
+def variant_config(overrides: dict) -> CorrelationConfig:
+    """The default correlation config with `overrides` (keys of CorrelationConfig; "optim.lr" for its rate)."""
+    plain = {k: v for k, v in overrides.items() if k != "optim.lr"}
+    c = replace(CorrelationConfig(), **plain)
+    if "optim.lr" in overrides:
+        c = replace(c, optim=replace(c.optim, lr=overrides["optim.lr"]))
+    return c
+
+
 def measure_variant(name: str, inputs: GateInputs, base: dict, iterations: int, batch_size: int, seed: int = 0) -> dict:
     overrides, fit_on = VARIANTS[name]
-    c = replace(CorrelationConfig(), **overrides)
+    c = variant_config(overrides)
     start = time.perf_counter()
     module, fit = fit_module(c, fit_on, inputs, iterations, batch_size, seed)
     with torch.no_grad():

@@ -126,3 +126,11 @@ def test_an_unknown_variant_is_a_user_error(capsys):
     code = gate.main(["--source", "a", "--teacher", "b", "--data", "c", "--tune", "d", "--out", "e", "--variants", "nope"])
     assert code == 2
     assert "unknown gate variant 'nope'" in capsys.readouterr().err
+
+
+def test_every_variant_is_a_valid_config():
+    for name, (overrides, fit_on) in gate.VARIANTS.items():
+        c = gate.variant_config(overrides)
+        assert fit_on in ("source", "teacher"), name
+        for key, value in overrides.items():
+            assert (c.optim.lr if key == "optim.lr" else getattr(c, key)) == value, (name, key)
