@@ -315,7 +315,7 @@ def markdown_report(report: dict) -> str:
     for name, row in report["variants"].items():
         cells = [f"{100 * row['source_val_delta'][c]:+.1f}" if c in row["source_val_delta"] else "-" for c in classes]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "Command: `" + report["command"] + "`", ""]
+    lines += [""] + [f"Command: `{command}`" for command in report.get("commands", [report["command"]])] + [""]
     return "\n".join(lines)
 
 
@@ -360,6 +360,8 @@ def run_gate(inputs: GateInputs, variants: list[str], out: Path, *, iterations: 
     report = previous or {"source": source, "teacher": teacher, "iterations": iterations, "batch_size": batch_size,
                           "seed": seed, "classes": inputs.classes, "command": command,
                           "baseline": baselines(inputs), "variants": {}}
+    if previous and command and command not in previous.get("commands", [previous["command"]]):
+        report["commands"] = [*previous.get("commands", [previous["command"]]), command]   # variants added by a later call
     for name in variants:
         if name in report["variants"]:
             continue

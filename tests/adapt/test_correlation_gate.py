@@ -117,9 +117,11 @@ def test_a_gate_run_on_a_tiny_model_writes_a_verdict_per_variant(tiny_inputs, tm
     assert table.count("| default |") == 3                          # the summary and both per-class tables
     assert "PASS" in table or "fail:" in table
     # --resume keeps what was measured and adds only the missing variant.
-    again = gate.run_gate(tiny_inputs, [*variants, "fit class-balanced"], out, iterations=2, batch_size=2, resume=True)
+    again = gate.run_gate(tiny_inputs, [*variants, "fit class-balanced"], out, iterations=2, batch_size=2, resume=True,
+                          command="second call")
     assert again["variants"]["default"] == saved["variants"]["default"]
     assert "fit class-balanced" in again["variants"]
+    assert "Command: `second call`" in out.with_suffix(".md").read_text()   # both calls are listed
 
 
 def test_an_unknown_variant_is_a_user_error(capsys):
