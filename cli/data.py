@@ -127,11 +127,14 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
               help="Drop a frame whose 16x16 grey thumbnail differs from a kept one by less than D (0..1) [default: 0.005; 0 keeps duplicates].")
 @click.option("--min-sharpness", type=click.FloatRange(min=0), default=None, metavar="V",
               help="Drop a frame whose Laplacian variance (at 256 px wide) is under V [default: 50; 0 keeps blurred frames].")
+@click.option("--input-transport", type=click.Choice(["auto", "tcp", "udp"]), default="auto", show_default=True,
+              help="RTSP input over UDP or TCP; tcp for a camera behind NAT or a firewall that drops UDP.")
 @click.option("--give-up-after", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="A lost camera or stream reconnects (as `uda-adapt run` does); end with an error if it stays lost this long "
                    "[default: keep trying].")
 def capture(input_uri: str, out: Path, every_s: float | None, stride: int, max_images: int | None, size, val_fraction: float,
-            like: Path | None, min_change: float | None, min_sharpness: float | None, give_up_after: float | None) -> None:
+            like: Path | None, min_change: float | None, min_sharpness: float | None, input_transport: str,
+            give_up_after: float | None) -> None:
     """Build an unlabelled target set from a camera, stream or video file (torch-free).
 
     \b
@@ -146,13 +149,14 @@ def capture(input_uri: str, out: Path, every_s: float | None, stride: int, max_i
     from uda_adapt.runtime.capture import Backoff
     from uda_adapt.runtime.capture_set import CaptureConfig, CaptureFailed, capture_set
     from uda_adapt.runtime.frame_filters import DEFAULT_MIN_CHANGE, DEFAULT_MIN_SHARPNESS
+    from uda_adapt.runtime.uri import CaptureOptions
 
     config = CaptureConfig(
         input=input_uri, out=out, every_s=every_s, stride=stride, max_images=max_images, size=size,
         val_fraction=val_fraction, like=like,
         min_change=DEFAULT_MIN_CHANGE if min_change is None else min_change,
         min_sharpness=DEFAULT_MIN_SHARPNESS if min_sharpness is None else min_sharpness,
-        backoff=Backoff(give_up_after=give_up_after),
+        backoff=Backoff(give_up_after=give_up_after), capture=CaptureOptions(transport=input_transport),
     )
     status = StatusLine("capture")
     stop = threading.Event()

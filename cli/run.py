@@ -71,6 +71,11 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @click.option("--input-latency", type=int, default=200, show_default=True, metavar="MS", help="RTSP jitter buffer.")
 @click.option("--input-flip", type=click.Choice(["none", "horizontal", "vertical", "rotate-180"]), default="none", show_default=True,
               help="Flip or rotate the input (a camera mounted mirrored or upside down); CSI cameras flip in nvvidconv.")
+@click.option("--input-transport", type=click.Choice(["auto", "tcp", "udp"]), default="auto", show_default=True,
+              help="RTSP input over UDP or TCP; tcp for a camera behind NAT or a firewall that drops UDP.")
+@click.option("--input-decoder", type=click.Choice(["auto", "software", "hardware"]), default="auto", show_default=True,
+              help="hardware: NVDEC on a Jetson for video files, RTSP and MJPEG cameras (nvv4l2decoder); "
+                   "auto: NVDEC for RTSP on a Jetson, the CPU otherwise.")
 @click.option("--input-loop", type=int, default=0, show_default=True, metavar="N", help="Replay a file N more times; -1 forever.")
 @click.option("--vid-stride", type=int, default=1, show_default=True, metavar="N", help="Use every Nth frame.")
 @click.option("--latest/--buffered", "latest", default=None, help="Newest frame only, dropping the rest [default for cameras and RTSP] / every frame in order [default for files].")
@@ -103,7 +108,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
               help="Class colours, `R G B` per line, instead of the model's (segNet's --colors; a bundle's colors.txt).")
 @quiet_option
 def run(model, input_uri, output_uri, backend, device, threads, visualize, alpha, ignore_classes, legend, fps_overlay,
-        input_width, input_height, input_rate, input_codec, input_latency, input_flip, input_loop, vid_stride, latest, size,
+        input_width, input_height, input_rate, input_codec, input_latency, input_flip, input_transport, input_decoder, input_loop, vid_stride, latest, size,
         headless, max_frames, save_frame, codec, bitrate, stats, json_path, build_engine, watch, collect_dir, collect_max,
         save_masks, mask_format, labels_file, colors_file) -> None:
     """Segment a video stream and render it.
@@ -147,7 +152,7 @@ def run(model, input_uri, output_uri, backend, device, threads, visualize, alpha
         size=size,
         render=RenderOptions(visualize=visualize, alpha=alpha, ignore_classes=tuple(ignore_classes), legend=legend, fps=fps_overlay),
         capture=CaptureOptions(width=input_width, height=input_height, rate=input_rate, codec=input_codec, latency_ms=input_latency,
-                               flip=input_flip),
+                               flip=input_flip, transport=input_transport, decoder=input_decoder),
         loop=input_loop, stride=vid_stride, latest=latest, headless=headless, max_frames=max_frames,
         save_frame=tuple(save_frame) if save_frame else None, bitrate=bitrate, codec=codec,
         watch=watch, collect=collect_dir, collect_max=collect_max,

@@ -54,6 +54,30 @@ def detect_hardware_encoder() -> bool:
     return has_hardware_encoder(jetson.is_jetson(), jetson.device_model(), jetson.has_nvenc_device())
 
 
+# The Orin Nano has no NVENC (jetson-utils encodes in software there too): x265enc at
+# speed-preset=ultrafast on its six Cortex-A78AE cores does not keep 1080p in real time next to the
+# network, while x264enc does. Above this many pixels software H.265 on a Jetson is refused.
+SOFTWARE_H265_MAX_PIXELS = 1280 * 720
+
+
+def check_software_h265(codec: str, hardware: bool, jetson: bool, width: int, height: int) -> str | None:
+    """Refuse software H.265 above 720p on a Jetson without NVENC; below, a warning to print (else None)."""
+    if codec != "h265" or hardware or not jetson:
+        return None
+    if width * height > SOFTWARE_H265_MAX_PIXELS:
+        raise UserError(f"--codec h265 at {width}x{height}: this Jetson has no hardware encoder (NVENC) and software H.265 "
+                        "cannot keep real time above 1280x720; use --codec h264, or a smaller --input-width/--input-height")
+    return ("--codec h265 encodes in software on this Jetson (no NVENC), which takes far more CPU than H.264; "
+            "--codec h264 leaves more of it to the network")
+
+
+def encoder_fits(codec: str, hardware: bool, width: int, height: int, log=None) -> None:
+    """`check_software_h265` for this machine at the output's size; the warning goes to `log`."""
+    warning = check_software_h265(codec, hardware, jetson.is_jetson(), width, height)
+    if warning is not None and log is not None:
+        log(warning)
+
+
 def encoder_element(codec: str, hardware: bool) -> str:
     """`nvv4l2h264enc` / `nvv4l2h265enc` with NVENC, else `x264enc` / `x265enc`."""
     if codec not in STREAM_CODECS:

@@ -19,7 +19,7 @@ import threading
 import numpy as np
 
 from uda_adapt.common.errors import UserError
-from uda_adapt.runtime.encoders import encode_chain
+from uda_adapt.runtime.encoders import encode_chain, encoder_fits
 from uda_adapt.runtime.uri import RtspURL, _fraction
 
 INSTALL_HINT = ("the built-in RTSP server needs PyGObject and gst-rtsp-server: "
@@ -75,6 +75,7 @@ class RtspServerSink:
         self.close()
 
     def _start(self, width: int, height: int) -> None:
+        encoder_fits(self._codec, self._hardware, width, height, self._log)
         GLib, GstRtspServer = self._GLib, self._GstRtspServer
         server = GstRtspServer.RTSPServer()
         server.set_address(self._url.host)

@@ -27,6 +27,7 @@ from uda_adapt.runtime.encoders import (
     STREAM_CODECS,
     detect_hardware_encoder,
     encoder_element,
+    encoder_fits,
     file_pipeline,
     resolve_codec,
     rtsp_push_pipeline,
@@ -99,7 +100,7 @@ class VideoFileSink(_SinkBase):
     """A video file of `codec` (None: H.264 where OpenCV has GStreamer, else mp4v); the size is fixed by the first frame."""
 
     def __init__(self, path: str | os.PathLike, fps: float, codec: str | None = None, bitrate: int = 4_000_000,
-                 *, gstreamer: bool | None = None, hardware: bool | None = None) -> None:
+                 *, gstreamer: bool | None = None, hardware: bool | None = None, log=None) -> None:
         self.path = Path(path)
         self.name = str(self.path)
         self.fps = fps if fps and fps > 0 else 30.0
@@ -110,11 +111,13 @@ class VideoFileSink(_SinkBase):
         self.codec = resolve_codec(codec, gstreamer)
         self._hardware = (detect_hardware_encoder() if hardware is None else hardware) and self.codec != "mp4v"
         self._bitrate = bitrate
+        self._log = log
         self._writer: cv2.VideoWriter | None = None
         self._tmp: Path | None = None
         self._size: tuple[int, int] | None = None
 
     def _open(self, width: int, height: int) -> None:
+        encoder_fits(self.codec, self._hardware, width, height, self._log)
         # Not mkstemp: its 0600 mode would stick to the final video; O_EXCL keeps the name ours.
         self._tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp{self.path.suffix}")
         os.close(os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
@@ -247,19 +250,21 @@ def window_closed(window: str) -> bool:
 class RtspSink(_SinkBase):
     """Frames encoded and pushed to an RTSP server (e.g. mediamtx) through a GStreamer `rtspclientsink`."""
 
-    def __init__(self, url: str, fps: float, bitrate: int = 4_000_000, codec: str | None = None) -> None:
+    def __init__(self, url: str, fps: float, bitrate: int = 4_000_000, codec: str | None = None, log=None) -> None:
         if not cvbuild.has_gstreamer():
             raise UserError(cvbuild.no_gstreamer(f"output {redact_url(url)}") + "; or write a file instead")
         self.codec = _stream_codec(codec)
         parsed = parse_rtsp_url(url)
         self.name = parsed.location
-        self._pipeline = rtsp_push_pipeline(parsed.location, parsed.user, parsed.password, self.codec, detect_hardware_encoder(), bitrate)
+        self._hardware, self._log = detect_hardware_encoder(), log
+        self._pipeline = rtsp_push_pipeline(parsed.location, parsed.user, parsed.password, self.codec, self._hardware, bitrate)
         self._fps = fps if fps and fps > 0 else 30.0
         self._writer: cv2.VideoWriter | None = None
 
     def write(self, image: np.ndarray) -> bool:
         if self._writer is None:
             h, w = image.shape[:2]
+            encoder_fits(self.codec, self._hardware, w, h, self._log)
             self._writer = cv2.VideoWriter(self._pipeline, cv2.CAP_GSTREAMER, 0, self._fps, (w, h), True)
             if not self._writer.isOpened():
                 raise UserError(f"cannot stream to {self.name}: GStreamer could not connect (is the server up and the "
@@ -325,9 +330,9 @@ def open_sink(output: OutputURI, fps: float | None, *, headless: bool = False, b
     fps = fps or 30.0
     makers = {
         "display": lambda: DisplaySink(),
-        "video": lambda: VideoFileSink(output.location, fps, codec, bitrate),
+        "video": lambda: VideoFileSink(output.location, fps, codec, bitrate, log=log),
         "images": lambda: ImageSequenceSink(output.location),
-        "rtsp": lambda: RtspSink(output.location, fps, bitrate, codec),
+        "rtsp": lambda: RtspSink(output.location, fps, bitrate, codec, log),
         "rtsp-server": lambda: _rtsp_server(output, fps, bitrate, codec, log),
         "null": lambda: NullSink(),
     }

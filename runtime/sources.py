@@ -27,6 +27,7 @@ from uda_adapt.runtime.uri import (
     InputURI,
     redact_url,
     csi_pipeline,
+    file_decode_pipeline,
     is_jetson,
     parse_rtsp_url,
     rtsp_pipeline,
@@ -76,12 +77,24 @@ class OpenCVSource:
     def capture_candidates(self) -> list[tuple[str | int, int, list[int]]]:
         """Every way to open the source, in the order to try them (RTSP: H.264, then H.265)."""
         uri, options = self._uri, self._options
+        if uri.kind == "rtsp" and options.decoder == "hardware":
+            self._check_hardware_decoder()
         if uri.kind == "rtsp" and self._gstreamer:
             return [(pipeline, cv2.CAP_GSTREAMER, []) for pipeline in rtsp_pipelines(uri.location, options, self._jetson)]
         return [self._capture_args()]
 
+    def _check_hardware_decoder(self) -> None:
+        if not self._jetson:
+            raise UserError(f"input {self.name}: --input-decoder hardware needs a Jetson (NVDEC through nvv4l2decoder); "
+                            "drop the option to decode on the CPU")
+        if not self._gstreamer:
+            raise UserError(cvbuild.no_gstreamer(f"--input-decoder hardware for {self.name}"))
+
     def _capture_args(self) -> tuple[str | int, int, list[int]]:
         uri, options = self._uri, self._options
+        if uri.kind == "file" and options.decoder == "hardware":
+            self._check_hardware_decoder()
+            return file_decode_pipeline(uri.location), cv2.CAP_GSTREAMER, []
         if uri.kind == "file":
             return uri.location, cv2.CAP_ANY, []
         if uri.kind == "csi":
@@ -89,13 +102,15 @@ class OpenCVSource:
                 raise UserError(cvbuild.no_gstreamer(f"input {uri.original}"))
             return csi_pipeline(uri.index or 0, options), cv2.CAP_GSTREAMER, []
         if uri.kind == "v4l2":
+            if options.decoder == "hardware" and options.codec == "mjpeg":
+                self._check_hardware_decoder()
             if self._gstreamer:
                 return v4l2_pipeline(uri.location, options), cv2.CAP_GSTREAMER, []
             return (uri.index if uri.index is not None else uri.location), cv2.CAP_V4L2, []
         if uri.kind == "rtsp":
             if self._gstreamer:
                 return rtsp_pipeline(uri.location, options, self._jetson), cv2.CAP_GSTREAMER, []
-            os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", FFMPEG_LOW_LATENCY)
+            _set_ffmpeg_capture_options(options.transport)
             return parse_rtsp_url(uri.location).url_with_credentials(), cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS]
         raise UserError(f"input {uri.original}: OpenCV cannot read {uri.kind} sources")
 
@@ -221,6 +236,15 @@ class OpenCVSource:
             cap, self._cap = self._cap, None
         if cap is not None:
             cap.release()
+
+
+def _set_ffmpeg_capture_options(transport: str) -> None:
+    """OpenCV reads OPENCV_FFMPEG_CAPTURE_OPTIONS at each FFmpeg open; a value the user set is kept."""
+    current = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
+    ours = {FFMPEG_LOW_LATENCY, *(f"{FFMPEG_LOW_LATENCY}|rtsp_transport;{t}" for t in ("tcp", "udp"))}
+    if current is None or current in ours:
+        suffix = f"|rtsp_transport;{transport}" if transport != "auto" else ""
+        os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = FFMPEG_LOW_LATENCY + suffix
 
 
 class _BackgroundOpen:

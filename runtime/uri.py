@@ -27,6 +27,13 @@ InputKind = Literal["file", "images", "v4l2", "csi", "rtsp"]
 OutputKind = Literal["display", "video", "images", "rtsp", "rtsp-server", "null"]
 Flip = Literal["none", "horizontal", "vertical", "rotate-180"]
 FLIPS: tuple[str, ...] = ("none", "horizontal", "vertical", "rotate-180")
+# auto: rtspsrc's own order (UDP first, TCP when no UDP packet arrives within its timeout).
+Transport = Literal["auto", "tcp", "udp"]
+TRANSPORTS: tuple[str, ...] = ("auto", "tcp", "udp")
+# auto: NVDEC for RTSP on a Jetson, the CPU for files (FFmpeg) and MJPEG (jpegdec); hardware: NVDEC
+# for all three (a Jetson with GStreamer only); software: the CPU everywhere.
+Decoder = Literal["auto", "software", "hardware"]
+DECODERS: tuple[str, ...] = ("auto", "software", "hardware")
 # nvvidconv's flip-method for each --input-flip (0 none, 2 rotate-180, 4 horizontal, 6 vertical).
 NVVIDCONV_FLIP = {"none": 0, "rotate-180": 2, "horizontal": 4, "vertical": 6}
 DEFAULT_RTSP_PORT = 8554
@@ -69,10 +76,16 @@ class CaptureOptions:
     codec: Literal["auto", "h264", "h265", "mjpeg"] = "auto"   # auto: RTSP tries H.264, then H.265
     latency_ms: int = 200                # rtspsrc jitter buffer
     flip: Flip = "none"                  # --input-flip: a camera mounted upside down or mirrored
+    transport: Transport = "auto"        # --input-transport: RTSP over UDP, or TCP (cameras behind NAT, lossy links)
+    decoder: Decoder = "auto"            # --input-decoder: hardware = NVDEC on a Jetson for files, RTSP and MJPEG
 
     def __post_init__(self) -> None:
         if self.flip not in FLIPS:
             raise UserError(f"--input-flip {self.flip!r} is unknown; valid: {', '.join(FLIPS)}")
+        if self.transport not in TRANSPORTS:
+            raise UserError(f"--input-transport {self.transport!r} is unknown; valid: {', '.join(TRANSPORTS)}")
+        if self.decoder not in DECODERS:
+            raise UserError(f"--input-decoder {self.decoder!r} is unknown; valid: {', '.join(DECODERS)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,6 +243,8 @@ def _parse_path_output(path: str, original: str) -> OutputURI:
 # appsink drop=1 max-buffers=1: GStreamer itself keeps only the newest frame, so a slow consumer
 # never makes a live camera queue up seconds of old video.
 _APPSINK = "appsink drop=1 max-buffers=1 sync=false"
+# NVDEC's NV12 in NVMM memory -> BGRx in system memory (videoconvert then drops the x).
+_NV_TO_BGRX = "nvvidconv ! video/x-raw,format=BGRx"
 
 
 def csi_pipeline(sensor: int, options: CaptureOptions) -> str:
@@ -250,11 +265,26 @@ def v4l2_pipeline(device: str, options: CaptureOptions) -> str:
     if options.rate:
         caps.append(f"framerate={_fraction(options.rate)}")
     caps_text = "," + ",".join(caps) if caps else ""
-    if options.codec == "mjpeg":
+    if options.codec == "mjpeg" and options.decoder == "hardware":
+        # NVDEC decodes MJPEG with mjpeg=1 and wants whole JPEG frames, hence jpegparse (DeepStream's
+        # Gst-nvvideo4linux2 notes: "use the open source jpegparse plugin before the decoder").
+        source = f"v4l2src device={gst_quote(device)} ! image/jpeg{caps_text} ! jpegparse ! nvv4l2decoder mjpeg=1 ! {_NV_TO_BGRX}"
+    elif options.codec == "mjpeg":
         source = f"v4l2src device={gst_quote(device)} ! image/jpeg{caps_text} ! jpegdec"
     else:
         source = f"v4l2src device={gst_quote(device)} ! video/x-raw{caps_text}"
     return f"{source} ! videoconvert ! video/x-raw,format=BGR ! {_APPSINK}"
+
+
+def file_decode_pipeline(path: str) -> str:
+    """A video file decoded by NVDEC (--input-decoder hardware on a Jetson): every frame, in order.
+
+    parsebin picks the demuxer and parser for the container and codec; nvv4l2decoder takes
+    H.264, H.265, VP9, AV1 and MPEG-4. The appsink holds two frames and then blocks the decoder
+    (no drops: a file is processed whole), unlike the live sources' one-frame drop.
+    """
+    return (f"filesrc location={gst_quote(path)} ! parsebin ! nvv4l2decoder ! {_NV_TO_BGRX} ! "
+            f"videoconvert ! video/x-raw,format=BGR ! appsink max-buffers=2 drop=false sync=false")
 
 
 def rtsp_pipelines(url: str, options: CaptureOptions, jetson: bool) -> list[str]:
@@ -270,12 +300,15 @@ def rtsp_pipelines(url: str, options: CaptureOptions, jetson: bool) -> list[str]
 def rtsp_pipeline(url: str, options: CaptureOptions, jetson: bool, codec: str | None = None) -> str:
     """Low-latency RTSP client: hardware decoder on Jetson, libav elsewhere."""
     codec = codec or ("h265" if options.codec == "h265" else "h264")
-    if jetson:
-        decode = "nvv4l2decoder ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert"
+    if options.decoder == "hardware" or (jetson and options.decoder == "auto"):
+        decode = f"nvv4l2decoder ! {_NV_TO_BGRX} ! videoconvert"
     else:
         decode = f"avdec_{codec} ! videoconvert"
+    # protocols=tcp: RTP interleaved in the RTSP connection, for a camera behind NAT or a firewall
+    # that drops the UDP ports (rtspsrc's "protocols" flags: udp, udp-mcast, tcp).
+    transport = f" protocols={options.transport}" if options.transport != "auto" else ""
     return (
-        f"{rtspsrc(url)} latency={options.latency_ms} ! "
+        f"{rtspsrc(url)} latency={options.latency_ms}{transport} ! "
         f"rtp{codec}depay ! {codec}parse ! {decode} ! video/x-raw,format=BGR ! {_APPSINK}"
     )
 

@@ -30,7 +30,7 @@ from uda_adapt.runtime.encoders import MUXERS, file_pipeline, rtsp_push_pipeline
 from uda_adapt.runtime.rtsp_server import server_launch
 from uda_adapt.runtime.sinks import VideoFileSink
 from uda_adapt.runtime.sources import OpenCVSource
-from uda_adapt.runtime.uri import CaptureOptions, csi_pipeline, parse_input, rtsp_pipelines, v4l2_pipeline
+from uda_adapt.runtime.uri import CaptureOptions, csi_pipeline, file_decode_pipeline, parse_input, rtsp_pipelines, v4l2_pipeline
 
 pytestmark = [pytest.mark.gstreamer, pytest.mark.timeout(180)]
 require_gstreamer(module_level=True)
@@ -100,6 +100,10 @@ def _pipelines() -> dict[str, str]:
     for jetson in (False, True):
         for i, pipeline in enumerate(rtsp_pipelines(f"rtsp://admin:{PASSWORD}@cam.local/s", options, jetson)):
             pipelines[f"rtsp input {i} jetson={jetson}"] = pipeline
+    pipelines["rtsp input over tcp"] = rtsp_pipelines("rtsp://cam.local/s", CaptureOptions(transport="tcp"), False)[0]
+    # NVDEC pipelines (skipped below off a Jetson: their elements exist only there).
+    pipelines["file nvdec"] = file_decode_pipeline("/tmp/a b!.mp4")
+    pipelines["mjpeg nvdec"] = v4l2_pipeline("/dev/video0", CaptureOptions(codec="mjpeg", decoder="hardware"))
     for codec in ("h264", "h265"):
         for suffix in MUXERS if codec == "h264" else (".mp4", ".mkv", ".mov"):
             pipelines[f"file {codec} {suffix}"] = file_pipeline(f"/tmp/a b!{suffix}", codec, False, 4_000_000)
