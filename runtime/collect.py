@@ -6,6 +6,11 @@ all of them is passed over, a less sure one replaces the surest. Blurred frames 
 duplicate one already collected are dropped (the filters of `uda-adapt data capture`). Each image
 is written atomically as it is collected, and DIR/collect.json lists the collection with each
 frame's score, so a run that is stopped at any point leaves a valid folder.
+
+A run into a DIR that already holds a collection continues it: the frames its collect.json lists
+(and that are still there) join with their scores and are seen by the duplicate filter, and the
+N least sure of old and new are kept. A col_ image the index does not list was being written when
+its run was killed (its score never recorded) and is removed.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import re
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from uda_adapt.common.atomic import atomic_write_bytes, atomic_write_text, ensure_writable_dir
@@ -36,7 +42,7 @@ class Collector:
         self.images = ensure_writable_dir(self.folder / "train" / "images")
         self.limit = limit
         self.filter = frame_filter or FrameFilter()
-        # Names continue after any earlier collection in DIR, which is left as it is.
+        # Names continue after any earlier collection in DIR.
         numbers = [int(m.group(1)) for p in self.images.iterdir() if (m := _NAME.match(p.name))]
         self._next = max(numbers, default=-1) + 1
         # A max-heap on the score (stored negated): the surest collected frame is on top.
@@ -44,6 +50,31 @@ class Collector:
         self._thumb_names: list[str] = []         # the filter's remembered thumbnails, in order
         self.offered = 0
         self.replaced = 0
+        self.continued = self._continue_collection()
+
+    def _continue_collection(self) -> int:
+        """Take in the collection DIR already holds (see the module docstring); how many frames."""
+        index_path = self.folder / "collect.json"
+        listed: dict[str, float] = {}
+        if index_path.is_file():
+            try:
+                frames = json.loads(index_path.read_text())["frames"]
+                listed = {Path(f["image"]).name: float(f["score"]) for f in frames}
+            except (ValueError, KeyError, TypeError) as exc:
+                raise UserError(f"{index_path} is not a collection index ({exc}); move it away or --collect into another DIR") from None
+        for path in sorted(self.images.iterdir()):
+            if not _NAME.match(path.name):
+                continue
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.name in listed else None
+            if image is None:
+                path.unlink(missing_ok=True)       # unlisted (killed mid-write) or unreadable: no score to rank it by
+                continue
+            self.filter.remember(image)
+            self._add(path.name, listed[path.name])
+        self._trim()
+        if self._heap or index_path.is_file():
+            self._write_index()
+        return len(self._heap)
 
     def offer(self, frame: np.ndarray, score: float) -> bool:
         self.offered += 1
@@ -55,16 +86,25 @@ class Collector:
         name = f"{PREFIX}_{self._next:06d}.jpg"
         self._next += 1
         atomic_write_bytes(self.images / name, encode_jpeg(frame))
+        self._add(name, score)
+        self.replaced += self._trim()
+        self._write_index()
+        return True
+
+    def _add(self, name: str, score: float) -> None:
         self._thumb_names.append(name)
-        heapq.heappush(self._heap, (-score, self._next, name))
-        if len(self._heap) > self.limit:
+        heapq.heappush(self._heap, (-score, len(self._thumb_names), name))
+
+    def _trim(self) -> int:
+        """Drop the surest frames beyond the limit (file, thumbnail, entry); how many."""
+        dropped_count = 0
+        while len(self._heap) > self.limit:
             _, _, dropped = heapq.heappop(self._heap)
             (self.images / dropped).unlink(missing_ok=True)
             self.filter.forget(self._thumb_names.index(dropped))
             self._thumb_names.remove(dropped)
-            self.replaced += 1
-        self._write_index()
-        return True
+            dropped_count += 1
+        return dropped_count
 
     def collected(self) -> list[tuple[str, float]]:
         """(file name, score), least sure first."""
@@ -77,4 +117,4 @@ class Collector:
     def report(self) -> dict:
         counts = self.filter.counts
         return {"folder": str(self.folder), "collected": len(self._heap), "limit": self.limit, "offered": self.offered,
-                "replaced": self.replaced, "duplicate": counts.duplicate, "blurred": counts.blurred}
+                "replaced": self.replaced, "duplicate": counts.duplicate, "blurred": counts.blurred, "continued": self.continued}

@@ -24,7 +24,9 @@ import cv2
 import numpy as np
 
 from uda_adapt.common import label_free
+from uda_adapt.common.errors import UserError
 from uda_adapt.runtime.backends.base import Backend
+from uda_adapt.runtime.capture import Log, log_to_stderr
 
 # Frames in the running window: a few seconds of video, long enough to smooth single hard frames.
 WINDOW = 100
@@ -116,10 +118,16 @@ class RunningWindow:
 
 
 class WatchingRenderer:
-    """The pipeline's renderer, plus the running window on the overlay and the collection of least-sure frames."""
+    """The pipeline's renderer, plus the running window on the overlay and the collection of least-sure frames.
 
-    def __init__(self, renderer, measuring: MeasuringBackend, *, watch: bool, collector=None) -> None:
+    Collecting is a side feature: a write that fails (a full disk) turns it off with one warning,
+    and the stream, its output and the watch go on.
+    """
+
+    def __init__(self, renderer, measuring: MeasuringBackend, *, watch: bool, collector=None, log: Log = log_to_stderr) -> None:
         self._renderer, self._measuring, self._watch, self._collector = renderer, measuring, watch, collector
+        self._log = log
+        self.collect_stopped: str | None = None      # why collecting was turned off mid-run
         self.window = RunningWindow()
         self._index = 0
 
@@ -128,8 +136,8 @@ class WatchingRenderer:
         image = self._renderer.render(frame, mask, fps)
         if score is not None:
             self.window.add(self._index, score)
-            if self._collector is not None:
-                self._collector.offer(frame, label_free.oriented(label_free.RUNTIME, score))
+            if self._collector is not None and self.collect_stopped is None:
+                self._offer(frame, label_free.oriented(label_free.RUNTIME, score))
         current = self.window.summary.current
         if self._watch and current is not None:
             text = f"{label_free.RUNTIME} {current:.3f} (last {min(self.window.summary.frames_measured, WINDOW)})"
@@ -140,20 +148,31 @@ class WatchingRenderer:
         self._index += 1
         return image
 
+    def _offer(self, frame: np.ndarray, score: float) -> None:
+        try:
+            self._collector.offer(frame, score)
+        except (UserError, OSError) as exc:
+            self.collect_stopped = str(exc)
+            self._log(f"--collect is off from frame {self._index}: {exc}; the run goes on without collecting "
+                      f"({len(self._collector.collected())} frames kept in {self._collector.folder})")
+
     def report(self) -> dict:
         out = dataclasses.asdict(self.window.summary) if self._watch else {}
         if self._collector is not None:
-            out["collect"] = self._collector.report()
+            out["collect"] = {**self._collector.report(), "stopped": self.collect_stopped}
         return out
 
 
-def attach_watch(backend: Backend, preprocess, renderer, *, watch: bool, collect: str | None, collect_max: int):
+def attach_watch(backend: Backend, preprocess, renderer, *, watch: bool, collect: str | None, collect_max: int,
+                 log: Log = log_to_stderr):
     """(backend, preprocess, renderer) for the pipeline, measuring each frame; the renderer reports."""
     from uda_adapt.runtime.collect import Collector
 
     collector = Collector(collect, collect_max) if collect else None
+    if collector is not None and collector.continued:
+        log(f"--collect continues the {collector.continued} frames already in {collector.folder}")
     measuring = MeasuringBackend(backend, preprocess)
-    return measuring, measuring.preprocess, WatchingRenderer(renderer, measuring, watch=watch, collector=collector)
+    return measuring, measuring.preprocess, WatchingRenderer(renderer, measuring, watch=watch, collector=collector, log=log)
 
 
 def format_watch(report: dict | None) -> str | None:
@@ -167,6 +186,7 @@ def format_watch(report: dict | None) -> str | None:
                      f"frames, {report['mean']:.4f} over the run ({'higher' if info.higher_is_better else 'lower'} is better)")
     if "collect" in report:
         c = report["collect"]
+        stopped = "; stopped early: " + c["stopped"] if c.get("stopped") else ""
         lines.append(f"collect  {c['collected']} least-sure frames in {c['folder']}/train/images "
-                     f"({c['offered']} offered, {c['duplicate']} duplicate, {c['blurred']} blurred)")
+                     f"({c['offered']} offered, {c['duplicate']} duplicate, {c['blurred']} blurred{stopped})")
     return "\n".join(lines) or None
