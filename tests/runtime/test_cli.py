@@ -137,12 +137,18 @@ def test_latest_and_buffered_pass_through_run_on_a_file(uda, small_onnx, clip_mp
 def test_input_flip_flips_the_frames(uda, small_onnx, clip_mp4, tmp_path):
     import numpy as np
 
-    for flip in ("none", "horizontal"):
+    flips = {"horizontal": (slice(None), slice(None, None, -1)), "vertical": (slice(None, None, -1), slice(None)),
+             "rotate-180": (slice(None, None, -1), slice(None, None, -1))}
+    for flip in ("none", *flips):
         status, _, err = uda("run", small_onnx, clip_mp4, tmp_path / flip / "f_%02d.png", "--input-flip", flip,
                              "--visualize", "side-by-side", "--no-legend", "--no-fps-overlay", "--max-frames", 1)
         assert status == 0, err
     import cv2
 
-    plain, flipped = (cv2.imread(str(tmp_path / flip / "f_00.png")) for flip in ("none", "horizontal"))
+    plain = cv2.imread(str(tmp_path / "none" / "f_00.png"))
     width = plain.shape[1] // 2           # side-by-side: the input frame is the left half
-    assert np.abs(flipped[:, :width].astype(int) - plain[:, :width][:, ::-1].astype(int)).mean() < 1
+    frame = plain[:, :width].astype(int)
+    for flip, index in flips.items():
+        flipped = cv2.imread(str(tmp_path / flip / "f_00.png"))[:, :width].astype(int)
+        assert np.abs(flipped - frame).mean() > 5, f"{flip}: the frame looks the same flipped, so the test cannot tell"
+        assert np.abs(flipped - frame[index]).mean() < 1, f"--input-flip {flip} did not flip the frame that way"
