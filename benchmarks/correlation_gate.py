@@ -79,6 +79,8 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     "lr 1e-3": ({"optim.lr": 1e-3}, "source"),
     "window 9, p+features, early stop": ({"window": 9, "query": "both", "early_stop_every": 25}, "source"),
     "window 9, p+features, on the teacher, early stop": ({"window": 9, "query": "both", "early_stop_every": 25}, "teacher"),
+    "fit clean, window 9, p+features, on the teacher": ({"fit_perturbation": 0.0, "window": 9, "query": "both"}, "teacher"),
+    "window 5, p+features, on the teacher": ({"window": 5, "query": "both"}, "teacher"),
 }
 
 
