@@ -32,9 +32,11 @@ from uda_adapt.runtime.encoders import (
     resolve_codec,
     rtsp_push_pipeline,
 )
+from uda_adapt.runtime.rtsp_push import StreamPusher
 from uda_adapt.runtime.uri import OutputURI, parse_rtsp_url, redact_url
 
 QUIT_KEYS = (ord("q"), 27)   # q, Esc
+PUSH_STALL_S = 10.0          # an RTSP server that takes a pushed stream takes each frame well within this
 
 
 class FramePacer:
@@ -259,24 +261,20 @@ class RtspSink(_SinkBase):
         self._hardware, self._log = detect_hardware_encoder(), log
         self._pipeline = rtsp_push_pipeline(parsed.location, parsed.user, parsed.password, self.codec, self._hardware, bitrate)
         self._fps = fps if fps and fps > 0 else 30.0
-        self._writer: cv2.VideoWriter | None = None
+        self._writer: StreamPusher | None = None
 
     def write(self, image: np.ndarray) -> bool:
         if self._writer is None:
             h, w = image.shape[:2]
             encoder_fits(self.codec, self._hardware, w, h, self._log)
-            self._writer = cv2.VideoWriter(self._pipeline, cv2.CAP_GSTREAMER, 0, self._fps, (w, h), True)
-            if not self._writer.isOpened():
-                raise UserError(f"cannot stream to {self.name}: GStreamer could not connect (is the server up and the "
-                                "password right? are gstreamer1.0-rtsp and the encoder installed?); or serve it "
-                                "yourself with rtsp://@:8554/out")
-        self._writer.write(image)
+            self._writer = StreamPusher(self._pipeline, self._fps, (w, h), self.name, stall_s=PUSH_STALL_S)
+        self._writer.push(image)
         self.frames += 1
         return True
 
     def close(self) -> None:
         if self._writer is not None:
-            self._writer.release()
+            self._writer.close()
             self._writer = None
 
 

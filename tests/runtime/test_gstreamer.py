@@ -264,14 +264,15 @@ def test_rtsp_input_reconnects_after_its_server_restarts(mode, tiny_onnx, clip, 
     assert result["frames"] == 60 and result["reconnects"] >= 1
 
 
-def test_push_to_an_rtsp_server_with_a_password(tiny_onnx, clip, tmp_path):
-    """rtspclientsink -> a recording gst-rtsp-server on 127.0.0.1 -> an H.264 file, with a password full of quotes."""
+def test_push_to_an_rtsp_server_with_a_password(tiny_onnx, clip, tmp_path, monkeypatch):
+    """rtspclientsink -> a recording gst-rtsp-server on 127.0.0.1 that checks the password (RTSPAuth, Basic)
+    -> an H.264 file. A password full of quotes gets in; a wrong one is refused with one line."""
     import gi
 
     gi.require_version("GstRtspServer", "1.0")
     from gi.repository import GLib, GstRtspServer
 
-    gst()
+    Gst = gst()
     port, recorded = free_port(), tmp_path / "recorded.mkv"
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
@@ -280,6 +281,13 @@ def test_push_to_an_rtsp_server_with_a_password(tiny_onnx, clip, tmp_path):
     factory.set_transport_mode(GstRtspServer.RTSPTransportMode.RECORD)
     factory.set_launch(f'( rtph264depay name=depay0 ! h264parse ! matroskamux ! filesink location="{recorded}" )')
     factory.set_latency(50)
+    # Only "admin" with PASSWORD gets the role that may publish here; anyone else is refused (401).
+    auth, token = GstRtspServer.RTSPAuth(), GstRtspServer.RTSPToken()
+    token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "camera")
+    auth.add_basic(GstRtspServer.RTSPAuth.make_basic("admin", PASSWORD), token)
+    server.set_auth(auth)
+    factory.add_role_from_structure(Gst.Structure.new_from_string(
+        "camera, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"))
     server.get_mount_points().add_factory("/in", factory)
     context = GLib.MainContext.new()
     server.attach(context)
@@ -287,10 +295,16 @@ def test_push_to_an_rtsp_server_with_a_password(tiny_onnx, clip, tmp_path):
     thread = threading.Thread(target=loop.run, daemon=True)
     thread.start()
     try:
+        # A wrong password: refused with one line after PUSH_STALL_S, no hang.
+        wrong = subprocess.run(uda_command("run", tiny_onnx, clip, f"rtsp://admin:{PASSWORD}x@127.0.0.1:{port}/in"),
+                               capture_output=True, text=True, timeout=120, env=uda_env())
+        assert wrong.returncode == 1, wrong.stderr[-2000:]
+        assert "cannot stream to rtsp://127.0.0.1" in wrong.stderr and "is the password right" in wrong.stderr
+        assert not recorded.exists() or recorded.stat().st_size == 0
         result = subprocess.run(uda_command("run", tiny_onnx, clip, f"rtsp://admin:{PASSWORD}@127.0.0.1:{port}/in"),
                                 capture_output=True, text=True, timeout=120, env=uda_env())
         assert result.returncode == 0, result.stderr[-2000:]
-        assert PASSWORD not in result.stderr
+        assert PASSWORD not in result.stderr and PASSWORD not in wrong.stderr
     finally:
         loop.quit()
         thread.join(5)
