@@ -216,6 +216,11 @@ class DisplaySink(_SinkBase):
         self._opened = False
 
     def write(self, image: np.ndarray) -> bool:
+        # A close handled since the last frame (GTK destroys the window on WM_DELETE_WINDOW, on
+        # whichever OpenCV call pumps events next): imshow would open a new window under the
+        # same name and the user's close would be lost.
+        if self._opened and window_closed(self._window):
+            return False
         cv2.imshow(self._window, image)
         self._opened = True
         key = cv2.waitKey(1) & 0xFF     # also pumps the window's events
