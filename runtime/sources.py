@@ -208,7 +208,8 @@ class OpenCVSource:
             return f"cannot open input {uri.original}: nvarguscamerasrc could not start sensor {uri.index}; check the camera cable and try `sudo systemctl restart nvargus-daemon`"
         if uri.kind == "v4l2":
             return f"cannot open input {uri.original}: camera {uri.location} is busy, unsupported or not permitted (is another program using it? is the user in the 'video' group?)"
-        tried = " (tried H.264 and H.265; give --input-codec for another)" if len(self.capture_candidates()) > 1 else ""
+        several = len(self.capture_candidates()) > 1 and self._worked is None     # a reconnect tries the codec that worked
+        tried = " (tried H.264 and H.265; give --input-codec for another)" if several else ""
         within = GSTREAMER_OPEN_TIMEOUT_S if self._gstreamer else NETWORK_TIMEOUT_MS / 1000
         return f"cannot open input {self.name}: no stream within {within:g} s{tried} (check the URL, credentials and that the camera is reachable)"
 
