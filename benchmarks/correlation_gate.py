@@ -9,7 +9,9 @@ and overall:
         would following SA(p) improve on p where correlation transfer uses it?
   (iii) pseudo-label precision against coverage on tune: pixels ranked by max SA(p) and labelled
         argmax SA(p), against the teacher's own ranking (max p, argmax p) as the baseline curve;
-        summarised by the mean precision over coverages 5 %, 10 %, ..., 100 %.
+        summarised by the mean precision over coverages 5 %, 10 %, ..., 100 %. Both maps are read
+        alike (log-probabilities upsampled to the labels, then softmax), so an identity module
+        scores exactly the teacher's curve.
 A variant passes when on (ii) it beats the teacher with no class losing more than 2 points, and
 its (iii) curve is above the teacher's on average. A module that does not pass cannot help as a
 teacher: it earns no self-training runs.
@@ -41,7 +43,7 @@ from uda_adapt.adapt.checkpoint import build_model, load_checkpoint
 from uda_adapt.adapt.classes import IGNORE_INDEX
 from uda_adapt.adapt.data import open_dataset
 from uda_adapt.adapt.data.transforms import EvalTransform, TrainTransform
-from uda_adapt.adapt.evaluation import evaluate
+from uda_adapt.adapt.evaluation import ConfusionMatrix, EvalResult, evaluate
 from uda_adapt.adapt.losses import correlation_fit_loss
 from uda_adapt.adapt.train.batches import BatchStream
 from uda_adapt.adapt.train.batchnorm import reestimate_batchnorm
@@ -212,29 +214,26 @@ def fit_module(c: CorrelationConfig, fit_on: str, inputs: GateInputs, iterations
 
 
 @torch.no_grad()
-def module_precision_curve(teacher: torch.nn.Module, module, dataset) -> list[float]:
-    """(iii): precision against coverage of argmax SA(p), ranked by max SA(p), p the teacher's."""
-    curve = PrecisionCoverage()
+def split_scores(model_fn, dataset) -> tuple:
+    """(EvalResult, precision-coverage curve) of `model_fn` (image -> log-probabilities or logits) on a
+    labelled split, in one pass. Both read the same map: log-probabilities upsampled bilinearly to
+    the label size, then softmax, as `evaluate` scores it, so that a module that returns p gets
+    exactly the teacher's numbers."""
+    confusion, curve = ConfusionMatrix(len(dataset.classes)), PrecisionCoverage()
     for index in range(len(dataset)):
         image, label = dataset[index]
-        logits, features = network_outputs(teacher, image.unsqueeze(0), module.needs_features)
-        attended = module(torch.softmax(logits, dim=1), features=features)
-        curve.update(F.interpolate(attended, size=tuple(label.shape[-2:]), mode="bilinear", align_corners=False)[0], label)
-    return curve.curve()
+        scores = F.interpolate(model_fn(image.unsqueeze(0)).float(), size=tuple(label.shape[-2:]), mode="bilinear",
+                               align_corners=False)[0]
+        confusion.update(scores.argmax(dim=0), label)
+        curve.update(torch.softmax(scores, dim=0), label)
+    return EvalResult.from_confusion(confusion, dataset.classes, len(dataset)), curve.curve()
 
 
 def baselines(inputs: GateInputs) -> dict:
     """The networks alone: source network on source val, teacher on tune (and its curve)."""
     source = evaluate(inputs.source_network, inputs.source_val, progress=False)
-    teacher = evaluate(inputs.teacher, inputs.tune, progress=False)
-    curve = PrecisionCoverage()
-    with torch.no_grad():
-        for index in range(len(inputs.tune)):
-            image, label = inputs.tune[index]
-            logits = inputs.teacher(image.unsqueeze(0)).float()
-            curve.update(torch.softmax(F.interpolate(logits, size=tuple(label.shape[-2:]), mode="bilinear",
-                                                     align_corners=False), dim=1)[0], label)
-    return {"source_val": _scores(source), "tune": _scores(teacher), "tune_precision_coverage": curve.curve()}
+    teacher, curve = split_scores(inputs.teacher, inputs.tune)
+    return {"source_val": _scores(source), "tune": _scores(teacher), "tune_precision_coverage": curve}
 
 
 def variant_config(overrides: dict) -> CorrelationConfig:
@@ -253,8 +252,7 @@ def measure_variant(name: str, inputs: GateInputs, base: dict, iterations: int, 
     module, fit = fit_module(c, fit_on, inputs, iterations, batch_size, seed)
     with torch.no_grad():
         source = evaluate(module_fn(inputs.source_network, module), inputs.source_val, progress=False)
-        tune = evaluate(module_fn(inputs.teacher, module), inputs.tune, progress=False)
-    module_curve = module_precision_curve(inputs.teacher, module, inputs.tune)
+    tune, module_curve = split_scores(module_fn(inputs.teacher, module), inputs.tune)
     verdict = gate_verdict(base["tune"]["per_class"], tune.per_class_iou, base["tune_precision_coverage"], module_curve)
     return {
         "overrides": overrides, "fit_on": fit_on, "iterations": iterations, "seconds": round(time.perf_counter() - start, 1),

@@ -136,3 +136,19 @@ def test_every_variant_is_a_valid_config():
         assert fit_on in ("source", "teacher"), name
         for key, value in overrides.items():
             assert (c.optim.lr if key == "optim.lr" else getattr(c, key)) == value, (name, key)
+
+
+def test_an_identity_module_scores_exactly_the_teacher(tiny_inputs):
+    # value "learned" starts as the identity (gamma 0): (ii) and (iii) must both be level, or the
+    # gate compares two ways of reading a map instead of two maps.
+    from uda_adapt.adapt.models.correlation import CorrelationModule
+    from uda_adapt.adapt.train.correlation_stage import module_fn
+
+    module = CorrelationModule(len(CLASSES), dim=8, value="learned").eval()
+    assert float(module.gamma) == 0.0
+    base = gate.baselines(tiny_inputs)
+    result, curve = gate.split_scores(module_fn(tiny_inputs.teacher, module), tiny_inputs.tune)
+    verdict = gate.gate_verdict(base["tune"]["per_class"], result.per_class_iou, base["tune_precision_coverage"], curve)
+    assert verdict["tune_miou_delta"] == pytest.approx(0.0, abs=1e-9)
+    assert verdict["precision_coverage_delta"] == pytest.approx(0.0, abs=1e-6)
+    assert not verdict["passed"]                                     # level is not better
