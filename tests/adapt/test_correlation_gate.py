@@ -145,7 +145,7 @@ def test_an_identity_module_scores_exactly_the_teacher(tiny_inputs):
     from uda_adapt.adapt.train.correlation_stage import module_fn
 
     module = CorrelationModule(len(CLASSES), dim=8, value="learned").eval()
-    assert float(module.gamma) == 0.0
+    assert module.gamma.item() == 0.0
     base = gate.baselines(tiny_inputs)
     result, curve = gate.split_scores(module_fn(tiny_inputs.teacher, module), tiny_inputs.tune)
     verdict = gate.gate_verdict(base["tune"]["per_class"], result.per_class_iou, base["tune_precision_coverage"], curve)
