@@ -76,6 +76,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @click.option("--input-decoder", type=click.Choice(["auto", "software", "hardware"]), default="auto", show_default=True,
               help="hardware: NVDEC on a Jetson for video files, RTSP and MJPEG cameras (nvv4l2decoder); "
                    "auto: NVDEC for RTSP on a Jetson, the CPU otherwise.")
+@click.option("--give-up-after", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="A lost camera or stream reconnects with back-off; end with an error if it stays lost this long "
+                   "[default: keep trying].")
 @click.option("--input-loop", type=int, default=0, show_default=True, metavar="N", help="Replay a file N more times; -1 forever.")
 @click.option("--vid-stride", type=int, default=1, show_default=True, metavar="N", help="Use every Nth frame.")
 @click.option("--latest/--buffered", "latest", default=None, help="Newest frame only, dropping the rest [default for cameras and RTSP] / every frame in order [default for files].")
@@ -108,7 +111,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
               help="Class colours, `R G B` per line, instead of the model's (segNet's --colors; a bundle's colors.txt).")
 @quiet_option
 def run(model, input_uri, output_uri, backend, device, threads, visualize, alpha, ignore_classes, legend, fps_overlay,
-        input_width, input_height, input_rate, input_codec, input_latency, input_flip, input_transport, input_decoder, input_loop, vid_stride, latest, size,
+        input_width, input_height, input_rate, input_codec, input_latency, input_flip, input_transport, input_decoder, give_up_after, input_loop, vid_stride, latest, size,
         headless, max_frames, save_frame, codec, bitrate, stats, json_path, build_engine, watch, collect_dir, collect_max,
         save_masks, mask_format, labels_file, colors_file) -> None:
     """Segment a video stream and render it.
@@ -129,7 +132,7 @@ def run(model, input_uri, output_uri, backend, device, threads, visualize, alpha
     uda-adapt run exports/orin csi://0 rtsp://@:8554/out --input-flip rotate-180
     uda-adapt run exports/demo frames/ null:// --headless --save-masks masks/
     """
-    from uda_adapt.runtime.capture import log_to_stderr
+    from uda_adapt.runtime.capture import Backoff, log_to_stderr
     from uda_adapt.runtime.render import RenderOptions
     from uda_adapt.runtime.report import format_run_report, write_json
     from uda_adapt.runtime.stream import RunConfig, run_stream
@@ -155,7 +158,7 @@ def run(model, input_uri, output_uri, backend, device, threads, visualize, alpha
                                flip=input_flip, transport=input_transport, decoder=input_decoder),
         loop=input_loop, stride=vid_stride, latest=latest, headless=headless, max_frames=max_frames,
         save_frame=tuple(save_frame) if save_frame else None, bitrate=bitrate, codec=codec,
-        watch=watch, collect=collect_dir, collect_max=collect_max,
+        watch=watch, collect=collect_dir, collect_max=collect_max, backoff=Backoff(give_up_after=give_up_after),
         save_masks=save_masks, mask_format=mask_format, labels=labels_file, colors=colors_file, progress=not is_quiet(),
     )
     _single_threaded_opencv()

@@ -108,8 +108,10 @@ def test_the_cli_passes_transport_and_decoder_on(tmp_path, monkeypatch):
     import uda_adapt.runtime.stream as stream
 
     seen = []
-    monkeypatch.setattr(stream, "run_stream", lambda config, log: seen.append(config.capture) or (_ for _ in ()).throw(UserError("stop")))
+    monkeypatch.setattr(stream, "run_stream", lambda config, log: seen.append(config) or (_ for _ in ()).throw(UserError("stop")))
     model = tmp_path / "m.onnx"
     model.write_bytes(b"")
-    main(["run", str(model), "rtsp://cam.local/s", "null://", "--input-transport", "tcp", "--input-decoder", "software"])
-    assert seen and (seen[0].transport, seen[0].decoder) == ("tcp", "software")
+    main(["run", str(model), "rtsp://cam.local/s", "null://", "--input-transport", "tcp", "--input-decoder", "software",
+          "--give-up-after", "30"])
+    assert seen and (seen[0].capture.transport, seen[0].capture.decoder) == ("tcp", "software")
+    assert seen[0].backoff.give_up_after == 30       # the reconnect limit data capture has too
