@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         name, sep, settings = spec.partition(":")
         if not sep or not name:
             raise UserError(f"--extra {spec!r} is not NAME:KEY=VALUE[,KEY=VALUE]; e.g. 'mean teacher + MIC:self_train.mean_teacher.mic.enabled=true'")
-        self_train_rows[name] = (slug(name), [item for item in settings.split(",") if item])
+        self_train_rows[name] = (slug(name), split_settings(settings))
     for name in [*args.teacher_of, *args.bn_check]:
         if name not in self_train_rows:
             raise UserError(f"--teacher-of/--bn-check {name!r} names no self-training row; valid: {', '.join(self_train_rows)}")
@@ -207,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         add_row(rows, "diagnostic: network + module", score(base / "correlation", "network+module", None))
         write_report(out, rows, args)
     return 0
+
+
+def split_settings(settings: str) -> list[str]:
+    """"K=V,K=[a, b]" -> ["K=V", "K=[a, b]"]: commas inside brackets belong to a list value."""
+    return [item.strip() for item in re.split(r",(?![^\[]*\])", settings) if item.strip()]
 
 
 def slug(name: str) -> str:

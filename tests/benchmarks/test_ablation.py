@@ -120,3 +120,8 @@ def test_source_val_scores_the_source_network_on_its_own_domain(tmp_path):
     report = (out / "ablation.md").read_text()
     assert f"| {ablation.SOURCE_ON_SOURCE} | 70.0 +- 0.0 | - | s0: 70.0 |" in report
     assert "| sky | n/a | 50.0 |" in report     # per class, beside the target-val row
+
+
+def test_extra_settings_keep_list_values_whole():
+    assert ablation.split_settings("a.b=1,c.d=[0.0, 0.12, 0.0, 0.0],e=x") == ["a.b=1", "c.d=[0.0, 0.12, 0.0, 0.0]", "e=x"]
+    assert ablation.split_settings("a=1,") == ["a=1"]
