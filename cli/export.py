@@ -40,7 +40,7 @@ from uda_adapt.export.config import CALIBRATION_METHODS, DATA_KINDS, EXPORTERS, 
 @click.option("--legacy-precision-flags", is_flag=True,
               help="TensorRT 10.x only: FP16/INT8 builder flags (+ entropy calibrator) instead of a precision-baked ONNX.")
 @click.option("--dla-core", type=click.IntRange(min=0), default=None, metavar="N",
-              help="Orin NX/AGX: run on DLA core N, layers the DLA lacks on the GPU (needs fp16 or int8).")
+              help="AGX Orin / Orin NX (8GB: core 0 only): run on DLA core N, layers the DLA lacks on the GPU (needs fp16 or int8).")
 @click.option("--trt-target", type=click.Choice(["10", "11"]), default=None,
               help="TensorRT major version the static check targets [default: the installed one, else 10].")
 @click.option("--data", "parity_data", type=click.Path(), metavar="ROOT",
@@ -106,7 +106,7 @@ def _progress_echo(message: str) -> None:
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="[default: the bundle's precision-baked variant, else fp32]")
 @click.option("--dla-core", type=click.IntRange(min=0), default=None, metavar="N",
-              help="Orin NX/AGX: run on DLA core N, layers the DLA lacks on the GPU (fp16 or int8; TensorRT 10.x).")
+              help="AGX Orin / Orin NX (8GB: core 0 only): run on DLA core N, layers the DLA lacks on the GPU (fp16 or int8).")
 @click.option("--workspace", "workspace_gib", type=float, default=4.0, show_default=True, metavar="GiB")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), metavar="PATH",
               help="TensorRT timing cache to reuse and update [default: BUNDLE/timing.<TensorRT>.<GPU>.<device>.cache].")
@@ -125,7 +125,7 @@ def build(bundle, precision, dla_core, workspace_gib, timing_cache, legacy_preci
 
     \b
     uda-adapt build exports/orin                     # on the Jetson, after copying the bundle there
-    uda-adapt build exports/orin --dla-core 0        # Orin NX/AGX: the DLA, GPU fallback
+    uda-adapt build exports/orin --dla-core 0        # AGX Orin / Orin NX: the DLA, GPU fallback
     uda-adapt build exports/orin --register exports/orin/model.engine   # an engine trtexec built
     """
     from uda_adapt.export.build import BuildConfig, build_bundle_engine, register_engine

@@ -52,7 +52,7 @@ class ExportConfig:
     max_shape: tuple[int, ...] | None = None
     legacy_precision_flags: bool = False             # TensorRT 10 FP16/INT8 builder flags instead of a baked ONNX
     trt_target: int | None = None                    # TensorRT major the static check targets; None: installed, else 10
-    dla_core: int | None = None                      # Orin NX/AGX: build for this DLA core, GPU fallback on
+    dla_core: int | None = None                      # AGX Orin / Orin NX (8GB: one core): this DLA core, GPU fallback on
 
     def __post_init__(self) -> None:
         if self.size is not None:
