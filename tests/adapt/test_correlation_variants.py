@@ -202,3 +202,18 @@ def test_the_module_fills_in_pseudo_labels_only_where_the_teacher_is_unsure():
     assert new_pseudo.tolist() == [[[1, 2, 1]]]                  # sure teacher kept; unsure module ignored
     assert new_confidence.flatten().tolist() == pytest.approx([0.99, 0.968, 0.5])
     assert pseudo.tolist() == [[[1, 1, 1]]]                      # inputs untouched
+
+
+def test_the_module_runs_at_a_stride_4_networks_resolution():
+    # small_fine predicts at stride 4: the module attends over its 4x more cells and reads its
+    # decoder's features, with no setting of its own.
+    from uda_adapt.adapt.train.correlation_stage import module_fn
+
+    torch.manual_seed(0)
+    network = build_segmenter("small_fine", C).eval()
+    module = build_correlation_module(CorrelationConfig(dim=8, window=9, query="both"), C, network).eval()
+    images = torch.randn(1, 3, 32, 64)
+    with torch.no_grad():
+        out = module_fn(network, module)(images)
+    assert out.shape == (1, C, 8, 16)
+    torch.testing.assert_close(out.exp().sum(dim=1), torch.ones(1, 8, 16))
