@@ -25,7 +25,7 @@ from uda_adapt.adapt.models import build_segmenter
 from uda_adapt.adapt.models.correlation import CorrelationModule, classifier_features, feature_channels_of
 from uda_adapt.adapt.train.batches import StreamState
 from uda_adapt.adapt.train.batchnorm import reestimate_batchnorm
-from uda_adapt.adapt.train.config import CorrelationConfig
+from uda_adapt.adapt.train.config import CorrelationConfig, TrainConfig
 from uda_adapt.adapt.train.datasets import labelled_train_set, train_transform, unlabelled_train_set
 from uda_adapt.adapt.train.environment import autocast, restore_rng, rng_state, seed_everything, training_network
 from uda_adapt.adapt.train.logbook import Logbook
@@ -53,7 +53,10 @@ def build_correlation_module(c: CorrelationConfig, num_classes: int, network: nn
 
 
 def correlation_payload(ctx: RunContext | None, module: CorrelationModule) -> dict:
-    """What a checkpoint keeps of the module: its weights and the arguments that rebuild it."""
+    """What a checkpoint keeps of the module: its weights and the arguments that rebuild it.
+
+    Everything is read from the module itself (`ctx` is not needed), so a refitted or variant
+    module is saved as it is, not as the config describes it."""
     return {"state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()}, **module.config()}
 
 
@@ -212,7 +215,7 @@ def fit_correlation(ctx: RunContext, init: Checkpoint) -> None:
 class EarlyStop:
     """Keeps the module that scored best as network + module on clean source val (labelled in any UDA setting)."""
 
-    def __init__(self, c: CorrelationConfig, cfg, ctx: RunContext) -> None:
+    def __init__(self, c: CorrelationConfig, cfg: TrainConfig, ctx: RunContext) -> None:
         spec = cfg.data.source
         dataset = open_dataset(spec.kind, spec.root, spec.val_split, require_labels=True,
                                transform=EvalTransform(size=cfg.data.eval_size, mean=ctx.mean, std=ctx.std))
