@@ -76,10 +76,12 @@ class CorrelationConfig:
     dim: int = 64                                           # q/k projection width d
     # "learned": softmax(log p + gamma * attention(Wv p)), gamma from 0, so the module starts as the
     # identity and only departs from p where source labels say so. "prediction" (v = p, a convex
-    # combination of probability vectors) lost 3.6 mIoU on source val when fitted; see README.
+    # combination of probability vectors) lost 3.6 mIoU on source val when fitted; see docs/results.md.
     value: Literal["prediction", "learned"] = "learned"
     # How q/k see position. "none": affinity from class similarity alone; "conv3x3" (a 3x3 neighbourhood
-    # of probabilities) gained the most on the tune split as network + module (+2.1 mIoU, README).
+    # of probabilities) gained the most on the tune split as network + module (+2.1 mIoU on an older
+    # source network, docs/results.md); on today's adapted teacher the gate measures this default at
+    # -12.4 mIoU on tune (benchmarks/results/correlation_gate.md): why CT stays off by default.
     spatial: Literal["none", "conv3x3", "posenc"] = "conv3x3"
     iterations: int = 150
     # Fit on the network's predictions of source images under colour jitter of this strength
@@ -180,7 +182,7 @@ class MeanTeacherConfig:
     # batch's own). On the night benchmark the "running" teacher labelled at 4.6 mIoU where its
     # weights with target statistics gave 14.1, and its runs ended at or below their start;
     # "target" gained +5.1 and +5.6 there, and +0.4 / -1.3 on the day tune split (2 seeds, 200
-    # steps: README, benchmarks/results/teacher_bn_short.md).
+    # steps: docs/results.md, benchmarks/results/teacher_bn_short.md).
     teacher_bn: Literal["batch", "running", "target"] = "target"
     # Whether crop padding (mean colour, up to 44 % of a crop drawn at scale 0.75) counts in the
     # "batch" and "target" statistics above. "excluded" measures target pixels only, as the AdaBN
@@ -228,7 +230,7 @@ class SelfTrainConfig:
     lrs: tuple[float, ...] = (3e-4, 2.5e-4, 2e-4)   # per round (last value repeats), IAST's decreasing schedule scaled to the small model
     # Weight of KL(SA(p_teacher) || p_student); 0 (the default) is plain self-training, 0.1 the
     # weight to try it at. Correlation transfer is opt-in: with the current mean teacher it cost
-    # 1.05 (day) and 1.44 (night) mIoU on the tune splits, negative in 9 of 10 paired runs (README
+    # 1.05 (day) and 1.44 (night) mIoU on the tune splits, negative in 9 of 10 paired runs (docs/results.md
     # ablation, 5 seeds); 1.0 collapsed by about 9 points.
     lambda_ct: float = 0.0
     # What the frozen module attends over: "online", the network's current prediction (the target
@@ -254,7 +256,7 @@ class SelfTrainConfig:
     correlation_refit: CorrelationRefitConfig = field(default_factory=CorrelationRefitConfig)
     # Mean teacher: which network the stage saves, evaluates as the result and exports: the
     # "student" or its EMA "teacher" (the default: level on the day tune split, ahead in 9 of 10
-    # val runs and on the night tune split; README ablation). Either has its BatchNorm statistics re-estimated
+    # val runs and on the night tune split; docs/results.md, the ablation). Either has its BatchNorm statistics re-estimated
     # on the target train images at the end when `target_bn` is on. IAST has one network and
     # exports it whatever this says.
     export: Literal["student", "teacher"] = "teacher"

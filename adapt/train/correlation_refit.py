@@ -2,7 +2,7 @@
 
 The module was fitted (stage 2) against the *source-only* network's errors. Adaptation removes
 those errors, and the frozen module then pulls the adapted network towards a worse target
-(README: on the seed-0 adapted student, network + module scored below the network alone). Here
+(docs/results.md: on the seed-0 adapted student, network + module scored below the network alone). Here
 the module keeps taking steps of its stage-2 loss (`correlation_fit_loss`) on the current
 network's predictions of perturbed source images with their labels: still trained on the source
 alone, as the paper requires, but on the network it teaches now. Its optimizer and weights
