@@ -105,7 +105,7 @@ def bench_pipeline(backend: Backend, size: tuple[int, int], warmup: int, iters: 
     renderer = Renderer(manifest.classes, manifest.palette, RenderOptions(), manifest.ignore_index)
     report = run_pipeline(
         capture, backend, Preprocessor(manifest.input, backend.input_size), renderer, NullSink(),
-        on_frame=lambda i, image: done.append(time.perf_counter()), log=log, prefetch=True,
+        on_frame=lambda i, image: done.append(time.perf_counter()), log=log, prefetch=False,
     )
     timed = done[max(warmup - 1, 0):]
     qps = (len(timed) - 1) / (timed[-1] - timed[0]) if len(timed) > 1 and timed[-1] > timed[0] else 0.0

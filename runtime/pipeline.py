@@ -2,12 +2,13 @@
 
     [capture thread] --slot or queue--> [infer thread: preprocess, infer] --queue(2)--> [caller: render, sink]
 
-    with prefetch (files, every frame):
+    with prefetch (an option for files; off by default, see RunConfig.prefetch):
     [capture] --queue--> [prepare thread: preprocess] --queue(1)--> [infer thread: infer] --queue(2)--> [caller]
 
 Prefetch takes preprocessing off the inference thread, so the network never waits for the
-next input: without it each frame's resize and normalisation (a few ms at 768x576 -> 512x1024)
-adds to every inference, the one stage that sets a file's pace. Live sources (`--latest`) keep
+next input. Where inference already uses every core (ONNX Runtime on a 2-core CPU) the extra
+thread and its buffer copy cost more than they save, so it is off by default (measured:
+runtime/stream.py, RunConfig.prefetch); a machine with cores to spare may turn it on. Live sources (`--latest`) keep
 it inline: a frame prepared ahead would be one inference older than the newest one by the time
 the network took it.
 

@@ -56,7 +56,11 @@ class RunConfig:
     progress: bool = True                     # a progress line every few seconds over a file (off with --quiet)
     labels: str | None = None                 # --labels FILE: class names, one per line (segNet's labels.txt)
     colors: str | None = None                 # --colors FILE: class colours, `R G B` per line (segNet's colors.txt)
-    prefetch: bool = True                     # files: preprocess ahead of inference, off its thread (runtime.pipeline)
+    # Preprocess on a thread of its own, ahead of inference (runtime.pipeline). Off: on an idle 2-core
+    # machine, `run` over a 768x576 file at 512x1024 reached 0.909 of a bare ONNX Runtime loop inline
+    # and 0.879 with it, inline ahead in 9 of 10 alternating rounds (benchmarks/pipeline_throughput.py
+    # --video; the extra thread and buffer copy compete with inference for the same cores).
+    prefetch: bool = False
 
 
 def run_stream(config: RunConfig, log: Log = log_to_stderr) -> PipelineReport:

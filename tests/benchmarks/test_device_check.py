@@ -228,7 +228,7 @@ def test_the_numbers_each_step_reads(tmp_path):
     out.mkdir()
     (out / "run.json").write_text(json.dumps({"backend": "tensorrt x", "frames": 40, "fps": 120.0, "dropped": 0}))
     (out / "throughput.json").write_text(json.dumps({"median_bare_onnxruntime_qps": 20.0, "median_run_fps": 18.0,
-                                                     "median_ratio": 0.9, "median_inline_ratio": 0.88}))
+                                                     "median_ratio": 0.9, "median_prefetch_ratio": 0.88}))
     steps = {step.name: step for step in device_check.plan(work, out)}
     assert steps["train"].metrics() == {"images_per_second_median": 42.0, "records": 4}
     assert steps["run_bundle"].metrics()["fps"] == 120.0

@@ -42,7 +42,7 @@ def test_video_rounds_time_both_sides_and_both_preprocessing_placements(tmp_path
     assert placements == [False, True, False, True]
     assert len(rounds) == 2
     for row in rounds:
-        assert row["bare_onnxruntime_qps"] > 0 and row["run_fps"] > 0 and row["run_inline_fps"] > 0
+        assert row["bare_onnxruntime_qps"] > 0 and row["run_fps"] > 0 and row["run_prefetch_fps"] > 0
         assert row["ratio"] == row["run_ratio"] == row["run_fps"] / row["bare_onnxruntime_qps"]
         assert {"preprocess", "infer", "render", "sink", "capture"} <= set(row["run_stages_ms"])
         assert "load_average" in row

@@ -225,7 +225,7 @@ def test_memory_stays_flat_over_thousands_of_frames():
     assert marks[2999] - marks[500] < 256 * 1024, f"grew {marks[2999] - marks[500]} bytes over 2500 frames"
 
 
-def test_run_prefetches_a_file_but_not_with_watch_or_a_live_source(small_onnx, clip_mp4, monkeypatch):
+def test_run_prefetches_only_a_file_that_asks_for_it_and_never_with_watch_or_a_live_source(small_onnx, clip_mp4, monkeypatch):
     import uda_adapt.runtime.stream as stream
 
     seen, real = [], stream.run_pipeline
@@ -237,7 +237,7 @@ def test_run_prefetches_a_file_but_not_with_watch_or_a_live_source(small_onnx, c
     monkeypatch.setattr(stream, "run_pipeline", recording)
     base = dict(model=str(small_onnx), input=str(clip_mp4), headless=True, max_frames=2, progress=False)
     run_stream(RunConfig(**base), **QUIET)
-    run_stream(RunConfig(**base, watch=True), **QUIET)
-    run_stream(RunConfig(**base, latest=True), **QUIET)
-    run_stream(RunConfig(**base, prefetch=False), **QUIET)
-    assert seen == [True, False, False, False]
+    run_stream(RunConfig(**base, prefetch=True), **QUIET)
+    run_stream(RunConfig(**base, prefetch=True, watch=True), **QUIET)
+    run_stream(RunConfig(**base, prefetch=True, latest=True), **QUIET)
+    assert seen == [False, True, False, False]
