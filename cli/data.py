@@ -8,12 +8,11 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
-from uda_adapt.cli.options import SIZE
+from uda_adapt.cli.options import SIZE, signal_handlers
 
 # The same values as adapt.data.synth.DOMAINS / SPLITS / TARGET_STYLES (a test keeps them equal);
 # spelled out here so that building the CLI does not import the generator.
@@ -87,8 +86,7 @@ def video(out: Path, domain: str, frames: int, size: tuple[int, int], fps: float
     click.echo(f"wrote {frames} frames to {path}")
 
 
-@contextlib.contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+def stop_on_signals(stop: threading.Event) -> contextlib.AbstractContextManager[None]:
     """Ctrl-C and SIGTERM (`docker stop`, systemd) set `stop`: the capture ends between two frames.
 
     A second signal interrupts at once (a camera that hangs while opening).
@@ -98,16 +96,7 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
             raise KeyboardInterrupt
         stop.set()
 
-    try:
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:          # not the main thread (e.g. under a test runner's thread)
-        yield
-        return
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return signal_handlers(handler, signal.SIGINT, signal.SIGTERM)
 
 
 @data.command()

@@ -2,7 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
+
 import click
+
+
+@contextlib.contextmanager
+def signal_handlers(handler: Callable, *signals: int) -> Iterator[None]:
+    """`handler` for `signals` while the block runs, the previous handlers after it.
+
+    Only the main thread may set handlers; elsewhere (a test runner's thread) the block runs
+    with the handlers it had.
+    """
+    try:
+        previous = {sig: signal.signal(sig, handler) for sig in signals}
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 class SizeType(click.ParamType):

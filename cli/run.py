@@ -5,11 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-from collections.abc import Iterator
 
 import click
 
-from uda_adapt.cli.options import DEVICE_HELP, SIZE, gpu_index, quiet_option
+from uda_adapt.cli.options import DEVICE_HELP, SIZE, gpu_index, quiet_option, signal_handlers
 from uda_adapt.cli.options import device_option as shared_device_option
 from uda_adapt.common.errors import UserError
 
@@ -34,21 +33,12 @@ def _single_threaded_opencv() -> None:
     cv2.setNumThreads(1)
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def _sigterm_as_interrupt() -> contextlib.AbstractContextManager[None]:
     """`docker stop` / systemd send SIGTERM: finish the output video as for Ctrl-C."""
     def handler(signum, frame):
         raise KeyboardInterrupt
 
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:          # not the main thread (e.g. under a test runner's thread)
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return signal_handlers(handler, signal.SIGTERM)
 
 
 @click.command("run")

@@ -1,13 +1,13 @@
 """Frame sources by URI: video files, image folders and globs, V4L2 and CSI cameras, RTSP.
 
-Everything goes through OpenCV: FFmpeg for files (and RTSP when OpenCV has no GStreamer),
-GStreamer pipelines for CSI cameras, V4L2 and RTSP where the build has it (JetPack's does;
-the PyPI wheel does not). Each source reports why it cannot open in one sentence.
+Image folders and globs are read file by file (runtime.image_folder). Everything else goes
+through OpenCV: FFmpeg for files (and RTSP when OpenCV has no GStreamer), GStreamer pipelines for
+CSI cameras, V4L2 and RTSP where the build has it (JetPack's does; the PyPI wheel does not).
+Each source reports why it cannot open in one sentence.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import threading
 import time
@@ -20,9 +20,10 @@ import numpy as np
 from uda_adapt.common.errors import UserError
 from uda_adapt.runtime import cvbuild
 from uda_adapt.runtime.capture import VideoSource
+from uda_adapt.runtime.frame_fit import fit_frame
+from uda_adapt.runtime.image_folder import ImageFolderSource
 from uda_adapt.runtime.rtsp_probe import probe_rtsp
 from uda_adapt.runtime.uri import (
-    IMAGE_SUFFIXES,
     CaptureOptions,
     InputURI,
     redact_url,
@@ -47,8 +48,6 @@ GSTREAMER_OPEN_TIMEOUT_S = 10.0
 OPEN_ABANDON_S = 60.0
 # Low-latency demuxing for FFmpeg RTSP; OpenCV reads this variable each time it opens a stream.
 FFMPEG_LOW_LATENCY = "fflags;nobuffer|flags;low_delay"
-# --input-flip as cv2.flip's flipCode (CSI cameras flip in nvvidconv instead, for free).
-FLIP_CODES = {"horizontal": 1, "vertical": 0, "rotate-180": -1}
 
 
 class OpenCVSource:
@@ -220,7 +219,7 @@ class OpenCVSource:
         if not ok:
             return False, None
         self._position += 1
-        return True, _fit(image, self._options, self._uri)
+        return True, fit_frame(image, self._options, self._uri)
 
     def frame_name(self) -> str | None:
         """A file's frame as `<stem>_<index>` (index in the file, from 0); None for live sources."""
@@ -277,69 +276,6 @@ class _BackgroundOpen:
             return None
         cap, self._cap = self._cap, None
         return cap
-
-
-class ImageFolderSource:
-    """The images of a folder or glob, in sorted order; an undecodable file is a corrupt frame."""
-
-    live = False
-
-    def __init__(self, uri: InputURI, options: CaptureOptions) -> None:
-        self.name = uri.original
-        self.fps = options.rate
-        self._uri, self._options = uri, options
-        self._files: list[Path] = []
-        self._next = 0
-
-    def open(self) -> None:
-        location = self._uri.location
-        path = Path(location)
-        if path.is_dir():
-            files = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
-        elif path.is_file():
-            files = [path]
-        else:
-            files = [Path(p) for p in glob.glob(location) if Path(p).suffix.lower() in IMAGE_SUFFIXES]
-        if not files:
-            raise UserError(f"input {self.name}: no images found ({', '.join(IMAGE_SUFFIXES)})")
-        self._files, self._next = sorted(files), 0
-
-    @property
-    def frame_count(self) -> int | None:
-        return len(self._files) or None
-
-    def frame_name(self) -> str | None:
-        """The stem of the file read last (names saved masks)."""
-        return self._files[self._next - 1].stem if 0 < self._next <= len(self._files) else None
-
-    def read(self) -> tuple[bool, np.ndarray | None]:
-        if self._next >= len(self._files):
-            return False, None
-        file = self._files[self._next]
-        self._next += 1
-        data = np.fromfile(file, dtype=np.uint8)
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-        return True, (None if image is None else _fit(image, self._options, self._uri))
-
-    def skip(self) -> bool:
-        self._next += 1
-        return self._next <= len(self._files)
-
-    def close(self) -> None:
-        self._next = 0
-
-
-def _fit(image: np.ndarray | None, options: CaptureOptions, uri: InputURI) -> np.ndarray | None:
-    """Flip (--input-flip), and resize file and stream frames to --input-width/--input-height (cameras are asked instead)."""
-    if image is None or not isinstance(image, np.ndarray) or image.size == 0:
-        return image
-    if options.flip != "none" and uri.kind != "csi":
-        image = cv2.flip(image, FLIP_CODES[options.flip])
-    if not (options.width and options.height) or uri.kind in ("v4l2", "csi"):
-        return image
-    if image.shape[:2] == (options.height, options.width):
-        return image
-    return cv2.resize(image, (options.width, options.height), interpolation=cv2.INTER_AREA)
 
 
 SOURCES: dict[str, Callable[[InputURI, CaptureOptions], VideoSource]] = {
