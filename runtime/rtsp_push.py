@@ -81,7 +81,11 @@ class StreamPusher:
         self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
             raise UserError(self._refused(f"the server took no frame for {time.monotonic() - self._last_done:.0f} s"))
-        self._writer.release()
+        # Releasing sends EOS and tears the RTSP session down, which waits on the server: a server
+        # that never answers the teardown must not hold the run (every frame was written already).
+        releaser = threading.Thread(target=self._writer.release, name="release rtsp push", daemon=True)
+        releaser.start()
+        releaser.join(max(timeout, deadline - time.monotonic()))
 
 
 def _open_within(pipeline: str, fps: float, size: tuple[int, int], timeout: float) -> cv2.VideoWriter | None:
