@@ -23,6 +23,12 @@ Variants (each a `correlation.*` config key):
 - window: 0 attends over the whole image; an odd w attends over the w x w cells around each
   pixel only, so a pole or a sign under one cell is not averaged with every large region of the
   image that happens to have similar probabilities (memory O(N w^2), no N x N matrix).
+- position_bias: a learned logit per (dy, dx) offset of the local window, added to q . k before
+  the softmax (Swin's relative position bias), from 0. Local windows only: global attention
+  meets grids of every size, which no fixed table of offsets covers, so it is refused there.
+- upsample: attend at a finer stride. p (and the features) are upsampled bilinearly by this
+  factor, the validity mask by nearest, and SA(p) is average-pooled back to p's grid, so that a
+  thin object covers u^2 tokens instead of one. The window counts fine cells.
 
 The module is trained on source only (see `adapt.losses.correlation_fit_loss`) and then used
 frozen as a teacher on target (`adapt.losses.correlation_transfer_loss`).
@@ -62,6 +68,8 @@ class CorrelationModule(nn.Module):
         query: str = "prediction",
         feature_channels: int = 0,
         window: int = 0,
+        position_bias: bool = False,
+        upsample: int = 1,
     ) -> None:
         super().__init__()
         if value not in VALUE_MODES:
@@ -80,6 +88,11 @@ class CorrelationModule(nn.Module):
             raise UserError(f"correlation query={query!r} needs the network's feature width (feature_channels), got {feature_channels}")
         if window < 0 or (window and window % 2 == 0):
             raise UserError(f"correlation window must be 0 (global attention) or an odd number of cells, got {window}")
+        if position_bias and not window:
+            raise UserError("correlation position_bias needs a local window: global attention sees grids of every size, "
+                            "which no table of offsets covers; set correlation.window to an odd number (e.g. 9)")
+        if isinstance(upsample, bool) or not isinstance(upsample, int) or upsample < 1:
+            raise UserError(f"correlation upsample must be a whole factor of 1 or more, got {upsample!r}")
         self.num_classes = num_classes
         self.dim = dim
         self.value = value
@@ -88,6 +101,7 @@ class CorrelationModule(nn.Module):
         self.query_mode = query
         self.feature_channels = feature_channels if query != "prediction" else 0
         self.window = window
+        self.upsample = upsample
         kernel = 3 if spatial == "conv3x3" else 1
         qk_in = {"prediction": num_classes, "features": feature_channels, "both": num_classes + feature_channels}[query]
         self.query = nn.Conv2d(qk_in, dim, kernel, padding=kernel // 2)
@@ -95,6 +109,11 @@ class CorrelationModule(nn.Module):
         self.value_proj = nn.Conv2d(num_classes, num_classes, 1, bias=value_bias) if value == "learned" else None
         self.gamma = nn.Parameter(torch.zeros(())) if value == "learned" else None
         self.posenc_scale = nn.Parameter(torch.ones(())) if spatial == "posenc" else None
+        # One logit per offset, [dy + w // 2, dx + w // 2], as Swin's relative position bias
+        # (microsoft/Swin-Transformer models/swin_transformer.py:101 and :141, there per head over
+        # (2w-1)^2 offsets between two windows; here each pixel's window is centred on it, so w^2
+        # offsets). Zeros, not Swin's trunc_normal (:122): the module starts as it is without one.
+        self.position_bias = nn.Parameter(torch.zeros(window, window)) if position_bias else None
 
     @property
     def needs_features(self) -> bool:
@@ -105,7 +124,8 @@ class CorrelationModule(nn.Module):
         """The constructor's arguments, to rebuild this module from a checkpoint."""
         return {"dim": self.dim, "value": self.value, "spatial": self.spatial, "temperature": self.temperature,
                 "value_bias": self.value_proj is not None and self.value_proj.bias is not None,
-                "query": self.query_mode, "feature_channels": self.feature_channels, "window": self.window}
+                "query": self.query_mode, "feature_channels": self.feature_channels, "window": self.window,
+                "position_bias": self.position_bias is not None, "upsample": self.upsample}
 
     def attend(self, p: torch.Tensor, valid: torch.Tensor | None = None, features: torch.Tensor | None = None) -> torch.Tensor:
         """The raw attention output sum_j A_ij v_j, (B, C, h, w), with v = p or Wv p.
@@ -114,8 +134,26 @@ class CorrelationModule(nn.Module):
         no image); None attends everywhere. `features` (B, F, h', w'): the network's penultimate
         features, needed when `needs_features`; detached here and resized to p's grid.
         """
-        b, c, h, w = p.shape
+        if self.upsample == 1:
+            return self._attend_on_grid(p, valid, self._query_input(p, features))
+        h, w = p.shape[-2:]
+        fine = (h * self.upsample, w * self.upsample)
+        fine_valid = None
+        if valid is not None:
+            fine_valid = F.interpolate(valid.unsqueeze(1).float(), size=fine, mode="nearest").squeeze(1) > 0.5
         qk_input = self._query_input(p, features)
+        fine_p = masked_upsample(p, valid, fine)
+        fine_qk = fine_p if qk_input is p else masked_upsample(qk_input, valid, fine)
+        out = self._attend_on_grid(fine_p, fine_valid, fine_qk)
+        # Back to p's grid by the mean of each cell's u x u fine outputs, not bilinear: it keeps a
+        # convex combination of probabilities, every fine token's output counts (and gets a
+        # gradient), and those tokens are exactly the cell's own, valid or not as the cell is.
+        # Bilinear (no antialias) equals it at u = 2 but reads only the centre tokens at u >= 3.
+        return F.avg_pool2d(out, self.upsample)
+
+    def _attend_on_grid(self, p: torch.Tensor, valid: torch.Tensor | None, qk_input: torch.Tensor) -> torch.Tensor:
+        """`attend` on p's own grid, with q/k computed from `qk_input` (same grid)."""
+        b, c, h, w = p.shape
         q, k = self.query(qk_input), self.key(qk_input)
         if self.posenc_scale is not None:
             encoding = self.posenc_scale * sinusoidal_encoding_2d(self.dim, h, w, p.device, p.dtype)
@@ -123,7 +161,7 @@ class CorrelationModule(nn.Module):
         v = p if self.value_proj is None else self.value_proj(p)
         scale = 1.0 / (math.sqrt(self.dim) * self.temperature)
         if self.window:
-            return local_attention(q, k, v, self.window, scale, valid)
+            return local_attention(q, k, v, self.window, scale, valid, self.position_bias)
         key_mask = None if valid is None else valid.reshape(b, 1, h * w)
         out = attention(to_tokens(q), to_tokens(k), to_tokens(v), scale=scale, key_mask=key_mask)
         # contiguous(): this view has channels-last strides, which interpolate keeps and whose
@@ -155,6 +193,23 @@ class CorrelationModule(nn.Module):
         if tuple(features.shape[-2:]) != tuple(p.shape[-2:]):
             features = F.interpolate(features, size=p.shape[-2:], mode="bilinear", align_corners=False)
         return features if self.query_mode == "features" else torch.cat([p, features], dim=1)
+
+
+def masked_upsample(x: torch.Tensor, valid: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling of (B, D, h, w) to `size` that reads only cells where `valid` (B, h, w).
+
+    Plain bilinear would blend a border cell with the padding beside it, letting what padding
+    predicts leak into valid tokens; here the weights are renormalised over valid cells (a
+    fine cell inside a valid cell always has one). Fine cells with no valid cell in reach
+    (inside padding) take plain bilinear, so probabilities stay probabilities everywhere.
+    """
+    plain = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    if valid is None:
+        return plain
+    weight = valid.unsqueeze(1).to(x.dtype)
+    total = F.interpolate(x * weight, size=size, mode="bilinear", align_corners=False)
+    share = F.interpolate(weight, size=size, mode="bilinear", align_corners=False)
+    return torch.where(share > 0, total / share.clamp_min(1e-6), plain)
 
 
 def to_tokens(x: torch.Tensor) -> torch.Tensor:
@@ -190,20 +245,24 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
 
 
 def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, scale: float,
-                    valid: torch.Tensor | None = None) -> torch.Tensor:
+                    valid: torch.Tensor | None = None, position_bias: torch.Tensor | None = None) -> torch.Tensor:
     """Each pixel attends to the `window` x `window` cells around it: (B, D, h, w) q and k, (B, Cv, h, w) v
     -> (B, Cv, h, w).
 
     Neighbourhoods are gathered with `unfold` (memory O(N window^2), no N x N matrix); cells
     outside the image and cells where `valid` (B, h, w) is False are left out of each softmax.
     A pixel with no valid neighbour at all gets the mean of its zero-padded window (finite; such
-    pixels are padding and out of every loss).
+    pixels are padding and out of every loss). `position_bias` (window, window): a logit added
+    for the key at offset (dy, dx) at [dy + window // 2, dx + window // 2], before the masking.
     """
     b, d, h, w = q.shape
     cells, pad = window * window, window // 2
     keys = F.unfold(k, window, padding=pad).view(b, d, cells, h * w)
     values = F.unfold(v, window, padding=pad).view(b, v.shape[1], cells, h * w)
     scores = (q.reshape(b, d, 1, h * w) * keys).sum(dim=1) * scale            # (B, cells, N)
+    if position_bias is not None:
+        # unfold orders a window's cells row by row, as the bias is flattened.
+        scores = scores + position_bias.reshape(1, cells, 1)
     inside = torch.ones(b, 1, h, w, dtype=q.dtype, device=q.device)
     if valid is not None:
         inside = inside * valid.unsqueeze(1).to(q.dtype)

@@ -97,6 +97,11 @@ class CorrelationConfig:
     value_bias: bool = False
     query: Literal["prediction", "features", "both"] = "prediction"   # q/k from p, the network's detached features, or both
     window: int = 0                        # 0: global attention; odd w: each cell attends to its w x w neighbours
+    # A learned logit per (dy, dx) offset of the window, added to q . k, from 0 (needs a window).
+    position_bias: bool = False
+    # Attend at a finer stride: p and the features upsampled bilinearly by this factor, SA(p) averaged
+    # back to the network's stride, so a thin object under one cell covers u^2 tokens (1: off).
+    upsample: int = 1
     # Fit inputs with errors context can fix: a share of MIC-style blocks blanked (0: none) of
     # `fit_mask_block` x the crop's short side, and the network's BatchNorm statistics ("source",
     # or "target": re-estimated on target train images, as the teacher it will teach).

@@ -49,7 +49,8 @@ def build_correlation_module(c: CorrelationConfig, num_classes: int, network: nn
                         f"got {c.early_stop_every} and {c.early_stop_images}")
     channels = feature_channels_of(network) if c.query != "prediction" and network is not None else 0
     return CorrelationModule(num_classes, dim=c.dim, value=c.value, spatial=c.spatial, temperature=c.temperature,
-                             value_bias=c.value_bias, query=c.query, feature_channels=channels, window=c.window)
+                             value_bias=c.value_bias, query=c.query, feature_channels=channels, window=c.window,
+                             position_bias=c.position_bias, upsample=c.upsample)
 
 
 def correlation_payload(ctx: RunContext | None, module: CorrelationModule) -> dict:
@@ -63,7 +64,9 @@ def correlation_payload(ctx: RunContext | None, module: CorrelationModule) -> di
 def load_correlation_module(payload: dict, num_classes: int) -> CorrelationModule:
     """Rebuild a module from `correlation_payload`, including those saved before the variant keys."""
     state = payload["state_dict"]
-    options = {key: payload[key] for key in ("temperature", "query", "feature_channels", "window") if key in payload}
+    # Keys missing from older payloads take the constructor's defaults (no position bias, upsample 1).
+    options = {key: payload[key] for key in ("temperature", "query", "feature_channels", "window", "position_bias", "upsample")
+               if key in payload}
     # Older payloads carry no value_bias key: their learned value projection had a bias.
     options["value_bias"] = payload.get("value_bias", "value_proj.bias" in state)
     module = CorrelationModule(num_classes, dim=payload["dim"], value=payload["value"], spatial=payload["spatial"], **options)
