@@ -83,6 +83,12 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     "window 9, p+features, on the teacher, early stop": ({"window": 9, "query": "both", "early_stop_every": 25}, "teacher"),
     "fit clean, window 9, p+features, on the teacher": ({"fit_perturbation": 0.0, "window": 9, "query": "both"}, "teacher"),
     "window 5, p+features, on the teacher": ({"window": 5, "query": "both"}, "teacher"),
+    "window 9, p+features, position bias": ({"window": 9, "query": "both", "position_bias": True}, "source"),
+    "window 9, p+features, upsample 2": ({"window": 9, "query": "both", "upsample": 2}, "source"),
+    "window 9, p+features, position bias, on the teacher, early stop": (
+        {"window": 9, "query": "both", "position_bias": True, "early_stop_every": 25}, "teacher"),
+    "window 9, p+features, upsample 2, on the teacher, early stop": (
+        {"window": 9, "query": "both", "upsample": 2, "early_stop_every": 25}, "teacher"),
 }
 
 

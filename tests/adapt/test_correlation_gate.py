@@ -124,6 +124,23 @@ def test_a_gate_run_on_a_tiny_model_writes_a_verdict_per_variant(tiny_inputs, tm
     assert "Command: `second call`" in out.with_suffix(".md").read_text()   # both calls are listed
 
 
+def test_the_position_bias_and_finer_stride_variants_run(tiny_inputs, tmp_path):
+    variants = ["window 9, p+features, position bias", "window 9, p+features, upsample 2",
+                "window 9, p+features, position bias, on the teacher, early stop",
+                "window 9, p+features, upsample 2, on the teacher, early stop"]
+    assert set(variants) <= set(gate.VARIANTS)
+    # The biased teacher variant is the passing "on the teacher, early stop" one plus the bias.
+    passing, _ = gate.VARIANTS["window 9, p+features, on the teacher, early stop"]
+    assert gate.VARIANTS[variants[2]] == ({**passing, "position_bias": True}, "teacher")
+    assert gate.VARIANTS[variants[3]] == ({**passing, "upsample": 2}, "teacher")
+    report = gate.run_gate(tiny_inputs, variants, tmp_path / "gate", iterations=2, batch_size=2, seed=0)
+    assert list(report["variants"]) == variants
+    assert all(isinstance(row["verdict"]["passed"], bool) for row in report["variants"].values())
+    c = gate.variant_config(gate.VARIANTS[variants[0]][0])
+    module, _ = gate.fit_module(c, "source", tiny_inputs, iterations=2, batch_size=2)
+    assert module.position_bias is not None and module.position_bias.detach().abs().max() > 0   # fitted, not left at 0
+
+
 def test_an_unknown_variant_is_a_user_error(capsys):
     code = gate.main(["--source", "a", "--teacher", "b", "--data", "c", "--tune", "d", "--out", "e", "--variants", "nope"])
     assert code == 2
