@@ -1,5 +1,6 @@
 """Correlation variants with new state survive SIGKILL: the early-stop record of the correlation
-stage and a mean teacher that reads features and refines pseudo labels resume exactly."""
+stage, the window's learned position bias (fitted in the stage, refitted live in self-training)
+and a mean teacher that reads features at a finer stride and refines pseudo labels resume exactly."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ VARIANTS = [
     "correlation.query=both", "correlation.window=3", "correlation.early_stop_every=1", "correlation.early_stop_images=2",
     "correlation.fit_mask_ratio=0.5", "correlation.fit_bn=target", "correlation.fit_class_balanced=true",
     "self_train.ct_pseudo_threshold=0.2", "self_train.ct_target_temperature=0.5",
+    "correlation.position_bias=true", "correlation.upsample=2", "self_train.correlation_refit.every=1",
 ]
 
 
@@ -40,6 +42,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run_with_every_variant(sta
     assert not partial.extra["complete"]
     if stage == "correlation":
         assert partial.extra["early_stop"]["best_state"] is not None   # the state that has to survive
+        assert partial.extra["correlation"]["upsample"] == 2
+    module_state = partial.extra["correlation" if stage == "correlation" else "live_correlation"]["state_dict"]
+    assert module_state["position_bias"].abs().max() > 0                  # fitted, so its resume is tested
 
     train(load_config(TrainConfig, None, settings), resumed)
     straight_weights, straight_summary = final_state(tmp_path / "straight")
@@ -53,3 +58,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run_with_every_variant(sta
     assert straight_module["early_stop"]["best_step"] == resumed_module["early_stop"]["best_step"]
     for key, value in straight_module["correlation"]["state_dict"].items():
         assert torch.equal(value, resumed_module["correlation"]["state_dict"][key]), key
+    straight_live = load_checkpoint(tmp_path / "straight" / "self_train" / "last.pt").extra["live_correlation"]
+    resumed_live = load_checkpoint(resumed / "self_train" / "last.pt").extra["live_correlation"]
+    for key, value in straight_live["state_dict"].items():
+        assert torch.equal(value, resumed_live["state_dict"][key]), f"live module: {key}"
