@@ -267,7 +267,7 @@ def run_metrics(report: Path) -> dict[str, Any]:
 def throughput_metrics(report: Path) -> dict[str, Any]:
     data = json.loads(report.read_text())
     return {key: data[key] for key in ("median_bare_onnxruntime_qps", "median_run_fps", "median_ratio",
-                                       "median_prefetch_ratio") if key in data}
+                                       "median_same_priority_ratio", "median_prefetch_ratio") if key in data}
 
 
 # --- thresholds ----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import click
 from uda_adapt.cli.options import DEVICE_HELP, SIZE, gpu_index, quiet_option, signal_handlers
 from uda_adapt.cli.options import device_option as shared_device_option
 from uda_adapt.common.errors import UserError
+from uda_adapt.runtime.thread_priority import SIDE_NICE
 
 # --- options shared by both commands ---------------------------------------------------------------
 backend_option = click.option(
@@ -48,6 +49,9 @@ def _sigterm_as_interrupt() -> contextlib.AbstractContextManager[None]:
 @backend_option
 @device_option
 @threads_option
+@click.option("--side-nice", type=click.IntRange(0, 19), default=SIDE_NICE, show_default=True, metavar="N",
+              help="Files: run decoding, rendering and writing N nice levels below inference, so that they use the "
+                   "cores inference leaves idle (Linux); 0: same priority.")
 @click.option("--visualize", type=click.Choice(["overlay", "mask", "side-by-side"]), default="overlay", show_default=True)
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="Overlay opacity 0..1 (values above 1: 0..255, as jetson-inference).")
 @click.option("--ignore-class", "ignore_classes", multiple=True, metavar="NAME", help="Leave this class uncoloured (repeatable).")
@@ -100,7 +104,7 @@ def _sigterm_as_interrupt() -> contextlib.AbstractContextManager[None]:
 @click.option("--colors", "colors_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Class colours, `R G B` per line, instead of the model's (segNet's --colors; a bundle's colors.txt).")
 @quiet_option
-def run(model, input_uri, output_uri, backend, device, threads, visualize, alpha, ignore_classes, legend, fps_overlay,
+def run(model, input_uri, output_uri, backend, device, threads, side_nice, visualize, alpha, ignore_classes, legend, fps_overlay,
         input_width, input_height, input_rate, input_codec, input_latency, input_flip, input_transport, input_decoder, give_up_after, input_loop, vid_stride, latest, size,
         headless, max_frames, save_frame, codec, bitrate, stats, json_path, build_engine, watch, collect_dir, collect_max,
         save_masks, mask_format, labels_file, colors_file) -> None:
@@ -150,6 +154,7 @@ def run(model, input_uri, output_uri, backend, device, threads, visualize, alpha
         save_frame=tuple(save_frame) if save_frame else None, bitrate=bitrate, codec=codec,
         watch=watch, collect=collect_dir, collect_max=collect_max, backoff=Backoff(give_up_after=give_up_after),
         save_masks=save_masks, mask_format=mask_format, labels=labels_file, colors=colors_file, progress=not is_quiet(),
+        side_nice=side_nice,
     )
     _single_threaded_opencv()
     with _sigterm_as_interrupt():

@@ -21,6 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from uda_adapt.common.errors import UserError
+from uda_adapt.runtime.thread_priority import lower_current_thread
 
 Log = Callable[[str], None]
 
@@ -202,7 +203,9 @@ class CaptureThread:
         backoff: Backoff = Backoff(),
         max_corrupt_in_a_row: int = 100,
         log: Log = log_to_stderr,
+        nice: int = 0,
     ) -> None:
+        """`nice`: how much lower than the caller's the reading thread's priority is (runtime/thread_priority.py)."""
         if stride < 1:
             raise UserError(f"--vid-stride must be 1 or more, got {stride}")
         self.source = source
@@ -210,6 +213,7 @@ class CaptureThread:
         self.stats = CaptureStats()
         self._loop, self._stride, self._rate = loop, stride, rate
         self._backoff, self._max_corrupt, self._log = backoff, max_corrupt_in_a_row, log
+        self.nice = nice
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"capture {source.name}", daemon=True)
 
@@ -238,6 +242,7 @@ class CaptureThread:
     # --- the thread -----------------------------------------------------------------------------
     def _run(self) -> None:
         error: BaseException | None = None
+        lower_current_thread(self.nice)
         try:
             self._deliver_frames()
         except _Stopped:

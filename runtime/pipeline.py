@@ -32,6 +32,7 @@ from uda_adapt.runtime.backends.base import Backend
 from uda_adapt.runtime.capture import CaptureThread, EndOfStream, Frame, FrameQueue, Log, log_to_stderr
 from uda_adapt.runtime.render import Renderer
 from uda_adapt.runtime.sinks import FramePacer, Sink
+from uda_adapt.runtime.thread_priority import lower_current_thread
 
 STAGES = ("capture", "preprocess", "infer", "render", "sink")
 LATENCY_WINDOW = 10_000     # latency percentiles cover the most recent frames; memory stays fixed
@@ -124,6 +125,7 @@ def run_pipeline(
     pacer: FramePacer | None = None,
     on_mask: MaskHook | None = None,
     prefetch: bool = False,
+    side_nice: int = 0,
 ) -> PipelineReport:
     """Run until the source ends, the sink stops, `max_frames` are written or Ctrl-C.
 
@@ -132,6 +134,11 @@ def run_pipeline(
 
     With a `pacer` (live sources into a video file or RTSP) each frame is written as many
     times as its capture time says, so the output keeps real time when frames are dropped.
+
+    `side_nice` > 0: capture, rendering and writing run that much below the caller's priority, so
+    that they take the cores only where inference leaves them idle (runtime/thread_priority.py);
+    the capture thread is lowered through `capture.nice`, rendering and writing move to a thread
+    of their own (not for a window).
 
     `capture` is started and stopped here; `sink` is only written (its owner closes it).
     A failure in any stage stops the others and is re-raised here after they have stopped.
@@ -203,7 +210,59 @@ def run_pipeline(
             results.close(stop)
 
     latency, fps_meter = LatencyWindow(), _FpsMeter()
-    frames, first_done, last_done, interrupted = 0, 0.0, 0.0, False
+    progress = {"frames": 0, "first_done": 0.0, "last_done": 0.0, "interrupted": False}
+
+    def deliver() -> None:
+        """Render and write each result in order until the end, the sink stops, `max_frames` or `stop`."""
+        while not stop.is_set():
+            try:
+                item = results.get(timeout=0.1)
+            except EndOfStream:
+                return
+            if item is None:
+                if not infer_thread.is_alive() and results.empty():
+                    return      # the producer is gone without its end marker: never wait on it
+                continue
+            frame, mask = item
+            t0 = time.perf_counter()
+            image = renderer.render(frame.image, mask, fps_meter.fps if show_fps else None)
+            t1 = time.perf_counter()
+            keep_going = True
+            for _ in range(pacer.repeats(frame.timestamp) if pacer is not None else 1):
+                keep_going = sink.write(image) and keep_going
+            done = time.perf_counter()
+            clock.add("render", t1 - t0)
+            clock.add("sink", done - t1)
+            latency.add(done - frame.timestamp)
+            fps_meter.tick(done)
+            progress["first_done"] = progress["first_done"] or done
+            progress["last_done"] = done
+            if on_frame is not None:
+                on_frame(progress["frames"], image)
+            if on_mask is not None:
+                on_mask(frame, mask)
+            progress["frames"] += 1
+            if not keep_going or (max_frames is not None and progress["frames"] >= max_frames):
+                return
+
+    def deliver_stage() -> None:
+        lower_current_thread(side_nice)
+        try:
+            deliver()
+        except KeyboardInterrupt:   # raised by a hook or sink on this thread: the caller's Ctrl-C path
+            progress["interrupted"] = True
+        except Exception as exc:  # handed to the caller's thread, which re-raises it
+            errors.append(exc)
+        finally:
+            stop.set()
+
+    # Rendering and writing leave the caller's thread for one of lower priority, unless the sink
+    # is a window (GUI calls belong to the main thread) or nothing would be lowered.
+    deliver_thread = None
+    if side_nice > 0 and not getattr(sink, "main_thread_only", False):
+        deliver_thread = threading.Thread(target=deliver_stage, name="render+sink", daemon=True)
+    interrupted = False
+    capture.nice = max(capture.nice, side_nice)
     started = time.perf_counter()
     infer_thread = threading.Thread(target=infer_stage, name="infer", daemon=True)
     prepare_thread = threading.Thread(target=prepare_stage, name="prepare", daemon=True) if prefetch else None
@@ -212,43 +271,19 @@ def run_pipeline(
             prepare_thread.start()
         infer_thread.start()
         try:
-            while True:
-                try:
-                    item = results.get(timeout=0.1)
-                except EndOfStream:
-                    break
-                if item is None:
-                    if not infer_thread.is_alive() and results.empty():
-                        break      # the producer is gone without its end marker: never wait on it
-                    continue
-                frame, mask = item
-                t0 = time.perf_counter()
-                image = renderer.render(frame.image, mask, fps_meter.fps if show_fps else None)
-                t1 = time.perf_counter()
-                keep_going = True
-                for _ in range(pacer.repeats(frame.timestamp) if pacer is not None else 1):
-                    keep_going = sink.write(image) and keep_going
-                done = time.perf_counter()
-                clock.add("render", t1 - t0)
-                clock.add("sink", done - t1)
-                latency.add(done - frame.timestamp)
-                fps_meter.tick(done)
-                first_done = first_done or done
-                last_done = done
-                if on_frame is not None:
-                    on_frame(frames, image)
-                if on_mask is not None:
-                    on_mask(frame, mask)
-                frames += 1
-                if not keep_going or (max_frames is not None and frames >= max_frames):
-                    break
+            if deliver_thread is None:
+                deliver()
+            else:
+                deliver_thread.start()
+                while deliver_thread.is_alive():
+                    deliver_thread.join(0.1)     # short waits: Ctrl-C reaches this thread between them
         except KeyboardInterrupt:
             interrupted = True
             log("interrupted; finishing the output")
         finally:
             stop.set()
-            for thread in (infer_thread, prepare_thread):
-                if thread is None:
+            for thread in (deliver_thread, infer_thread, prepare_thread):
+                if thread is None or thread.ident is None:
                     continue
                 thread.join(join_timeout)
                 if thread.is_alive():
@@ -256,6 +291,8 @@ def run_pipeline(
     if errors:
         raise errors[0]
 
+    frames, first_done, last_done = progress["frames"], progress["first_done"], progress["last_done"]
+    interrupted = interrupted or progress["interrupted"]
     stages = clock.mean_ms()
     stages["capture"] = capture.stats.read_ms
     steady = (frames - 1) / (last_done - first_done) if frames > 1 and last_done > first_done else 0.0

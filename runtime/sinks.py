@@ -65,6 +65,9 @@ class FramePacer:
 
 class Sink(Protocol):
     name: str
+    # True where writes must come from the main thread (GUI windows); others may be written
+    # from a thread of lower priority (run_pipeline's `side_nice`).
+    main_thread_only: bool
 
     def write(self, image: np.ndarray) -> bool:
         """Show or store one BGR uint8 (H, W, 3) image; False once the sink has stopped (window closed)."""
@@ -77,6 +80,7 @@ class Sink(Protocol):
 class _SinkBase:
     name = ""
     frames = 0
+    main_thread_only = False
 
     def __enter__(self):
         return self
@@ -212,6 +216,7 @@ class DisplaySink(_SinkBase):
         if problem:
             raise UserError(f"cannot open display://: {problem}; pass --headless, or give an output file such as out.mp4")
         self.name = "display://0"
+        self.main_thread_only = True
         self._window = name
         self._opened = False
 

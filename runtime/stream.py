@@ -19,6 +19,7 @@ from uda_adapt.runtime.bundle import resolve_model
 from uda_adapt.runtime.capture import Backoff, CaptureThread, Log, log_to_stderr
 from uda_adapt.runtime.mask_writer import MaskWriter
 from uda_adapt.runtime.pipeline import PipelineReport, run_pipeline
+from uda_adapt.runtime.thread_priority import SIDE_NICE
 from uda_adapt.runtime.preprocess import Preprocessor
 from uda_adapt.runtime.render import Renderer, RenderOptions
 from uda_adapt.runtime.run_progress import RunProgress, expected_frames
@@ -26,6 +27,7 @@ from uda_adapt.runtime.sinks import FramePacer, check_output, open_sink
 from uda_adapt.runtime.sources import open_source
 from uda_adapt.runtime.uri import CaptureOptions, parse_input, parse_output
 from uda_adapt.runtime.watch import attach_watch
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +63,10 @@ class RunConfig:
     # and 0.879 with it, inline ahead in 9 of 10 alternating rounds (benchmarks/pipeline_throughput.py
     # --video; the extra thread and buffer copy compete with inference for the same cores).
     prefetch: bool = False
+    # How far below inference capture, rendering and writing run (a nice increment, Linux):
+    # they then fill the gaps inference leaves instead of stalling its parallel sections.
+    # 0 turns it off. Measured: benchmarks/results/pipeline_run_vs_bare.md.
+    side_nice: int = SIDE_NICE
 
 
 def run_stream(config: RunConfig, log: Log = log_to_stderr) -> PipelineReport:
@@ -130,6 +136,8 @@ def run_stream(config: RunConfig, log: Log = log_to_stderr) -> PipelineReport:
             # Files: preprocessing ahead of inference, off its thread. Not live sources (the
             # newest frame, not one prepared earlier) nor --watch (it scores on the infer thread).
             prefetch=config.prefetch and not latest and watcher is None,
+            # Files only: a live camera's reader at low priority would fall behind the camera.
+            side_nice=0 if latest else config.side_nice,
         )
         if masks is not None:
             masks.close()          # every queued mask written (and a write error raised) before the report

@@ -33,16 +33,18 @@ def test_video_rounds_time_both_sides_and_both_preprocessing_placements(tmp_path
     placements, real_run_pipeline = [], stream.run_pipeline
 
     def recording(*args, **kwargs):
-        placements.append(kwargs["prefetch"])
+        placements.append((kwargs["prefetch"], kwargs["side_nice"]))
         return real_run_pipeline(*args, **kwargs)
 
     monkeypatch.setattr(stream, "run_pipeline", recording)
     rounds = pipeline_throughput.alternate_video_rounds(model, video, warmup=1, iters=3, rounds=2, threads=1,
                                                        codec=None, output=None)
-    assert placements == [False, True, False, True]
+    shipped = stream.RunConfig(model="m", input="i").side_nice
+    assert shipped > 0
+    assert placements == [(False, shipped), (False, 0), (True, shipped)] * 2
     assert len(rounds) == 2
     for row in rounds:
-        assert row["bare_onnxruntime_qps"] > 0 and row["run_fps"] > 0 and row["run_prefetch_fps"] > 0
+        assert row["bare_onnxruntime_qps"] > 0 and row["run_fps"] > 0 and row["run_prefetch_fps"] > 0 and row["run_same_priority_fps"] > 0
         assert row["ratio"] == row["run_ratio"] == row["run_fps"] / row["bare_onnxruntime_qps"]
         assert {"preprocess", "infer", "render", "sink", "capture"} <= set(row["run_stages_ms"])
         assert "load_average" in row

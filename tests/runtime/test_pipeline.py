@@ -14,6 +14,7 @@ from uda_adapt.runtime.preprocess import Preprocessor
 from uda_adapt.runtime.render import Renderer, RenderOptions
 from uda_adapt.runtime.sinks import NullSink, VideoFileSink
 from uda_adapt.runtime.stream import RunConfig, run_stream
+from uda_adapt.runtime.thread_priority import current_thread_nice
 
 QUIET = dict(log=lambda message: None)
 
@@ -241,3 +242,94 @@ def test_run_prefetches_only_a_file_that_asks_for_it_and_never_with_watch_or_a_l
     run_stream(RunConfig(**base, prefetch=True, watch=True), **QUIET)
     run_stream(RunConfig(**base, prefetch=True, latest=True), **QUIET)
     assert seen == [False, True, False, False]
+
+
+class NiceRecordingSink(NullSink):
+    """Records, for each write, the writing thread and its nice value."""
+
+    def __init__(self, main_thread_only=False):
+        super().__init__()
+        self.main_thread_only = main_thread_only
+        self.writers = []
+
+    def write(self, image):
+        self.writers.append((threading.current_thread(), current_thread_nice()))
+        return super().write(image)
+
+
+class NiceRecordingSource(FakeSource):
+    def read(self):
+        self.reader_nice = current_thread_nice()
+        return super().read()
+
+
+class NiceRecordingBackend(FakeBackend):
+    def infer(self, batch):
+        self.infer_nice = current_thread_nice()
+        return super().infer(batch)
+
+
+@pytest.mark.skipif(current_thread_nice() is None or current_thread_nice() > 19 - 5, reason="needs per-thread nice values (Linux) with room to lower")
+def test_side_nice_lowers_capture_render_and_sink_but_not_inference_or_the_caller():
+    base = current_thread_nice()
+    source, backend, sink = NiceRecordingSource([street_frame(i) for i in range(6)]), NiceRecordingBackend(), NiceRecordingSink()
+    report = pipeline(source, backend, sink, side_nice=5)
+    assert report.frames == 6 and len(sink.writers) == 6          # precondition: every frame went through
+    assert {nice for _, nice in sink.writers} == {base + 5}
+    assert all(thread is not threading.main_thread() for thread, _ in sink.writers)
+    assert source.reader_nice == base + 5
+    assert backend.infer_nice == base                              # inference keeps the caller's priority
+    assert current_thread_nice() == base                           # and so does the caller, after the run
+
+
+def test_side_nice_keeps_a_window_on_the_main_thread_and_off_by_default():
+    for side_nice, main_only in ((5, True), (0, False)):
+        sink = NiceRecordingSink(main_thread_only=main_only)
+        report = pipeline(FakeSource([street_frame(i) for i in range(4)]), FakeBackend(), sink, side_nice=side_nice)
+        assert report.frames == 4
+        assert all(thread is threading.main_thread() for thread, _ in sink.writers)
+
+
+def test_ctrl_c_in_a_lowered_sink_thread_still_reports_interrupted():
+    class InterruptingSink(NullSink):
+        def write(self, image):
+            if self.frames == 3:
+                raise KeyboardInterrupt
+            return super().write(image)
+
+    report = pipeline(FakeSource([street_frame(i) for i in range(50)]), FakeBackend(), InterruptingSink(), side_nice=3)
+    assert report.interrupted and report.frames == 3
+
+
+def test_side_nice_keeps_frames_in_order_and_errors_reach_the_caller(tmp_path):
+    frames = _flat_frames(12)
+    backend = FrameValueBackend()
+    sink = NiceRecordingSink()
+    seen = []
+    report = pipeline(FakeSource(frames), backend, sink, side_nice=2, on_mask=lambda frame, mask: seen.append(int(mask[0, 0])))
+    assert report.frames == 12 and len(set(seen)) == 12 and seen == sorted(seen)
+
+    class FailingSink(NullSink):
+        def write(self, image):
+            raise UserError("disk full")
+
+    with pytest.raises(UserError, match="disk full"):
+        pipeline(FakeSource(frames), FakeBackend(), FailingSink(), side_nice=2)
+
+
+def test_run_lowers_side_work_for_files_only(small_onnx, clip_mp4, monkeypatch):
+    import uda_adapt.runtime.stream as stream
+
+    seen, real = [], stream.run_pipeline
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["side_nice"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stream, "run_pipeline", recording)
+    base = dict(model=str(small_onnx), input=str(clip_mp4), headless=True, max_frames=2, progress=False)
+    run_stream(RunConfig(**base), **QUIET)
+    run_stream(RunConfig(**base, side_nice=0), **QUIET)
+    run_stream(RunConfig(**base, latest=True), **QUIET)
+    default = RunConfig(**base).side_nice
+    assert seen == [default, 0, 0] and default > 0
