@@ -148,6 +148,23 @@ class MicConfig:
 
 
 @dataclass
+class ImnetFeatureDistanceConfig:
+    """DAFormer's ImageNet feature distance (Hoyer et al., CVPR 2022, section 3.3; lhoyer/DAFormer
+    mmseg/models/uda/dacs.py:153-189): the source images' bottleneck features are kept near those of
+    a frozen copy of the network's ImageNet-initialised backbone, on pixels of the thing classes.
+    Needs a model initialised from ImageNet weights (`model.pretrained`)."""
+
+    # DAFormer's imnet_feature_dist_lambda: 0.005 in configs/_base_/uda/dacs_a999_fdthings.py:10 (0: off).
+    weight: float = 0.0
+    # Label ids whose feature cells count (line 11 there: Cityscapes' traffic light, traffic sign,
+    # person, rider, car, truck, bus, train, motorcycle, bicycle); empty: every cell (DAFormer's None).
+    classes: tuple[int, ...] = (6, 7, 11, 12, 13, 14, 15, 16, 17, 18)
+    # A feature cell counts only if at least this share of its pixels carries its majority label
+    # (line 12 there; DAFormer's `downscale_label_ratio`, mmseg/utils/utils.py:18-39).
+    scale_min_ratio: float = 0.75
+
+
+@dataclass
 class MeanTeacherConfig:
     """Mean-teacher self-training with ClassMix (DACS; DAFormer's defaults where they apply)."""
 
@@ -203,6 +220,7 @@ class MeanTeacherConfig:
     # The built-in targets' ego hood fills the bottom 7-12 % (bottom share 0.12 covers it).
     pseudo_margins: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     mic: MicConfig = field(default_factory=MicConfig)
+    imnet_feature_distance: ImnetFeatureDistanceConfig = field(default_factory=ImnetFeatureDistanceConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-4))
 
 

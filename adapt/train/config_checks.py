@@ -103,6 +103,9 @@ RULES: tuple[Rule, ...] = tuple(Rule(pattern, *check) for pattern, check in (
     ("*.jitter", _range(0.0, 1.0, high_open=True)),
     ("*.mic.ratio", _range(0.0, 1.0, high_open=True)),  # 1 would blank the whole image
     ("*.mic.block_fraction", FRACTION),
+    ("*.imnet_feature_distance.weight", NON_NEGATIVE),         # 0 = off
+    ("*.imnet_feature_distance.classes", NON_NEGATIVE),        # label ids
+    ("*.imnet_feature_distance.scale_min_ratio", PROBABILITY),
 ))
 
 # Lists with one value per self-training round; the last value repeats, so 1..rounds values.
@@ -202,5 +205,13 @@ def _live_self_train_options(config: Any, overridden: frozenset[str]) -> None:
                         "set it to 0 for IAST")
 
 
+def _feature_distance_needs_imagenet(config: Any, overridden: frozenset[str]) -> None:
+    from uda_adapt.adapt.feature_distance import refuse_without_imagenet   # imported here to keep this module standalone
+
+    st, model = _lookup(config, "self_train"), _lookup(config, "model")
+    if st is not None and model is not None and st.method == "mean_teacher":
+        refuse_without_imagenet(st.mean_teacher.imnet_feature_distance.weight, model.pretrained, model.name)
+
+
 CROSS_CHECKS: tuple[Callable[[Any, frozenset[str]], None], ...] = (_per_round_lengths, _scale_range_order,
-                                                                   _live_self_train_options)
+                                                                   _live_self_train_options, _feature_distance_needs_imagenet)

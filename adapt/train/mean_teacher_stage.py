@@ -2,6 +2,7 @@
 
 Each step:
     source batch  -> CE(student(xs), ys)
+                   + FD (option): w_fd * |f(xs) - f_ImageNet(xs)| on thing-class cells (DAFormer)
     target batch  -> teacher(xt) (un-augmented, eval mode) -> pseudo labels yt, confidence weight
     ClassMix      -> xm = paste half of each source image's classes onto xt; ym likewise
     strong aug    -> colour jitter + blur on xm
@@ -35,6 +36,7 @@ from uda_adapt.adapt.checkpoint import Checkpoint
 from uda_adapt.adapt.classes import IGNORE_INDEX
 from uda_adapt.adapt.data.rare_class import rare_class_stream
 from uda_adapt.adapt.data.transforms import EvalTransform
+from uda_adapt.adapt.feature_distance import ImagenetFeatureDistance, imagenet_backbone
 from uda_adapt.adapt.losses import correlation_transfer_loss, segmentation_ce, valid_mask_at, weighted_segmentation_ce
 from uda_adapt.adapt.masking import block_masks, block_size_for, mask_images
 from uda_adapt.adapt.mixing import StrongAugmentation, choose_classes, class_presence, mix, paste_masks
@@ -81,6 +83,7 @@ class MeanTeacherState:
     dist: Distributed
     refit: CorrelationRefit | None = None     # the module keeps fitting on the source (correlation_refit)
     drift: DriftMonitor | None = None
+    feature_distance: ImagenetFeatureDistance | None = None   # DAFormer's ImageNet FD on the source batch
 
 
 def separate_mic_batch(src_images: torch.Tensor, src_labels: torch.Tensor, tgt_images: torch.Tensor, pseudo: torch.Tensor,
@@ -150,6 +153,9 @@ def mean_teacher_step(state: MeanTeacherState, cfg: TrainConfig, step: int, devi
     with autocast(device, cfg.amp):
         src_logits = state.network(src_images)
         losses["source_ce"] = segmentation_ce(src_logits, src_labels)
+        if state.feature_distance is not None:
+            # Part of DAFormer's source loss (dacs.py:249-252), on the features of the forward just run.
+            losses["imnet_fd"] = state.feature_distance.loss(src_images, src_labels)
         mixed_logits = state.network(mixed_images)
         losses["mixed_ce"] = weighted_segmentation_ce(mixed_logits, mixed_labels, pixel_weights)
     masked_logits = None
@@ -221,6 +227,12 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
     if mt.rare_class_sampling:
         order, min_class_pixels = rare_class_stream(source_set, len(ctx.classes), mt.rcs_temperature, mt.rcs_min_pixels,
                                                     mt.rcs_min_crop_ratio)
+    fd = None
+    if mt.imnet_feature_distance.weight > 0:
+        # Rebuilt from model.pretrained at every start, resumes included: never saved, never exported.
+        imagenet = imagenet_backbone(init.model_name, len(ctx.classes), cfg.model.pretrained, ctx.device)
+        fd = ImagenetFeatureDistance(student, training_layout(imagenet, cfg, ctx.device), init.model_name,
+                                     mt.imnet_feature_distance, len(ctx.classes))   # hooks the student: after the teacher's copy
     state = MeanTeacherState(
         student=student,
         network=training_network(student, cfg, ctx.device, ctx.dist),
@@ -236,6 +248,7 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
         dist=ctx.dist,
         refit=make_refit(module, cfg, ctx.mean, ctx.std, ctx.device, ctx.dist),
         drift=DriftMonitor(len(ctx.classes)),
+        feature_distance=fd,
     )
     start, best = 0, float("-inf")
     if resume:
@@ -306,6 +319,8 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
         save(mt.iterations, complete=True, exported=exported, training_bn=training_bn)
     finally:
         log.close()
+        if fd is not None:
+            fd.close()
 
 
 def report_drift(ctx: RunContext, stage_dir, drift: DriftMonitor) -> None:
