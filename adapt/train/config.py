@@ -221,6 +221,12 @@ class MeanTeacherConfig:
     pseudo_margins: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     mic: MicConfig = field(default_factory=MicConfig)
     imnet_feature_distance: ImnetFeatureDistanceConfig = field(default_factory=ImnetFeatureDistanceConfig)
+    # Whether the source crops of this stage get the pipeline's colour jitter (`data.jitter`):
+    # "pipeline" jitters them (and the mix jitters the pasted pixels again), "none" leaves them clean
+    # for the source loss and the mix, as DAFormer, whose source pipeline has no photometric step
+    # ("applied later in dacs.py", configs/_base_/datasets/uda_gta_to_cityscapes_512x512.py:18) and
+    # whose source loss takes the clean crop (mmseg/models/uda/dacs.py:234-235).
+    source_jitter: Literal["pipeline", "none"] = "pipeline"
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-4))
 
 

@@ -1,7 +1,7 @@
 """Stage 3, method "mean_teacher": online self-training with an EMA teacher and ClassMix (DACS).
 
 Each step:
-    source batch  -> CE(student(xs), ys)
+    source batch  -> CE(student(xs), ys)   (xs colour-jittered by the pipeline unless `source_jitter: none`)
                    + FD (option): w_fd * |f(xs) - f_ImageNet(xs)| on thing-class cells (DAFormer)
     target batch  -> teacher(xt) (un-augmented, eval mode) -> pseudo labels yt, confidence weight
     ClassMix      -> xm = paste half of each source image's classes onto xt; ym likewise
@@ -222,7 +222,8 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
     if module is not None and resume and resume.extra.get("live_correlation"):
         module.load_state_dict(resume.extra["live_correlation"]["state_dict"])
 
-    source_set = labelled_train_set(cfg.data.source, train_transform(cfg, cfg.data.source, ctx.mean, ctx.std))
+    source_set = labelled_train_set(cfg.data.source, train_transform(cfg, cfg.data.source, ctx.mean, ctx.std,
+                                                                     jitter=0.0 if mt.source_jitter == "none" else None))
     order, min_class_pixels = random_permutation, 0.0
     if mt.rare_class_sampling:
         order, min_class_pixels = rare_class_stream(source_set, len(ctx.classes), mt.rcs_temperature, mt.rcs_min_pixels,
