@@ -213,5 +213,20 @@ def _feature_distance_needs_imagenet(config: Any, overridden: frozenset[str]) ->
         refuse_without_imagenet(st.mean_teacher.imnet_feature_distance.weight, model.pretrained, model.name)
 
 
+def _correlation_shape(config: Any, overridden: frozenset[str]) -> None:
+    """Refuse at load what the correlation stage would only refuse after the source stage has run."""
+    corr = _lookup(config, "correlation")
+    if corr is None:
+        return
+    if isinstance(corr.upsample, bool) or not isinstance(corr.upsample, int) or corr.upsample < 1:
+        raise UserError(f"config key 'correlation.upsample' is {corr.upsample!r}; give a whole number, 1 or more (1: off)")
+    if corr.window < 0 or (corr.window and corr.window % 2 == 0):
+        raise UserError(f"config key 'correlation.window' is {corr.window}; give 0 (global attention) or an odd number of cells")
+    if corr.position_bias and not corr.window:
+        raise UserError("config key 'correlation.position_bias' needs a local window (correlation.window, an odd number "
+                        "of cells): global attention has no fixed table of offsets")
+
+
 CROSS_CHECKS: tuple[Callable[[Any, frozenset[str]], None], ...] = (_per_round_lengths, _scale_range_order,
-                                                                   _live_self_train_options, _feature_distance_needs_imagenet)
+                                                                   _live_self_train_options, _feature_distance_needs_imagenet,
+                                                                   _correlation_shape)

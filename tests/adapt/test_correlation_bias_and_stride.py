@@ -194,3 +194,16 @@ def test_the_payload_rebuilds_the_bias_and_the_stride_exactly():
     assert torch.equal(again.position_bias, module.position_bias)
     p = probs()
     assert torch.equal(again(p), module(p))
+
+
+@pytest.mark.parametrize("settings, message", [
+    (["correlation.upsample=0"], "correlation.upsample"),
+    (["correlation.upsample=true"], "correlation.upsample"),
+    (["correlation.window=8"], "correlation.window"),
+    (["correlation.position_bias=true"], "correlation.position_bias"),
+])
+def test_bad_shapes_are_refused_when_the_config_loads(settings, message):
+    # Refused at load, not after the source stage has trained (the module would refuse them only then).
+    with pytest.raises(UserError, match=message):
+        load_config(TrainConfig, None, settings)
+    load_config(TrainConfig, None, ["correlation.window=9", "correlation.position_bias=true", "correlation.upsample=2"])
