@@ -26,6 +26,7 @@ from uda_adapt.runtime.preprocess import Preprocessor
 from uda_adapt.runtime.render import Renderer, RenderOptions
 from uda_adapt.runtime.report import format_table
 from uda_adapt.runtime.sinks import NullSink
+from uda_adapt.runtime.thread_priority import SIDE_NICE
 
 
 def latency_stats_ms(seconds: list[float] | np.ndarray) -> dict[str, float]:
@@ -106,6 +107,7 @@ def bench_pipeline(backend: Backend, size: tuple[int, int], warmup: int, iters: 
     report = run_pipeline(
         capture, backend, Preprocessor(manifest.input, backend.input_size), renderer, NullSink(),
         on_frame=lambda i, image: done.append(time.perf_counter()), log=log, prefetch=False,
+        side_nice=SIDE_NICE,     # as `run` ships for files
     )
     timed = done[max(warmup - 1, 0):]
     qps = (len(timed) - 1) / (timed[-1] - timed[0]) if len(timed) > 1 and timed[-1] > timed[0] else 0.0
