@@ -2,6 +2,9 @@
 
     [capture thread] --slot or queue--> [infer thread: preprocess, infer] --queue(2)--> [caller: render, sink]
 
+    over files, render and sink run on a thread of their own at a lower priority (`side_nice`),
+    the caller only waiting; a window keeps them on the caller's thread.
+
     with prefetch (an option for files; off by default, see RunConfig.prefetch):
     [capture] --queue--> [prepare thread: preprocess] --queue(1)--> [infer thread: infer] --queue(2)--> [caller]
 
@@ -31,7 +34,8 @@ import numpy as np
 from uda_adapt.runtime.backends.base import Backend
 from uda_adapt.runtime.capture import CaptureThread, EndOfStream, Frame, FrameQueue, Log, log_to_stderr
 from uda_adapt.runtime.render import Renderer
-from uda_adapt.runtime.sinks import FramePacer, Sink
+from uda_adapt.runtime.frame_pacer import FramePacer
+from uda_adapt.runtime.sinks import Sink
 from uda_adapt.runtime.thread_priority import lower_current_thread
 
 STAGES = ("capture", "preprocess", "infer", "render", "sink")

@@ -23,7 +23,8 @@ from uda_adapt.runtime.thread_priority import SIDE_NICE
 from uda_adapt.runtime.preprocess import Preprocessor
 from uda_adapt.runtime.render import Renderer, RenderOptions
 from uda_adapt.runtime.run_progress import RunProgress, expected_frames
-from uda_adapt.runtime.sinks import FramePacer, check_output, open_sink
+from uda_adapt.runtime.frame_pacer import FramePacer
+from uda_adapt.runtime.sinks import check_output, open_sink
 from uda_adapt.runtime.sources import open_source
 from uda_adapt.runtime.uri import CaptureOptions, parse_input, parse_output
 from uda_adapt.runtime.watch import attach_watch

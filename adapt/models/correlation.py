@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from uda_adapt.adapt.models.masked_upsample import masked_upsample
 from uda_adapt.common.errors import UserError
 
 VALUE_MODES = ("prediction", "learned")
@@ -193,23 +194,6 @@ class CorrelationModule(nn.Module):
         if tuple(features.shape[-2:]) != tuple(p.shape[-2:]):
             features = F.interpolate(features, size=p.shape[-2:], mode="bilinear", align_corners=False)
         return features if self.query_mode == "features" else torch.cat([p, features], dim=1)
-
-
-def masked_upsample(x: torch.Tensor, valid: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear upsampling of (B, D, h, w) to `size` that reads only cells where `valid` (B, h, w).
-
-    Plain bilinear would blend a border cell with the padding beside it, letting what padding
-    predicts leak into valid tokens; here the weights are renormalised over valid cells (a
-    fine cell inside a valid cell always has one). Fine cells with no valid cell in reach
-    (inside padding) take plain bilinear, so probabilities stay probabilities everywhere.
-    """
-    plain = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-    if valid is None:
-        return plain
-    weight = valid.unsqueeze(1).to(x.dtype)
-    total = F.interpolate(x * weight, size=size, mode="bilinear", align_corners=False)
-    share = F.interpolate(weight, size=size, mode="bilinear", align_corners=False)
-    return torch.where(share > 0, total / share.clamp_min(1e-6), plain)
 
 
 def to_tokens(x: torch.Tensor) -> torch.Tensor:

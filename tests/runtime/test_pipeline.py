@@ -226,16 +226,22 @@ def test_memory_stays_flat_over_thousands_of_frames():
     assert marks[2999] - marks[500] < 256 * 1024, f"grew {marks[2999] - marks[500]} bytes over 2500 frames"
 
 
-def test_run_prefetches_only_a_file_that_asks_for_it_and_never_with_watch_or_a_live_source(small_onnx, clip_mp4, monkeypatch):
+def _recorded_run_pipeline_argument(monkeypatch, key):
+    """The list that each later run_stream call appends its run_pipeline `key` argument to."""
     import uda_adapt.runtime.stream as stream
 
     seen, real = [], stream.run_pipeline
 
     def recording(*args, **kwargs):
-        seen.append(kwargs["prefetch"])
+        seen.append(kwargs[key])
         return real(*args, **kwargs)
 
     monkeypatch.setattr(stream, "run_pipeline", recording)
+    return seen
+
+
+def test_run_prefetches_only_a_file_that_asks_for_it_and_never_with_watch_or_a_live_source(small_onnx, clip_mp4, monkeypatch):
+    seen = _recorded_run_pipeline_argument(monkeypatch, "prefetch")
     base = dict(model=str(small_onnx), input=str(clip_mp4), headless=True, max_frames=2, progress=False)
     run_stream(RunConfig(**base), **QUIET)
     run_stream(RunConfig(**base, prefetch=True), **QUIET)
@@ -318,15 +324,7 @@ def test_side_nice_keeps_frames_in_order_and_errors_reach_the_caller(tmp_path):
 
 
 def test_run_lowers_side_work_for_files_only(small_onnx, clip_mp4, monkeypatch):
-    import uda_adapt.runtime.stream as stream
-
-    seen, real = [], stream.run_pipeline
-
-    def recording(*args, **kwargs):
-        seen.append(kwargs["side_nice"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(stream, "run_pipeline", recording)
+    seen = _recorded_run_pipeline_argument(monkeypatch, "side_nice")
     base = dict(model=str(small_onnx), input=str(clip_mp4), headless=True, max_frames=2, progress=False)
     run_stream(RunConfig(**base), **QUIET)
     run_stream(RunConfig(**base, side_nice=0), **QUIET)

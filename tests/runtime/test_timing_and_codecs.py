@@ -7,7 +7,7 @@ from uda_adapt.runtime.capture import Backoff, CaptureThread
 from uda_adapt.runtime.pipeline import run_pipeline
 from uda_adapt.runtime.preprocess import Preprocessor
 from uda_adapt.runtime.render import Renderer, RenderOptions
-from uda_adapt.runtime.sinks import FramePacer
+from uda_adapt.runtime.frame_pacer import FramePacer
 from uda_adapt.runtime.uri import CaptureOptions, parse_input
 
 
