@@ -24,10 +24,17 @@ from uda_adapt.adapt.classes import IGNORE_INDEX
 from uda_adapt.adapt.models.correlation import PROB_EPS, CorrelationModule
 
 
-def segmentation_ce(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Cross-entropy of logits upsampled (bilinear) to the labels' size, mean over labelled pixels."""
+def segmentation_ce(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX,
+                    class_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of logits upsampled (bilinear) to the labels' size, mean over labelled pixels.
+
+    `class_weight` (C,) (array or tensor) multiplies each pixel's loss by its label's weight; the mean is still over
+    the pixel count (not the weight sum), so weights that average 1 over the source keep the scale."""
     labels = labels.long()
-    per_pixel = F.cross_entropy(_to_size(logits, labels), labels, ignore_index=ignore_index, reduction="none")
+    logits = _to_size(logits, labels)
+    if class_weight is not None:   # the weight's dtype must be the logits': both float32 (autocast runs CE in float32)
+        class_weight, logits = torch.as_tensor(class_weight, dtype=torch.float32, device=logits.device), logits.float()
+    per_pixel = F.cross_entropy(logits, labels, weight=class_weight, ignore_index=ignore_index, reduction="none")
     return _masked_mean(per_pixel, labels != ignore_index)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
+from uda_adapt.adapt.class_weights import ClassWeighting
 
 STAGES = ("source", "correlation", "self_train")
 
@@ -69,6 +70,9 @@ class SourceStageConfig:
     rcs_temperature: float = 0.01
     rcs_min_pixels: int = 3000
     rcs_min_crop_ratio: float = 0.5
+    # Per-class weights of the cross-entropy from the labels' class shares ("enet": ENet's
+    # 1 / ln(1.02 + p_c), rescaled to a mean of 1 per pixel; adapt/class_weights.py). "none": 1.
+    class_weights: ClassWeighting = "none"
 
 
 @dataclass
@@ -227,6 +231,9 @@ class MeanTeacherConfig:
     # ("applied later in dacs.py", configs/_base_/datasets/uda_gta_to_cityscapes_512x512.py:18) and
     # whose source loss takes the clean crop (mmseg/models/uda/dacs.py:234-235).
     source_jitter: Literal["pipeline", "none"] = "pipeline"
+    # Per-class weights of the source pixels' loss, on the source crops and where they are pasted
+    # into the mix: as `source.class_weights` (the weights come from the source labels).
+    source_class_weights: ClassWeighting = "none"
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-4))
 
 

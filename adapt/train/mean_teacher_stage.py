@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from uda_adapt.adapt.checkpoint import Checkpoint
+from uda_adapt.adapt.class_weights import describe, source_class_weights
 from uda_adapt.adapt.classes import IGNORE_INDEX
 from uda_adapt.adapt.data.rare_class import rare_class_stream
 from uda_adapt.adapt.data.transforms import EvalTransform
@@ -84,6 +85,7 @@ class MeanTeacherState:
     refit: CorrelationRefit | None = None     # the module keeps fitting on the source (correlation_refit)
     drift: DriftMonitor | None = None
     feature_distance: ImagenetFeatureDistance | None = None   # DAFormer's ImageNet FD on the source batch
+    source_class_weight: torch.Tensor | None = None           # (C,) weights of source pixels (source_class_weights)
 
 
 def separate_mic_batch(src_images: torch.Tensor, src_labels: torch.Tensor, tgt_images: torch.Tensor, pseudo: torch.Tensor,
@@ -147,12 +149,14 @@ def mean_teacher_step(state: MeanTeacherState, cfg: TrainConfig, step: int, devi
     mixed_labels = mix(paste, src_labels, pseudo)
     # Pseudo labels in the margins weigh 0 (MIC: `pseudo_weight *= valid_pseudo_mask`); pasted source pixels 1.
     target_weights = weight.view(-1, 1, 1) * trusted
-    pixel_weights = torch.where(paste, torch.ones_like(confidence), target_weights)
+    source_weights = torch.ones_like(confidence) if state.source_class_weight is None else \
+        state.source_class_weight.to(device)[src_labels.long().clamp(0, state.num_classes - 1)]   # ignore: never pasted
+    pixel_weights = torch.where(paste, source_weights, target_weights)
 
     losses: dict[str, torch.Tensor] = {}
     with autocast(device, cfg.amp):
         src_logits = state.network(src_images)
-        losses["source_ce"] = segmentation_ce(src_logits, src_labels)
+        losses["source_ce"] = segmentation_ce(src_logits, src_labels, class_weight=state.source_class_weight)
         if state.feature_distance is not None:
             # Part of DAFormer's source loss (dacs.py:249-252), on the features of the forward just run.
             losses["imnet_fd"] = state.feature_distance.loss(src_images, src_labels)
@@ -250,6 +254,7 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
         refit=make_refit(module, cfg, ctx.mean, ctx.std, ctx.device, ctx.dist),
         drift=DriftMonitor(len(ctx.classes)),
         feature_distance=fd,
+        source_class_weight=_source_class_weight(source_set, ctx, mt.source_class_weights, mt.rcs_min_pixels),
     )
     start, best = 0, float("-inf")
     if resume:
@@ -322,6 +327,15 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
         log.close()
         if fd is not None:
             fd.close()
+
+
+def _source_class_weight(source_set, ctx: RunContext, scheme: str, min_pixels: int) -> torch.Tensor | None:
+    weights = source_class_weights(source_set, len(ctx.classes), scheme, min_pixels)
+    if weights is None:
+        return None
+    if ctx.dist.is_main:
+        print(f"{STAGE}: source pixels' {describe(weights, ctx.classes)}")
+    return torch.from_numpy(weights)
 
 
 def report_drift(ctx: RunContext, stage_dir, drift: DriftMonitor) -> None:

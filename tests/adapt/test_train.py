@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -153,9 +154,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path, monke
     calls = {"n": 0}
     real_ce = __import__("uda_adapt.adapt.losses", fromlist=["segmentation_ce"]).segmentation_ce
 
-    def flaky_ce(logits, labels):
+    def flaky_ce(logits, labels, **kwargs):
         calls["n"] += 1
-        loss = real_ce(logits, labels)
+        loss = real_ce(logits, labels, **kwargs)
         return loss * float("nan") if calls["n"] == 3 else loss
 
     monkeypatch.setattr("uda_adapt.adapt.train.source_stage.segmentation_ce", flaky_ce)
@@ -190,3 +191,24 @@ def test_unknown_model_and_mismatched_classes(data, tmp_path):
     three = make_folder_dataset(tmp_path / "three", num=2, size=(40, 80), classes=3)
     with pytest.raises(UserError, match="different class sets"):
         train(tiny_config(data, f"data.target.root={three}"), tmp_path / "run2")
+
+
+def test_source_stage_weighs_its_loss_by_class_when_asked(data, tmp_path, monkeypatch, capsys):
+    from uda_adapt.adapt.class_weights import source_class_weights
+    from uda_adapt.adapt.train import source_stage
+    from uda_adapt.adapt.train.datasets import labelled_train_set
+
+    passed = []
+    real_ce = source_stage.segmentation_ce
+    monkeypatch.setattr(source_stage, "segmentation_ce", lambda logits, labels, **kw: passed.append(kw.get("class_weight")) or real_ce(logits, labels, **kw))
+    train(tiny_config(data), tmp_path / "plain", stage="source")
+    assert passed and all(w is None for w in passed)                     # off by default
+    passed.clear()
+    cfg = tiny_config(data, "source.class_weights=enet")
+    train(cfg, tmp_path / "enet", stage="source")
+    expected = source_class_weights(labelled_train_set(cfg.data.source, None), 19, "enet", cfg.source.rcs_min_pixels)
+    assert passed and all(np.array_equal(w, expected) for w in passed)
+    assert len(set(expected[expected > 0].round(4).tolist())) > 1       # the precondition: unequal weights
+    assert "source: class weights: heaviest" in capsys.readouterr().out
+    plain, enet = weights(tmp_path / "plain" / "source" / "last.pt"), weights(tmp_path / "enet" / "source" / "last.pt")
+    assert any(not torch.equal(plain[k], enet[k]) for k in plain)       # another loss, other weights
