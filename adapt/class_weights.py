@@ -55,3 +55,15 @@ def source_class_weights(dataset, num_classes: int, scheme: ClassWeighting, min_
         return None
     from uda_adapt.adapt.data.rare_class import class_statistics   # reads every label once, then a cache
     return class_weights(class_statistics(dataset, num_classes, min_pixels).frequency, scheme)
+
+
+def announced_class_weights(dataset, classes, scheme: ClassWeighting, min_pixels: int, prefix: str | None):
+    """`source_class_weights` as a (C,) float32 tensor (None for "none"), printed after `prefix`
+    for the training log when `prefix` is given (the main process of a distributed run)."""
+    weights = source_class_weights(dataset, len(classes), scheme, min_pixels)
+    if weights is None:
+        return None
+    if prefix is not None:
+        print(f"{prefix}{describe(weights, classes)}")
+    import torch   # here, so that the config (which names ClassWeighting) stays importable without torch
+    return torch.from_numpy(weights)

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from uda_adapt.adapt.checkpoint import Checkpoint
-from uda_adapt.adapt.class_weights import describe, source_class_weights
+from uda_adapt.adapt.class_weights import announced_class_weights
 from uda_adapt.adapt.classes import IGNORE_INDEX
 from uda_adapt.adapt.data.rare_class import rare_class_stream
 from uda_adapt.adapt.data.transforms import EvalTransform
@@ -147,7 +147,7 @@ def mean_teacher_step(state: MeanTeacherState, cfg: TrainConfig, step: int, devi
     plans = state.augment.draw(global_batch, state.generator)[mine]
     mixed_images = state.augment.apply(mix(paste, src_images, tgt_images), plans)
     mixed_labels = mix(paste, src_labels, pseudo)
-    # Pseudo labels in the margins weigh 0 (MIC: `pseudo_weight *= valid_pseudo_mask`); pasted source pixels 1.
+    # Pseudo labels in the margins weigh 0 (MIC: `pseudo_weight *= valid_pseudo_mask`); pasted source pixels 1 (or their class's weight).
     target_weights = weight.view(-1, 1, 1) * trusted
     source_weights = torch.ones_like(confidence) if state.source_class_weight is None else \
         state.source_class_weight.to(device)[src_labels.long().clamp(0, state.num_classes - 1)]   # ignore: never pasted
@@ -254,7 +254,8 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
         refit=make_refit(module, cfg, ctx.mean, ctx.std, ctx.device, ctx.dist),
         drift=DriftMonitor(len(ctx.classes)),
         feature_distance=fd,
-        source_class_weight=_source_class_weight(source_set, ctx, mt.source_class_weights, mt.rcs_min_pixels),
+        source_class_weight=announced_class_weights(source_set, ctx.classes, mt.source_class_weights, mt.rcs_min_pixels,
+                                                    f"{STAGE}: source pixels' " if ctx.dist.is_main else None),
     )
     start, best = 0, float("-inf")
     if resume:
@@ -327,15 +328,6 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
         log.close()
         if fd is not None:
             fd.close()
-
-
-def _source_class_weight(source_set, ctx: RunContext, scheme: str, min_pixels: int) -> torch.Tensor | None:
-    weights = source_class_weights(source_set, len(ctx.classes), scheme, min_pixels)
-    if weights is None:
-        return None
-    if ctx.dist.is_main:
-        print(f"{STAGE}: source pixels' {describe(weights, ctx.classes)}")
-    return torch.from_numpy(weights)
 
 
 def report_drift(ctx: RunContext, stage_dir, drift: DriftMonitor) -> None:

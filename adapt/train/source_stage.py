@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from uda_adapt.adapt.checkpoint import Checkpoint
-from uda_adapt.adapt.class_weights import describe, source_class_weights
+from uda_adapt.adapt.class_weights import announced_class_weights
 from uda_adapt.adapt.data.rare_class import rare_class_stream
 from uda_adapt.adapt.losses import segmentation_ce
 from uda_adapt.adapt.models import build_segmenter
@@ -41,9 +41,8 @@ def train_source(ctx: RunContext, init: Checkpoint | None = None) -> None:
         order, min_class_pixels = rare_class_stream(dataset, len(ctx.classes), stage_cfg.rcs_temperature,
                                                     stage_cfg.rcs_min_pixels, stage_cfg.rcs_min_crop_ratio)
     stream = ctx.batch_stream(dataset, cfg.seed, order=order, min_class_pixels=min_class_pixels)
-    class_weight = source_class_weights(dataset, len(ctx.classes), stage_cfg.class_weights, stage_cfg.rcs_min_pixels)
-    if class_weight is not None and ctx.dist.is_main:
-        print(f"{STAGE}: {describe(class_weight, ctx.classes)}")
+    class_weight = announced_class_weights(dataset, ctx.classes, stage_cfg.class_weights, stage_cfg.rcs_min_pixels,
+                                           f"{STAGE}: " if ctx.dist.is_main else None)
     network = training_network(model, cfg, ctx.device, ctx.dist)
     optimizer = make_optimizer(model.parameters(), stage_cfg.optim)
     scaler = make_grad_scaler(ctx.device, cfg.amp)

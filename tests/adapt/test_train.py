@@ -207,7 +207,7 @@ def test_source_stage_weighs_its_loss_by_class_when_asked(data, tmp_path, monkey
     cfg = tiny_config(data, "source.class_weights=enet")
     train(cfg, tmp_path / "enet", stage="source")
     expected = source_class_weights(labelled_train_set(cfg.data.source, None), 19, "enet", cfg.source.rcs_min_pixels)
-    assert passed and all(np.array_equal(w, expected) for w in passed)
+    assert passed and all(np.array_equal(w.numpy(), expected) for w in passed)
     assert len(set(expected[expected > 0].round(4).tolist())) > 1       # the precondition: unequal weights
     assert "source: class weights: heaviest" in capsys.readouterr().out
     plain, enet = weights(tmp_path / "plain" / "source" / "last.pt"), weights(tmp_path / "enet" / "source" / "last.pt")
