@@ -7,6 +7,8 @@ vegetation. Weighting each labelled pixel by its class lets the rare classes spe
 - "none": every pixel weighs 1.
 - "enet": ENet's w_c = 1 / ln(1.02 + p_c), p_c the class's share of labelled source pixels
   (Paszke et al., "ENet", arXiv 1606.02147, section 5.2: c = 1.02 bounds the weights to [1, 50]).
+- "enet_sqrt": the square root of ENet's weights: the same order, half the spread in log scale
+  (on the built-in source about 2.5 for the rarest classes against 0.65 for building).
 
 The weights are rescaled so that a source pixel weighs 1 on average (sum_c p_c w_c = 1): the
 loss keeps the scale the learning rates were chosen for. Classes absent from the source weigh 0;
@@ -19,7 +21,8 @@ from typing import Literal
 
 import numpy as np
 
-ClassWeighting = Literal["none", "enet"]
+ClassWeighting = Literal["none", "enet", "enet_sqrt"]
+SCHEMES = ("none", "enet", "enet_sqrt")
 ENET_C = 1.02
 
 
@@ -27,13 +30,15 @@ def class_weights(frequency: np.ndarray, scheme: ClassWeighting) -> np.ndarray |
     """(C,) float32 weights (for `segmentation_ce(class_weight=)`), or None for "none"."""
     if scheme == "none":
         return None
-    if scheme != "enet":
-        raise ValueError(f"unknown class weighting {scheme!r}; valid: none, enet")
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown class weighting {scheme!r}; valid: {', '.join(SCHEMES)}")
     p = np.asarray(frequency, np.float64)
     if p.ndim != 1 or not np.isfinite(p).all() or (p < 0).any() or p.sum() <= 0:
         raise ValueError("class weights need a share of labelled pixels per class, non-negative, with a positive sum")
     p = p / p.sum()
     weights = np.where(p > 0, 1.0 / np.log(ENET_C + p), 0.0)
+    if scheme == "enet_sqrt":
+        weights = np.sqrt(weights)
     weights /= float((p * weights).sum())
     return weights.astype(np.float32)
 

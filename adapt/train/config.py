@@ -71,7 +71,7 @@ class SourceStageConfig:
     rcs_min_pixels: int = 3000
     rcs_min_crop_ratio: float = 0.5
     # Per-class weights of the cross-entropy from the labels' class shares ("enet": ENet's
-    # 1 / ln(1.02 + p_c), rescaled to a mean of 1 per pixel; adapt/class_weights.py). "none": 1.
+    # 1 / ln(1.02 + p_c), rescaled to a mean of 1 per pixel; "enet_sqrt": their square root; adapt/class_weights.py). "none": 1.
     class_weights: ClassWeighting = "none"
 
 

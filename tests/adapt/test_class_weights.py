@@ -30,6 +30,10 @@ def test_enet_weights_follow_the_formula_and_average_one_per_pixel():
     assert weights[3] / weights[0] <= 1 / math.log(1.02) / 1.0               # bounded, as ENet's c = 1.02 makes it
     assert class_weights(share, "none") is None
     assert class_weights(share * 7, "enet") == pytest.approx(weights)        # counts or shares alike
+    milder = class_weights(share, "enet_sqrt")
+    assert milder == pytest.approx([w / sum(p * w for p, w in zip(share[:4], np.sqrt(raw))) for w in np.sqrt(raw)] + [0.0], rel=1e-5)
+    assert float((share * milder).sum()) == pytest.approx(1.0, rel=1e-5)
+    assert 1 < milder[3] / milder[0] < weights[3] / weights[0]               # the same order, a smaller spread
 
 
 @pytest.mark.parametrize("bad", [np.zeros(3), np.array([0.5, -0.1, 0.6]), np.array([np.nan, 1.0]), np.ones((2, 2))])
