@@ -167,3 +167,16 @@ def assert_one_error_line(rc: int, err: str, *words: str) -> str:
     for word in words:
         assert word in errors[0], (word, errors[0])
     return errors[0]
+
+
+class LabelMaps:
+    """A dataset of label maps only, as `class_statistics` reads it (`load_label(i)`)."""
+
+    def __init__(self, labels):
+        self.labels = labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def load_label(self, index):
+        return self.labels[index]

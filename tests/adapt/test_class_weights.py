@@ -16,6 +16,7 @@ from uda_adapt.adapt.config import load_config
 from uda_adapt.adapt.losses import segmentation_ce
 from uda_adapt.adapt.train.config import TrainConfig
 from uda_adapt.common.errors import UserError
+from tests.adapt.fixtures import LabelMaps
 from tests.adapt.test_recipe import _tiny_state
 
 
@@ -65,24 +66,11 @@ def test_bad_weighting_is_refused_when_the_config_loads():
     assert TrainConfig().source.class_weights == "none" == TrainConfig().self_train.mean_teacher.source_class_weights
 
 
-class _Labels:
-    """A dataset of label maps only, as class_statistics reads it."""
-
-    def __init__(self, labels):
-        self.labels = labels
-
-    def __len__(self):
-        return len(self.labels)
-
-    def load_label(self, index):
-        return self.labels[index]
-
-
 def test_source_weights_come_from_the_labels_shares():
     labels = [np.array([[0, 0, 0, 1]], np.uint8), np.array([[0, 0, 2, 255]], np.uint8)]
-    weights = source_class_weights(_Labels(labels), 4, "enet")
+    weights = source_class_weights(LabelMaps(labels), 4, "enet")
     assert weights == pytest.approx(class_weights(np.array([5, 1, 1, 0]) / 7, "enet"))
-    assert weights[3] == 0 and source_class_weights(_Labels(labels), 4, "none") is None
+    assert weights[3] == 0 and source_class_weights(LabelMaps(labels), 4, "none") is None
     assert describe(weights, ["a", "b", "c", "d"]).startswith("class weights: heaviest ")
 
 

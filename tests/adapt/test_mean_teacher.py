@@ -139,16 +139,7 @@ def test_rare_class_sampling_favours_rare_classes_and_only_draws_images_that_hav
 
 def test_rare_class_statistics_keep_only_images_with_enough_pixels_of_a_class():
     from uda_adapt.adapt.data.rare_class import class_statistics
-
-    class Labels:
-        def __init__(self, labels):
-            self.labels = labels
-
-        def __len__(self):
-            return len(self.labels)
-
-        def load_label(self, index):
-            return self.labels[index]
+    from tests.adapt.fixtures import LabelMaps as Labels
 
     few, many = np.zeros((10, 10), np.uint8), np.zeros((10, 10), np.uint8)
     few[0, :5] = 1          # 5 pixels of class 1
