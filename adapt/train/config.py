@@ -234,6 +234,9 @@ class MeanTeacherConfig:
     # Per-class weights of the source pixels' loss, on the source crops and where they are pasted
     # into the mix: as `source.class_weights` (the weights come from the source labels).
     source_class_weights: ClassWeighting = "none"
+    # Whether the pasted source pixels carry those weights too (False: only the source crops' loss is
+    # weighted, and the mix keeps 1 per pasted pixel).
+    pasted_class_weights: bool = True
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-4))
 
 

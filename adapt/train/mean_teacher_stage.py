@@ -149,8 +149,9 @@ def mean_teacher_step(state: MeanTeacherState, cfg: TrainConfig, step: int, devi
     mixed_labels = mix(paste, src_labels, pseudo)
     # Pseudo labels in the margins weigh 0 (MIC: `pseudo_weight *= valid_pseudo_mask`); pasted source pixels 1 (or their class's weight).
     target_weights = weight.view(-1, 1, 1) * trusted
-    source_weights = torch.ones_like(confidence) if state.source_class_weight is None else \
-        state.source_class_weight.to(device)[src_labels.long().clamp(0, state.num_classes - 1)]   # ignore: never pasted
+    weigh_pasted = state.source_class_weight is not None and mt.pasted_class_weights
+    source_weights = state.source_class_weight.to(device)[src_labels.long().clamp(0, state.num_classes - 1)] \
+        if weigh_pasted else torch.ones_like(confidence)   # clamp: ignore pixels are never pasted
     pixel_weights = torch.where(paste, source_weights, target_weights)
 
     losses: dict[str, torch.Tensor] = {}

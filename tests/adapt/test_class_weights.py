@@ -74,11 +74,14 @@ def test_source_weights_come_from_the_labels_shares():
     assert describe(weights, ["a", "b", "c", "d"]).startswith("class weights: heaviest ")
 
 
-def test_mean_teacher_weighs_source_pixels_by_class_in_both_losses(monkeypatch):
+def _one_weighted_step(monkeypatch, pasted_class_weights: bool):
+    """One mean-teacher step with class weights on its source pixels: the weights, the kwargs the
+    source crops' loss got, the mix's labels and pixel weights, and the paste mask."""
     import uda_adapt.adapt.train.mean_teacher_stage as stage
 
     cfg = TrainConfig()
     cfg.self_train.mean_teacher.confidence_threshold = 0.3
+    cfg.self_train.mean_teacher.pasted_class_weights = pasted_class_weights
     state = _tiny_state(cfg)
     state.source_class_weight = torch.tensor([0.5, 1.0, 2.0, 4.0])
     seen: dict[str, list] = {"plain": [], "mixed": [], "paste": []}
@@ -88,9 +91,20 @@ def test_mean_teacher_weighs_source_pixels_by_class_in_both_losses(monkeypatch):
                         lambda logits, labels, weights: seen["mixed"].append((labels.clone(), weights.clone())) or real_weighted(logits, labels, weights))
     monkeypatch.setattr(stage, "paste_masks", lambda *a: seen["paste"].append(real_paste(*a)) or seen["paste"][-1])
     stage.mean_teacher_step(state, cfg, 0, torch.device("cpu"))
-    assert torch.equal(seen["plain"][0]["class_weight"], state.source_class_weight)
-    (labels, weights), pasted = seen["mixed"][0], seen["paste"][0]
+    labels, weights = seen["mixed"][0]
+    return state.source_class_weight, seen["plain"][0], labels, weights, seen["paste"][0]
+
+
+def test_mean_teacher_weighs_source_pixels_by_class_in_both_losses(monkeypatch):
+    class_weight, crops, labels, weights, pasted = _one_weighted_step(monkeypatch, pasted_class_weights=True)
+    assert torch.equal(crops["class_weight"], class_weight)
     assert pasted.any() and (~pasted).any()          # the precondition: both kinds of pixel in the mix
-    assert torch.equal(weights[pasted], state.source_class_weight[labels[pasted]])
+    assert torch.equal(weights[pasted], class_weight[labels[pasted]])
     assert len(set(weights[pasted].tolist())) > 1    # more than one class pasted, each at its own weight
     assert len(set(weights[~pasted].tolist())) == 1  # target pixels keep the teacher's one confidence weight
+
+
+def test_pasted_pixels_can_keep_weight_one_while_the_source_crops_are_weighted(monkeypatch):
+    class_weight, crops, _, weights, pasted = _one_weighted_step(monkeypatch, pasted_class_weights=False)
+    assert torch.equal(crops["class_weight"], class_weight)   # the crops are still weighted
+    assert pasted.any() and torch.all(weights[pasted] == 1)
