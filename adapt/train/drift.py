@@ -28,11 +28,14 @@ measure that ranked checkpoints best on the day benchmark (benchmarks/results/la
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from uda_adapt.adapt.classes import IGNORE_INDEX
+from uda_adapt.common.atomic import atomic_write_text
 
 SHARE_MOMENTUM = 0.98          # running class shares: about the last 50 steps
 FIRST_STEPS = 20               # the window that defines "at the start"
@@ -114,3 +117,24 @@ def drift_verdict(records: list[dict], vanished: list[str]) -> list[str]:
     if vanished:
         warnings.append(f"classes the teacher stopped predicting: {', '.join(vanished)}")
     return warnings
+
+
+def write_drift_report(stage_dir: Path, stage: str, classes, drift: DriftMonitor) -> None:
+    """Write `drift.json` from the stage's logged windows and print a warning for each label-free
+    sign of degradation."""
+    metrics = stage_dir / "metrics.jsonl"
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
+    records = [r for r in records if r.get("stage") == stage]
+    vanished = [classes[c] for c in drift.vanished()]
+    warnings = drift_verdict(records, vanished)
+    windows = [r for r in records if "source_acc" in r]
+    keys = ("source_acc", "pred_tv", "pseudo_weight")
+    report = {
+        "first": {k: windows[0][k] for k in keys if windows and k in windows[0]},
+        "last": {k: windows[-1][k] for k in keys if windows and k in windows[-1]},
+        "vanished_classes": vanished,
+        "warnings": warnings,
+    }
+    atomic_write_text(stage_dir / "drift.json", json.dumps(report, indent=2) + "\n")
+    for warning in warnings:
+        print(f"{stage}: warning, self-training may be degrading: {warning} ({stage_dir / 'drift.json'}; no target label was used)")

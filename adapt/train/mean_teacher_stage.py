@@ -26,7 +26,6 @@ the strong augmentation are drawn for the global batch and applied per rank.
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass
 
 import torch
@@ -49,7 +48,7 @@ from uda_adapt.adapt.train.batchnorm import batch_statistics, batchnorm_buffers,
 from uda_adapt.adapt.train.batches import BatchStream, StreamState, random_permutation
 from uda_adapt.adapt.train.config import TrainConfig
 from uda_adapt.adapt.train.correlation_refit import CorrelationRefit, make_refit
-from uda_adapt.adapt.train.drift import DriftMonitor, drift_verdict
+from uda_adapt.adapt.train.drift import DriftMonitor, write_drift_report
 from uda_adapt.adapt.train.datasets import labelled_train_set, target_crop_set, train_transform, unlabelled_train_set
 from uda_adapt.adapt.train.distributed import Distributed, broadcast_buffers, gather_batch, revert_sync_batchnorm
 from uda_adapt.adapt.train.environment import (autocast, make_grad_scaler, restore_grad_scaler, restore_rng, rng_state, seed_everything,
@@ -60,7 +59,6 @@ from uda_adapt.adapt.train.optim import make_optimizer, poly_lr, set_lr
 from uda_adapt.adapt.train.reporting import evaluate_stage, keep_best, network_fn
 from uda_adapt.adapt.train.correlation_stage import correlation_payload, module_fn
 from uda_adapt.adapt.train.stage_io import RunContext, StageStart, write_stage_checkpoint
-from uda_adapt.common.atomic import atomic_write_text
 
 STAGE = "self_train"
 FINAL_TAG = "mean_teacher"
@@ -321,7 +319,8 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
             module.eval()
             evaluate_stage(ctx, module_fn(exported, module), stage_dir, "network+live_module", mt.iterations, log)   # diagnostic
         result = evaluate_stage(ctx, network_fn(exported), stage_dir, FINAL_TAG, mt.iterations, log)
-        report_drift(ctx, stage_dir, state.drift)
+        if ctx.dist.is_main:
+            write_drift_report(stage_dir, STAGE, ctx.classes, state.drift)
         best = keep_best(result, best, lambda: write_stage_checkpoint(
             ctx, stage_dir / "best.pt", STAGE, exported, mt.iterations, {"miou": result.miou, "complete": True}))
         save(mt.iterations, complete=True, exported=exported, training_bn=training_bn)
@@ -330,24 +329,3 @@ def mean_teacher(ctx: RunContext, init: Checkpoint, start_info: StageStart, modu
         if fd is not None:
             fd.close()
 
-
-def report_drift(ctx: RunContext, stage_dir, drift: DriftMonitor) -> None:
-    """Write `drift.json` and print a warning for each label-free sign of degradation."""
-    if not ctx.dist.is_main:
-        return
-    metrics = stage_dir / "metrics.jsonl"
-    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
-    records = [r for r in records if r.get("stage") == STAGE]
-    vanished = [ctx.classes[c] for c in drift.vanished()]
-    warnings = drift_verdict(records, vanished)
-    windows = [r for r in records if "source_acc" in r]
-    keys = ("source_acc", "pred_tv", "pseudo_weight")
-    report = {
-        "first": {k: windows[0][k] for k in keys if windows and k in windows[0]},
-        "last": {k: windows[-1][k] for k in keys if windows and k in windows[-1]},
-        "vanished_classes": vanished,
-        "warnings": warnings,
-    }
-    atomic_write_text(stage_dir / "drift.json", json.dumps(report, indent=2) + "\n")
-    for warning in warnings:
-        print(f"{STAGE}: warning, self-training may be degrading: {warning} ({stage_dir / 'drift.json'}; no target label was used)")
